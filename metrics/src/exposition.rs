@@ -1,0 +1,890 @@
+//! Parser for the Prometheus text exposition format 0.0.4 and OpenMetrics 1.0 text.
+//!
+//! Owns: turning a `/metrics` body into [`Record`]s (samples, `# HELP`, `# TYPE`, `# UNIT`,
+//! `# EOF`) without copying the input, and counting every line it had to skip.
+//! Does not own: what a metric *means* (see [`crate::profile`]) or grouping samples into
+//! histograms (see [`crate::snapshot`]).
+//!
+//! Why our own parser: `prometheus-parse` 0.2.5 drops every line whose metric name has a `:`
+//! (all of vLLM's `vllm:*` families) and splits label values at `,`; the evidence is the test
+//! `prometheus_parse_cannot_read_vllm` in `tests/engine.rs`.
+//!
+//! Design points:
+//! - The parser is line oriented: it finds the end of a line with `memchr` first, so a
+//!   malformed line can never swallow the next one, and a line the caller's [`NameFilter`]
+//!   rejects costs one name scan plus the newline search — its labels are never looked at.
+//! - A malformed line is skipped and counted in [`ParseStats`]; parsing goes on.
+//! - Label sets are validated once while parsing and kept as the raw text between the braces;
+//!   [`Sample::labels`] walks that text again on demand and unescapes a value only when it
+//!   holds a backslash, so the common case allocates nothing.
+
+use std::borrow::Cow;
+
+/// Which text dialect the body is in. They differ in timestamp units and in `# EOF`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`: timestamps are integer milliseconds.
+    #[default]
+    Prometheus,
+    /// `application/openmetrics-text`: timestamps are (possibly fractional) seconds,
+    /// the body ends with `# EOF`, exemplars may follow a sample.
+    OpenMetrics,
+}
+
+impl Format {
+    /// Picks the dialect from an HTTP `Content-Type` header value.
+    pub fn from_content_type(content_type: &str) -> Format {
+        if content_type
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/openmetrics-text")
+        {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+
+    /// Picks the dialect from the body itself: OpenMetrics bodies end with `# EOF`.
+    pub fn sniff(body: &str) -> Format {
+        if body.trim_end().ends_with("# EOF") {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+}
+
+/// The declared type of a metric family (`# TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+    Histogram,
+    GaugeHistogram,
+    Summary,
+    Info,
+    StateSet,
+    /// `untyped` (0.0.4) and `unknown` (OpenMetrics).
+    Unknown,
+}
+
+impl MetricType {
+    fn from_token(token: &str) -> Option<MetricType> {
+        Some(match token {
+            "counter" => MetricType::Counter,
+            "gauge" => MetricType::Gauge,
+            "histogram" => MetricType::Histogram,
+            "gaugehistogram" => MetricType::GaugeHistogram,
+            "summary" => MetricType::Summary,
+            "info" => MetricType::Info,
+            "stateset" => MetricType::StateSet,
+            "untyped" | "unknown" => MetricType::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+/// One sample line: `name{labels} value [timestamp]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample<'a> {
+    /// The sample name as written, e.g. `vllm:time_to_first_token_seconds_bucket`.
+    pub name: &'a str,
+    /// Raw, already validated text between `{` and `}` (empty when there are no labels).
+    raw_labels: &'a str,
+    pub value: f64,
+    /// Milliseconds since the Unix epoch, when the line carries a timestamp.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl<'a> Sample<'a> {
+    /// Iterates over the labels in the order they were written.
+    pub fn labels(&self) -> LabelIter<'a> {
+        LabelIter {
+            rest: self.raw_labels,
+        }
+    }
+
+    /// The value of one label, unescaped, if the sample has it.
+    pub fn label(&self, name: &str) -> Option<Cow<'a, str>> {
+        self.labels().find(|l| l.name == name).map(|l| l.value)
+    }
+
+    /// The raw label text, as written between the braces (escapes not undone).
+    pub fn raw_labels(&self) -> &'a str {
+        self.raw_labels
+    }
+}
+
+/// One `name="value"` pair of a sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label<'a> {
+    pub name: &'a str,
+    /// Borrowed from the input unless the value held an escape sequence.
+    pub value: Cow<'a, str>,
+}
+
+/// Walks a label set that [`Parser`] already validated.
+#[derive(Debug, Clone)]
+pub struct LabelIter<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for LabelIter<'a> {
+    type Item = Label<'a>;
+
+    fn next(&mut self) -> Option<Label<'a>> {
+        let bytes = self.rest.as_bytes();
+        let mut i = skip_blanks(bytes, 0);
+        if i >= bytes.len() {
+            return None;
+        }
+        // The text was validated by `scan_label_set`, so the shapes below always hold;
+        // still, we stop instead of panicking if they somehow do not.
+        let name_end = scan_label_name(bytes, i)?;
+        let name = &self.rest[i..name_end];
+        i = skip_blanks(bytes, name_end);
+        if bytes.get(i) != Some(&b'=') {
+            return None;
+        }
+        i = skip_blanks(bytes, i + 1);
+        if bytes.get(i) != Some(&b'"') {
+            return None;
+        }
+        let (value_end, escaped) = scan_quoted(bytes, i + 1).ok()?;
+        let raw_value = &self.rest[i + 1..value_end];
+        let value = if escaped {
+            Cow::Owned(unescape(raw_value))
+        } else {
+            Cow::Borrowed(raw_value)
+        };
+        i = skip_blanks(bytes, value_end + 1);
+        if bytes.get(i) == Some(&b',') {
+            i += 1;
+        }
+        self.rest = &self.rest[i..];
+        Some(Label { name, value })
+    }
+}
+
+/// One parsed line that carries information.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record<'a> {
+    Sample(Sample<'a>),
+    /// `# HELP family text` (text unescaped).
+    Help {
+        family: &'a str,
+        text: Cow<'a, str>,
+    },
+    /// `# TYPE family type`.
+    Type {
+        family: &'a str,
+        metric_type: MetricType,
+    },
+    /// `# UNIT family unit` (OpenMetrics).
+    Unit {
+        family: &'a str,
+        unit: &'a str,
+    },
+    /// `# EOF` (OpenMetrics); the parser stops after it.
+    Eof,
+}
+
+/// Why a line was skipped. Closed set so it can label our own metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LineErrorKind {
+    /// The metric name is empty or has a character outside `[a-zA-Z0-9_:]`.
+    InvalidMetricName,
+    /// A label name, `=`, quote, comma or the closing brace is missing or wrong.
+    InvalidLabelSet,
+    /// A label value has an escape other than `\\`, `\"`, `\n`, or no closing quote.
+    InvalidLabelValue,
+    /// The value is missing or not a float (`+Inf`, `-Inf`, `NaN` are floats).
+    InvalidValue,
+    /// The timestamp is not an integer (0.0.4) or a float (OpenMetrics).
+    InvalidTimestamp,
+    /// Text follows the timestamp that is not an exemplar.
+    TrailingText,
+    /// A `# HELP`/`# TYPE`/`# UNIT` line without a family name, or an unknown type.
+    InvalidDescriptor,
+    /// The line is not valid UTF-8.
+    InvalidUtf8,
+}
+
+impl LineErrorKind {
+    /// All kinds, in a fixed order (index = position in [`ParseStats::skipped_by_kind`]).
+    pub const ALL: [LineErrorKind; 8] = [
+        LineErrorKind::InvalidMetricName,
+        LineErrorKind::InvalidLabelSet,
+        LineErrorKind::InvalidLabelValue,
+        LineErrorKind::InvalidValue,
+        LineErrorKind::InvalidTimestamp,
+        LineErrorKind::TrailingText,
+        LineErrorKind::InvalidDescriptor,
+        LineErrorKind::InvalidUtf8,
+    ];
+
+    /// A short, stable name for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineErrorKind::InvalidMetricName => "invalid_metric_name",
+            LineErrorKind::InvalidLabelSet => "invalid_label_set",
+            LineErrorKind::InvalidLabelValue => "invalid_label_value",
+            LineErrorKind::InvalidValue => "invalid_value",
+            LineErrorKind::InvalidTimestamp => "invalid_timestamp",
+            LineErrorKind::TrailingText => "trailing_text",
+            LineErrorKind::InvalidDescriptor => "invalid_descriptor",
+            LineErrorKind::InvalidUtf8 => "invalid_utf8",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A skipped line, kept for diagnostics (only the first few are kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// 1-based line number in the body.
+    pub line: usize,
+    pub kind: LineErrorKind,
+}
+
+/// How many diagnostics to keep per scrape: enough to show a user what is wrong with a body,
+/// few enough that a body of garbage cannot make us hold a large list.
+pub const MAX_KEPT_LINE_ERRORS: usize = 8;
+
+/// Counts for one body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParseStats {
+    /// Lines seen, including blank and comment lines.
+    pub lines: usize,
+    /// Samples returned to the caller.
+    pub samples: usize,
+    /// Sample lines the name filter rejected (their labels were not parsed).
+    pub filtered_out: usize,
+    /// Malformed lines skipped, by [`LineErrorKind`] (index order of [`LineErrorKind::ALL`]).
+    pub skipped_by_kind: [usize; 8],
+    /// The first [`MAX_KEPT_LINE_ERRORS`] skipped lines.
+    pub first_errors: Vec<LineError>,
+}
+
+impl ParseStats {
+    /// Total malformed lines skipped.
+    pub fn skipped(&self) -> usize {
+        self.skipped_by_kind.iter().sum()
+    }
+
+    fn record_error(&mut self, line: usize, kind: LineErrorKind) {
+        self.skipped_by_kind[kind.index()] += 1;
+        if self.first_errors.len() < MAX_KEPT_LINE_ERRORS {
+            self.first_errors.push(LineError { line, kind });
+        }
+    }
+}
+
+/// Decides, from the name alone, whether a sample (or a descriptor line) is wanted.
+///
+/// For `# HELP`/`# TYPE`/`# UNIT` lines the argument is the family name; for samples it is
+/// the sample name (with `_bucket`, `_total`, ... suffixes).
+pub trait NameFilter {
+    fn accepts(&self, name: &str) -> bool;
+}
+
+/// Accepts everything: a full parse.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AcceptAll;
+
+impl NameFilter for AcceptAll {
+    #[inline]
+    fn accepts(&self, _name: &str) -> bool {
+        true
+    }
+}
+
+impl<F: Fn(&str) -> bool> NameFilter for F {
+    #[inline]
+    fn accepts(&self, name: &str) -> bool {
+        self(name)
+    }
+}
+
+/// Streaming parser over one body. Iterate it for [`Record`]s; read [`Parser::stats`] after.
+#[derive(Debug)]
+pub struct Parser<'a, F = AcceptAll> {
+    text: &'a str,
+    pos: usize,
+    line_no: usize,
+    format: Format,
+    filter: F,
+    stats: ParseStats,
+    done: bool,
+}
+
+impl<'a> Parser<'a, AcceptAll> {
+    /// A parser that returns every record.
+    pub fn new(text: &'a str, format: Format) -> Self {
+        Parser::with_filter(text, format, AcceptAll)
+    }
+}
+
+impl<'a, F: NameFilter> Parser<'a, F> {
+    /// A parser that returns only the samples and descriptors whose name `filter` accepts.
+    pub fn with_filter(text: &'a str, format: Format, filter: F) -> Self {
+        Parser {
+            text,
+            pos: 0,
+            line_no: 0,
+            format,
+            filter,
+            stats: ParseStats::default(),
+            done: false,
+        }
+    }
+
+    /// Counts so far (complete once the iterator returned `None`).
+    pub fn stats(&self) -> &ParseStats {
+        &self.stats
+    }
+
+    /// Consumes the parser and returns its counts.
+    pub fn into_stats(self) -> ParseStats {
+        self.stats
+    }
+
+    fn next_line(&mut self) -> Option<&'a str> {
+        if self.pos >= self.text.len() {
+            return None;
+        }
+        let rest = &self.text[self.pos..];
+        let (line, advance) = match memchr::memchr(b'\n', rest.as_bytes()) {
+            Some(i) => (&rest[..i], i + 1),
+            None => (rest, rest.len()),
+        };
+        self.pos += advance;
+        self.line_no += 1;
+        self.stats.lines += 1;
+        Some(line.strip_suffix('\r').unwrap_or(line))
+    }
+
+    fn parse_descriptor(&mut self, line: &'a str) -> Option<Record<'a>> {
+        // `line` starts with '#'.
+        let body = line[1..].trim_start_matches([' ', '\t']);
+        let (keyword, rest) = split_token(body);
+        match keyword {
+            "HELP" | "TYPE" | "UNIT" => {}
+            "EOF" if rest.trim().is_empty() => {
+                self.done = true;
+                return Some(Record::Eof);
+            }
+            // Any other comment is allowed and carries nothing.
+            _ => return None,
+        }
+        let (family, rest) = split_token(rest);
+        if family.is_empty() || !is_metric_name(family.as_bytes()) {
+            self.stats
+                .record_error(self.line_no, LineErrorKind::InvalidDescriptor);
+            return None;
+        }
+        if !self.filter.accepts(family) {
+            return None;
+        }
+        match keyword {
+            "HELP" => {
+                let text = if rest.contains('\\') {
+                    Cow::Owned(unescape(rest))
+                } else {
+                    Cow::Borrowed(rest)
+                };
+                Some(Record::Help { family, text })
+            }
+            "TYPE" => match MetricType::from_token(rest.trim()) {
+                Some(metric_type) => Some(Record::Type {
+                    family,
+                    metric_type,
+                }),
+                None => {
+                    self.stats
+                        .record_error(self.line_no, LineErrorKind::InvalidDescriptor);
+                    None
+                }
+            },
+            _ => Some(Record::Unit {
+                family,
+                unit: rest.trim(),
+            }),
+        }
+    }
+
+    fn parse_sample(&mut self, line: &'a str) -> Option<Record<'a>> {
+        let bytes = line.as_bytes();
+        let name_end = scan_metric_name(bytes);
+        let next = bytes.get(name_end).copied();
+        if name_end == 0 || !matches!(next, None | Some(b'{' | b' ' | b'\t')) {
+            self.stats
+                .record_error(self.line_no, LineErrorKind::InvalidMetricName);
+            return None;
+        }
+        let name = &line[..name_end];
+        if !self.filter.accepts(name) {
+            self.stats.filtered_out += 1;
+            return None;
+        }
+        let mut i = name_end;
+        let mut raw_labels = "";
+        if next == Some(b'{') {
+            match scan_label_set(bytes, i + 1) {
+                Ok(close) => {
+                    raw_labels = &line[i + 1..close];
+                    i = close + 1;
+                }
+                Err(kind) => {
+                    self.stats.record_error(self.line_no, kind);
+                    return None;
+                }
+            }
+        }
+        let rest = &line[i..];
+        let (value_text, rest) = split_token(rest);
+        let Some(value) = parse_value(value_text) else {
+            self.stats
+                .record_error(self.line_no, LineErrorKind::InvalidValue);
+            return None;
+        };
+        let (ts_text, rest) = split_token(rest);
+        let mut timestamp_ms = None;
+        if !ts_text.is_empty() && ts_text != "#" {
+            match parse_timestamp(ts_text, self.format) {
+                Some(ts) => timestamp_ms = Some(ts),
+                None => {
+                    self.stats
+                        .record_error(self.line_no, LineErrorKind::InvalidTimestamp);
+                    return None;
+                }
+            }
+            let rest = rest.trim_start_matches([' ', '\t']);
+            if !rest.is_empty() && !rest.starts_with('#') {
+                self.stats
+                    .record_error(self.line_no, LineErrorKind::TrailingText);
+                return None;
+            }
+        }
+        // An exemplar (`# {trace_id="…"} 1.0`) may follow; it is not part of the sample.
+        self.stats.samples += 1;
+        Some(Record::Sample(Sample {
+            name,
+            raw_labels,
+            value,
+            timestamp_ms,
+        }))
+    }
+}
+
+impl<'a, F: NameFilter> Iterator for Parser<'a, F> {
+    type Item = Record<'a>;
+
+    fn next(&mut self) -> Option<Record<'a>> {
+        while !self.done {
+            let line = self.next_line()?;
+            let trimmed = line.trim_start_matches([' ', '\t']);
+            let record = match trimmed.as_bytes().first() {
+                None => continue,
+                Some(b'#') => self.parse_descriptor(trimmed),
+                Some(_) => self.parse_sample(trimmed),
+            };
+            if record.is_some() {
+                return record;
+            }
+        }
+        None
+    }
+}
+
+/// Parses a byte body that may not be valid UTF-8: invalid lines are skipped and counted,
+/// the rest is parsed as usual. Returns the valid text to hand to [`Parser`].
+///
+/// Bodies from the network are bytes; rather than reject a whole scrape for one bad byte we
+/// blank out the offending lines (keeping line numbers) and count them.
+pub fn sanitize_utf8(body: &[u8]) -> (Cow<'_, str>, usize) {
+    match std::str::from_utf8(body) {
+        Ok(text) => (Cow::Borrowed(text), 0),
+        Err(_) => {
+            let mut out = String::with_capacity(body.len());
+            let mut bad_lines = 0;
+            for line in body.split_inclusive(|b| *b == b'\n') {
+                match std::str::from_utf8(line) {
+                    Ok(text) => out.push_str(text),
+                    Err(_) => {
+                        bad_lines += 1;
+                        if line.ends_with(b"\n") {
+                            out.push('\n');
+                        }
+                    }
+                }
+            }
+            (Cow::Owned(out), bad_lines)
+        }
+    }
+}
+
+/// Adds `count` lines of [`LineErrorKind::InvalidUtf8`] to `stats` (see [`sanitize_utf8`]).
+pub fn count_invalid_utf8(stats: &mut ParseStats, count: usize) {
+    stats.skipped_by_kind[LineErrorKind::InvalidUtf8.index()] += count;
+}
+
+#[inline]
+fn is_name_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b == b':'
+}
+
+#[inline]
+fn is_name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+}
+
+/// Length of the metric name at the start of `bytes` (0 when there is none).
+#[inline]
+fn scan_metric_name(bytes: &[u8]) -> usize {
+    match bytes.first() {
+        Some(&b) if is_name_start(b) => {}
+        _ => return 0,
+    }
+    let mut i = 1;
+    while i < bytes.len() && is_name_char(bytes[i]) {
+        i += 1;
+    }
+    i
+}
+
+fn is_metric_name(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && scan_metric_name(bytes) == bytes.len()
+}
+
+/// End of the label name starting at `start`, if there is one (label names have no `:`).
+#[inline]
+fn scan_label_name(bytes: &[u8], start: usize) -> Option<usize> {
+    match bytes.get(start) {
+        Some(&b) if b.is_ascii_alphabetic() || b == b'_' => {}
+        _ => return None,
+    }
+    let mut i = start + 1;
+    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+        i += 1;
+    }
+    Some(i)
+}
+
+#[inline]
+fn skip_blanks(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t') {
+        i += 1;
+    }
+    i
+}
+
+/// Scans a quoted value starting just after its opening quote. Returns the index of the
+/// closing quote and whether the value holds escapes.
+#[inline]
+fn scan_quoted(bytes: &[u8], start: usize) -> Result<(usize, bool), LineErrorKind> {
+    let mut i = start;
+    let mut escaped = false;
+    loop {
+        match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+            None => return Err(LineErrorKind::InvalidLabelValue),
+            Some(off) => {
+                let at = i + off;
+                if bytes[at] == b'"' {
+                    return Ok((at, escaped));
+                }
+                match bytes.get(at + 1) {
+                    Some(b'\\' | b'"' | b'n') => {
+                        escaped = true;
+                        i = at + 2;
+                    }
+                    _ => return Err(LineErrorKind::InvalidLabelValue),
+                }
+            }
+        }
+    }
+}
+
+/// Validates `name="value", ...}` starting just after `{`; returns the index of the `}`.
+fn scan_label_set(bytes: &[u8], start: usize) -> Result<usize, LineErrorKind> {
+    let mut i = skip_blanks(bytes, start);
+    loop {
+        match bytes.get(i) {
+            Some(b'}') => return Ok(i),
+            None => return Err(LineErrorKind::InvalidLabelSet),
+            _ => {}
+        }
+        let name_end = scan_label_name(bytes, i).ok_or(LineErrorKind::InvalidLabelSet)?;
+        i = skip_blanks(bytes, name_end);
+        if bytes.get(i) != Some(&b'=') {
+            return Err(LineErrorKind::InvalidLabelSet);
+        }
+        i = skip_blanks(bytes, i + 1);
+        if bytes.get(i) != Some(&b'"') {
+            return Err(LineErrorKind::InvalidLabelSet);
+        }
+        let (close, _) = scan_quoted(bytes, i + 1)?;
+        i = skip_blanks(bytes, close + 1);
+        match bytes.get(i) {
+            Some(b',') => i = skip_blanks(bytes, i + 1),
+            Some(b'}') => return Ok(i),
+            _ => return Err(LineErrorKind::InvalidLabelSet),
+        }
+    }
+}
+
+/// Splits off the next blank-separated token.
+#[inline]
+fn split_token(text: &str) -> (&str, &str) {
+    let text = text.trim_start_matches([' ', '\t']);
+    match text
+        .as_bytes()
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t')
+    {
+        Some(end) => (&text[..end], &text[end + 1..]),
+        None => (text, ""),
+    }
+}
+
+/// Parses a sample value. Accepts what Prometheus' Go parser accepts for floats, including
+/// `+Inf`, `-Inf` and `NaN` in any case.
+#[inline]
+fn parse_value(text: &str) -> Option<f64> {
+    if text.is_empty() {
+        return None;
+    }
+    // Rust's float parser also accepts "infinity", "inf" and "nan" case-insensitively, which
+    // is the same set Go's strconv.ParseFloat takes.
+    text.parse::<f64>().ok()
+}
+
+fn parse_timestamp(text: &str, format: Format) -> Option<i64> {
+    match format {
+        Format::Prometheus => text.parse::<i64>().ok(),
+        Format::OpenMetrics => {
+            let seconds = text.parse::<f64>().ok()?;
+            seconds
+                .is_finite()
+                .then(|| (seconds * 1000.0).round() as i64)
+        }
+    }
+}
+
+/// Undoes `\\`, `\"` and `\n`. Any other backslash sequence is kept as written (HELP text
+/// in 0.0.4 only escapes `\\` and `\n`; label values were validated before).
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('\\') => out.push('\\'),
+            Some('"') => out.push('"'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// Convenience: every sample of a body, with the counts. Allocates the sample list; the
+/// adapter's hot path iterates [`Parser`] directly instead.
+pub fn parse_all(text: &str, format: Format) -> (Vec<Sample<'_>>, ParseStats) {
+    let mut parser = Parser::new(text, format);
+    let samples = parser
+        .by_ref()
+        .filter_map(|record| match record {
+            Record::Sample(sample) => Some(sample),
+            _ => None,
+        })
+        .collect();
+    (samples, parser.into_stats())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(text: &str) -> (Vec<Sample<'_>>, ParseStats) {
+        parse_all(text, Format::sniff(text))
+    }
+
+    #[test]
+    fn colon_names_and_sorted_labels_with_le_in_the_middle() {
+        let body = "vllm:time_to_first_token_seconds_bucket{engine=\"0\",le=\"0.5\",model_name=\"Qwen/Qwen3-0.6B\"} 2.0\n";
+        let (s, stats) = samples(body);
+        assert_eq!(stats.skipped(), 0);
+        assert_eq!(s[0].name, "vllm:time_to_first_token_seconds_bucket");
+        assert_eq!(s[0].label("le").as_deref(), Some("0.5"));
+        assert_eq!(s[0].label("model_name").as_deref(), Some("Qwen/Qwen3-0.6B"));
+        assert_eq!(s[0].value, 2.0);
+    }
+
+    #[test]
+    fn escaped_and_structural_characters_inside_label_values() {
+        let body = r#"m{a="x\"y",b="back\\slash",c="line\nbreak",d="a,b=c}d",e=""} 1"#;
+        let (s, stats) = samples(body);
+        assert_eq!(stats.skipped(), 0, "{:?}", stats.first_errors);
+        let labels: Vec<_> = s[0].labels().collect();
+        assert_eq!(labels.len(), 5);
+        assert_eq!(labels[0].value, "x\"y");
+        assert_eq!(labels[1].value, "back\\slash");
+        assert_eq!(labels[2].value, "line\nbreak");
+        assert_eq!(labels[3].value, "a,b=c}d");
+        assert!(matches!(labels[3].value, Cow::Borrowed(_)));
+        assert_eq!(labels[4].value, "");
+    }
+
+    #[test]
+    fn special_floats_timestamps_and_trailing_comma() {
+        let body = "a +Inf\nb -Inf\nc NaN\nd{x=\"1\",} 3 1700000000123\ne 1e+09\n";
+        let (s, stats) = samples(body);
+        assert_eq!(stats.skipped(), 0, "{:?}", stats.first_errors);
+        assert_eq!(s[0].value, f64::INFINITY);
+        assert_eq!(s[1].value, f64::NEG_INFINITY);
+        assert!(s[2].value.is_nan());
+        assert_eq!(s[3].timestamp_ms, Some(1_700_000_000_123));
+        assert_eq!(s[3].label("x").as_deref(), Some("1"));
+        assert_eq!(s[4].value, 1e9);
+    }
+
+    #[test]
+    fn openmetrics_timestamps_are_seconds_and_exemplars_are_ignored() {
+        let body = "# TYPE foo counter\n# UNIT foo seconds\nfoo_total 17 1520879607.789 # {trace_id=\"KOO5S4vxi0o\"} 0.67\n# EOF\nfoo_total 99\n";
+        let mut parser = Parser::new(body, Format::OpenMetrics);
+        let records: Vec<_> = parser.by_ref().collect();
+        assert_eq!(
+            records[0],
+            Record::Type {
+                family: "foo",
+                metric_type: MetricType::Counter
+            }
+        );
+        assert_eq!(
+            records[1],
+            Record::Unit {
+                family: "foo",
+                unit: "seconds"
+            }
+        );
+        match &records[2] {
+            Record::Sample(s) => {
+                assert_eq!(s.value, 17.0);
+                assert_eq!(s.timestamp_ms, Some(1_520_879_607_789));
+            }
+            other => panic!("expected a sample, got {other:?}"),
+        }
+        assert_eq!(records[3], Record::Eof);
+        assert_eq!(records.len(), 4, "nothing after # EOF");
+        assert_eq!(parser.stats().skipped(), 0);
+    }
+
+    #[test]
+    fn help_text_is_unescaped_and_other_comments_ignored() {
+        let body = "# a free comment\n# HELP x line one\\nline two \\\\ done\n";
+        let records: Vec<_> = Parser::new(body, Format::Prometheus).collect();
+        assert_eq!(
+            records,
+            vec![Record::Help {
+                family: "x",
+                text: Cow::Owned("line one\nline two \\ done".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn crlf_and_missing_final_newline() {
+        let body = "a 1\r\nb{l=\"v\"} 2\r\nc 3";
+        let (s, stats) = samples(body);
+        assert_eq!(stats.skipped(), 0);
+        assert_eq!(
+            s.iter().map(|s| s.value).collect::<Vec<_>>(),
+            vec![1.0, 2.0, 3.0]
+        );
+        assert_eq!(s[1].label("l").as_deref(), Some("v"));
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped_counted_and_do_not_stop_the_parse() {
+        let body = concat!(
+            "good_one 1\n",
+            "9bad_name 1\n",
+            "m{unterminated=\"x} 1\n",
+            "m{noquote=x} 1\n",
+            "m{a=\"bad\\escape\"} 1\n",
+            "m{a=\"1\"} notafloat\n",
+            "m 1 12.5\n",
+            "m 1 2 extra\n",
+            "# TYPE m nonsense\n",
+            "m-dash 1\n",
+            "good_two{a=\"2\"} 2\n",
+        );
+        let (s, stats) = samples(body);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[1].name, "good_two");
+        assert_eq!(stats.skipped(), 9, "{:?}", stats.first_errors);
+        assert_eq!(stats.first_errors.len(), MAX_KEPT_LINE_ERRORS);
+        assert_eq!(
+            stats.first_errors[0],
+            LineError {
+                line: 2,
+                kind: LineErrorKind::InvalidMetricName
+            }
+        );
+        assert_eq!(stats.first_errors[1].kind, LineErrorKind::InvalidLabelValue);
+        assert_eq!(stats.first_errors[2].kind, LineErrorKind::InvalidLabelSet);
+        assert_eq!(stats.first_errors[4].kind, LineErrorKind::InvalidValue);
+        assert_eq!(stats.first_errors[5].kind, LineErrorKind::InvalidTimestamp);
+        assert_eq!(stats.first_errors[6].kind, LineErrorKind::TrailingText);
+        assert_eq!(stats.first_errors[7].kind, LineErrorKind::InvalidDescriptor);
+    }
+
+    #[test]
+    fn name_filter_skips_labels_of_unwanted_lines() {
+        // The unwanted line has a broken label set: it must be filtered, not counted as bad.
+        let body = "keep{a=\"1\"} 1\ndrop{broken 2\n# HELP drop x\n# TYPE keep gauge\n";
+        let mut parser = Parser::with_filter(body, Format::Prometheus, |name: &str| {
+            name.starts_with("keep")
+        });
+        let records: Vec<_> = parser.by_ref().collect();
+        assert_eq!(records.len(), 2);
+        assert_eq!(parser.stats().filtered_out, 1);
+        assert_eq!(parser.stats().skipped(), 0);
+    }
+
+    #[test]
+    fn invalid_utf8_lines_are_blanked_and_counted() {
+        let mut body = b"a 1\n".to_vec();
+        body.extend_from_slice(b"b{x=\"\xff\"} 2\n");
+        body.extend_from_slice(b"c 3\n");
+        let (text, bad) = sanitize_utf8(&body);
+        assert_eq!(bad, 1);
+        let (s, _) = samples(&text);
+        assert_eq!(s.iter().map(|s| s.name).collect::<Vec<_>>(), vec!["a", "c"]);
+    }
+
+    #[test]
+    fn format_detection() {
+        assert_eq!(
+            Format::from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::from_content_type("text/plain; version=0.0.4"),
+            Format::Prometheus
+        );
+        assert_eq!(Format::sniff("a 1\n# EOF\n"), Format::OpenMetrics);
+    }
+}

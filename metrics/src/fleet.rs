@@ -1,0 +1,163 @@
+//! Signals across replicas: sums, means, and percentiles of the merged histograms.
+//!
+//! Owns: combining [`ModelSignals`] of several replicas into one answer for a workload or a
+//! model. Percentiles come from the bucket-wise sum of the replicas' window histograms —
+//! the mean of per-replica p95s is not a p95 of anything and is never computed here.
+//! Replicas whose value is missing are left out of that value (and counted), never averaged
+//! in as zero.
+
+use crate::histogram::Histogram;
+use crate::profile::HistogramSignal;
+use crate::signals::{Latency, Missing, ModelSignals, Reading};
+use serde::Serialize;
+
+/// An aggregate of one signal over the replicas that had it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Aggregate {
+    pub sum: Reading,
+    pub mean: Reading,
+    pub max: Reading,
+    /// Replicas that contributed.
+    pub replicas: usize,
+    /// Replicas whose value was missing.
+    pub missing: usize,
+}
+
+impl Aggregate {
+    /// Aggregates readings; missing ones are counted, not averaged in.
+    pub fn of(readings: impl IntoIterator<Item = Reading>) -> Aggregate {
+        let mut sum = 0.0;
+        let mut max = f64::NEG_INFINITY;
+        let mut replicas = 0;
+        let mut missing = 0;
+        let mut reason = Missing::NotExposed;
+        for reading in readings {
+            match reading {
+                Reading::Value(v) => {
+                    sum += v;
+                    max = max.max(v);
+                    replicas += 1;
+                }
+                Reading::Missing(why) => {
+                    missing += 1;
+                    reason = why;
+                }
+            }
+        }
+        if replicas == 0 {
+            let m = Reading::Missing(reason);
+            return Aggregate {
+                sum: m,
+                mean: m,
+                max: m,
+                replicas,
+                missing,
+            };
+        }
+        Aggregate {
+            sum: Reading::Value(sum),
+            mean: Reading::Value(sum / replicas as f64),
+            max: Reading::Value(max),
+            replicas,
+            missing,
+        }
+    }
+}
+
+/// Signals of a set of replicas.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FleetSignals {
+    pub replicas: usize,
+    pub queue_depth: Aggregate,
+    pub running: Aggregate,
+    pub kv_cache_usage: Aggregate,
+    pub prompt_token_rate: Aggregate,
+    pub generation_token_rate: Aggregate,
+    pub request_rate: Aggregate,
+    pub preemption_rate: Aggregate,
+    pub time_to_first_token: Latency,
+    pub inter_token_latency: Latency,
+    pub end_to_end_latency: Latency,
+    pub queue_time: Latency,
+}
+
+/// Merges the window histograms of `signal` over the replicas that have one.
+pub fn merged_latency<'a>(
+    replicas: impl IntoIterator<Item = &'a ModelSignals>,
+    signal: HistogramSignal,
+) -> Latency {
+    let mut merged: Option<Histogram> = None;
+    let mut reason = Missing::NotExposed;
+    for replica in replicas {
+        let latency = replica.latency(signal);
+        match (&latency.window_histogram, &mut merged) {
+            (Some(h), Some(m)) => m.merge(h),
+            (Some(h), None) => merged = Some(h.clone()),
+            (None, _) => {
+                if let Reading::Missing(why) = latency.p50 {
+                    reason = why;
+                }
+            }
+        }
+    }
+    match merged {
+        Some(h) => Latency::from_window(h),
+        None => Latency::from_window_missing(reason),
+    }
+}
+
+impl Latency {
+    fn from_window_missing(reason: Missing) -> Latency {
+        let m = Reading::Missing(reason);
+        Latency {
+            p50: m,
+            p90: m,
+            p95: m,
+            p99: m,
+            observations: m,
+            mean: m,
+            window_histogram: None,
+        }
+    }
+}
+
+impl FleetSignals {
+    pub fn of(replicas: &[&ModelSignals]) -> FleetSignals {
+        let agg = |f: fn(&ModelSignals) -> Reading| Aggregate::of(replicas.iter().map(|r| f(r)));
+        let lat = |h| merged_latency(replicas.iter().copied(), h);
+        FleetSignals {
+            replicas: replicas.len(),
+            queue_depth: agg(|r| r.queue_depth),
+            running: agg(|r| r.running),
+            kv_cache_usage: agg(|r| r.kv_cache_usage),
+            prompt_token_rate: agg(|r| r.prompt_token_rate),
+            generation_token_rate: agg(|r| r.generation_token_rate),
+            request_rate: agg(|r| r.request_rate),
+            preemption_rate: agg(|r| r.preemption_rate),
+            time_to_first_token: lat(HistogramSignal::TimeToFirstToken),
+            inter_token_latency: lat(HistogramSignal::InterTokenLatency),
+            end_to_end_latency: lat(HistogramSignal::EndToEndLatency),
+            queue_time: lat(HistogramSignal::QueueTime),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_replicas_are_counted_not_averaged_as_zero() {
+        let a = Aggregate::of([
+            Reading::Value(4.0),
+            Reading::Missing(Missing::NeedsTwoScrapes),
+            Reading::Value(2.0),
+        ]);
+        assert_eq!(a.sum, Reading::Value(6.0));
+        assert_eq!(a.mean, Reading::Value(3.0));
+        assert_eq!(a.replicas, 2);
+        assert_eq!(a.missing, 1);
+        let none = Aggregate::of([Reading::Missing(Missing::NotExposed)]);
+        assert_eq!(none.mean, Reading::Missing(Missing::NotExposed));
+    }
+}

@@ -1,0 +1,678 @@
+//! Per-replica signals from successive scrapes of one pod.
+//!
+//! Owns: choosing which two scrapes span the window, detecting counter resets, and turning
+//! gauges, counter increases and histogram bucket deltas into [`ModelSignals`]. Every value is
+//! a [`Reading`]: either a number or the reason there is none — "not enough data yet" is a
+//! state, never a zero.
+//! Does not own: how scrapes are taken or stored long-term (the adapter's scrape loop), or
+//! fleet aggregation (see [`crate::fleet`]).
+
+use crate::histogram::Histogram;
+use crate::profile::{CounterSignal, Engine, GaugeSignal, HistogramSignal};
+use crate::snapshot::{EngineSnapshot, ModelSnapshot};
+use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
+
+/// Default window for latency percentiles and rates: one minute, the window most HPA guides
+/// use with `rate()`, long enough to hold several scrapes at our 5 s default interval.
+pub const DEFAULT_WINDOW_SECS: f64 = 60.0;
+
+/// The percentiles we report for every latency histogram.
+pub const QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
+
+/// Why a signal has no value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missing {
+    /// The pod does not expose the metric (engine version or engine kind lacks it).
+    NotExposed,
+    /// A rate or window needs a second scrape.
+    NeedsTwoScrapes,
+    /// The server restarted inside the window and the restart time is unknown.
+    CounterReset,
+    /// No request completed in the window, so there is no latency to report.
+    NoObservations,
+    /// The histogram was exposed without a `+Inf` bucket.
+    IncompleteHistogram,
+}
+
+impl Missing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Missing::NotExposed => "not_exposed",
+            Missing::NeedsTwoScrapes => "needs_two_scrapes",
+            Missing::CounterReset => "counter_reset",
+            Missing::NoObservations => "no_observations",
+            Missing::IncompleteHistogram => "incomplete_histogram",
+        }
+    }
+}
+
+/// A signal value or the reason it is missing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reading {
+    Value(f64),
+    Missing(Missing),
+}
+
+impl Reading {
+    pub fn value(self) -> Option<f64> {
+        match self {
+            Reading::Value(v) => Some(v),
+            Reading::Missing(_) => None,
+        }
+    }
+
+    fn from_option(value: Option<f64>, missing: Missing) -> Reading {
+        value.map_or(Reading::Missing(missing), Reading::Value)
+    }
+}
+
+impl Serialize for Reading {
+    /// A number, or `{"missing": "<reason>"}`.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Reading::Value(v) => serializer.serialize_f64(*v),
+            Reading::Missing(reason) => {
+                use serde::ser::SerializeMap;
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("missing", reason.as_str())?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// Percentiles of one latency histogram over the window, in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latency {
+    pub p50: Reading,
+    pub p90: Reading,
+    pub p95: Reading,
+    pub p99: Reading,
+    /// Observations (completed requests or tokens) in the window.
+    pub observations: Reading,
+    /// Mean over the window (`_sum` delta / count delta).
+    pub mean: Reading,
+    /// The window's histogram, kept so fleets can merge it.
+    #[serde(skip)]
+    pub window_histogram: Option<Histogram>,
+}
+
+impl Latency {
+    fn missing(reason: Missing) -> Latency {
+        let m = Reading::Missing(reason);
+        Latency {
+            p50: m,
+            p90: m,
+            p95: m,
+            p99: m,
+            observations: m,
+            mean: m,
+            window_histogram: None,
+        }
+    }
+
+    /// Percentiles of a window histogram.
+    pub fn from_window(histogram: Histogram) -> Latency {
+        let count = histogram.count();
+        if count <= 0.0 {
+            let mut latency = Latency::missing(Missing::NoObservations);
+            latency.observations = Reading::Value(0.0);
+            latency.window_histogram = Some(histogram);
+            return latency;
+        }
+        let q = |q: f64| Reading::from_option(histogram.quantile(q), Missing::NoObservations);
+        Latency {
+            p50: q(QUANTILES[0]),
+            p90: q(QUANTILES[1]),
+            p95: q(QUANTILES[2]),
+            p99: q(QUANTILES[3]),
+            observations: Reading::Value(count),
+            mean: Reading::from_option(
+                histogram.sum.is_finite().then(|| histogram.sum / count),
+                Missing::NoObservations,
+            ),
+            window_histogram: Some(histogram),
+        }
+    }
+
+    /// The reading for quantile `q` of the window (any `q`, not only the four reported).
+    pub fn quantile(&self, q: f64) -> Reading {
+        match &self.window_histogram {
+            Some(h) => Reading::from_option(h.quantile(q), Missing::NoObservations),
+            None => self.p50,
+        }
+    }
+}
+
+/// Signals of one model on one replica (or of all its models combined).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelSignals {
+    /// Requests waiting, count.
+    pub queue_depth: Reading,
+    /// Requests in the running batch, count.
+    pub running: Reading,
+    /// KV-cache usage, fraction 0–1 (mean over data-parallel engines).
+    pub kv_cache_usage: Reading,
+    /// Highest KV-cache usage of any data-parallel engine, fraction 0–1.
+    pub kv_cache_usage_max: Reading,
+    /// Preemptions per second.
+    pub preemption_rate: Reading,
+    /// Prompt (prefill) tokens per second.
+    pub prompt_token_rate: Reading,
+    /// Generated tokens per second.
+    pub generation_token_rate: Reading,
+    /// Finished requests per second, all reasons.
+    pub request_rate: Reading,
+    /// Finished requests per second by reason (`stop`, `length`, `abort`, `error`, ...).
+    pub request_rate_by_reason: BTreeMap<String, Reading>,
+    pub time_to_first_token: Latency,
+    pub inter_token_latency: Latency,
+    pub end_to_end_latency: Latency,
+    pub queue_time: Latency,
+}
+
+impl ModelSignals {
+    pub fn latency(&self, signal: HistogramSignal) -> &Latency {
+        match signal {
+            HistogramSignal::TimeToFirstToken => &self.time_to_first_token,
+            HistogramSignal::InterTokenLatency => &self.inter_token_latency,
+            HistogramSignal::EndToEndLatency => &self.end_to_end_latency,
+            HistogramSignal::QueueTime => &self.queue_time,
+        }
+    }
+
+    pub fn gauge(&self, signal: GaugeSignal) -> Reading {
+        match signal {
+            GaugeSignal::QueueDepth => self.queue_depth,
+            GaugeSignal::Running => self.running,
+            GaugeSignal::KvCacheUsage => self.kv_cache_usage,
+        }
+    }
+
+    pub fn rate(&self, signal: CounterSignal) -> Reading {
+        match signal {
+            CounterSignal::Preemptions => self.preemption_rate,
+            CounterSignal::PromptTokens => self.prompt_token_rate,
+            CounterSignal::GenerationTokens => self.generation_token_rate,
+            CounterSignal::RequestsFinished => self.request_rate,
+        }
+    }
+}
+
+/// The span the rates and percentiles cover.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WindowSpan {
+    /// Start of the window, seconds; `None` when it starts at an unknown process start.
+    pub start: Option<f64>,
+    pub end: f64,
+    /// Length in seconds, when known.
+    pub seconds: Option<f64>,
+    /// The window covers everything since the server started (one scrape only, or the
+    /// server restarted inside the requested window).
+    pub since_start: bool,
+}
+
+/// Signals of one replica.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplicaSignals {
+    pub engine: Option<Engine>,
+    /// When the newest scrape was taken, seconds.
+    pub taken_at: f64,
+    pub window: WindowSpan,
+    /// KV-cache capacity, tokens (`num_gpu_blocks` × `block_size`).
+    pub kv_capacity_tokens: Reading,
+    /// All models of the pod combined.
+    pub combined: ModelSignals,
+    /// Per `model_name` (a single entry for single-model servers).
+    pub models: BTreeMap<String, ModelSignals>,
+}
+
+/// What to do with percentiles when only one scrape exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SingleScrape {
+    /// Use the cumulative buckets: percentiles since the server started (`adapter inspect`).
+    SinceStart,
+    /// Report them as missing until a second scrape arrives (the adapter's serving path).
+    Missing,
+}
+
+/// How to compute signals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SignalOptions {
+    pub window_secs: f64,
+    pub single_scrape: SingleScrape,
+}
+
+impl Default for SignalOptions {
+    fn default() -> Self {
+        SignalOptions {
+            window_secs: DEFAULT_WINDOW_SECS,
+            single_scrape: SingleScrape::Missing,
+        }
+    }
+}
+
+/// Slack when deciding whether a scrape lies inside the window: scrapes are jittered and
+/// take time, so a scrape 60.4 s old still belongs to a 60 s window.
+const WINDOW_SLACK_FRACTION: f64 = 0.05;
+
+/// True when `later` cannot be compared with `earlier` because the server restarted.
+pub fn restarted_between(earlier: &EngineSnapshot, later: &EngineSnapshot) -> bool {
+    if let (Some(a), Some(b)) = (earlier.process_start, later.process_start) {
+        if a != b {
+            return true;
+        }
+    }
+    let before = earlier.combined();
+    let after = later.combined();
+    if let (Some(a), Some(b)) = (before.series_created, after.series_created) {
+        if b > a {
+            return true;
+        }
+    }
+    let counter_fell = CounterSignal::ALL
+        .iter()
+        .any(|&c| matches!((before.counter(c), after.counter(c)), (Some(a), Some(b)) if b < a));
+    let histogram_fell = HistogramSignal::ALL.iter().any(|&h| {
+        matches!((before.histogram(h), after.histogram(h)), (Some(a), Some(b)) if b.count() < a.count())
+    });
+    counter_fell || histogram_fell
+}
+
+/// The baseline a window is measured against.
+enum Baseline<'a> {
+    /// A scrape after the last restart.
+    Scrape(&'a EngineSnapshot),
+    /// Process start (all counters were zero then); `at` when known.
+    ProcessStart { at: Option<f64> },
+    /// No usable baseline.
+    None(Missing),
+}
+
+/// Picks the baseline for the newest scrape in `history` (oldest first).
+fn choose_baseline<'a>(history: &[&'a EngineSnapshot], options: SignalOptions) -> Baseline<'a> {
+    let Some((latest, earlier)) = history.split_last() else {
+        return Baseline::None(Missing::NeedsTwoScrapes);
+    };
+    // Scrapes before the last restart cannot be compared with the latest one.
+    let first_comparable = (1..history.len())
+        .rev()
+        .find(|&i| restarted_between(history[i - 1], history[i]))
+        .unwrap_or(0);
+    let comparable = &earlier[first_comparable.min(earlier.len())..];
+    if comparable.is_empty() {
+        let since_start = Baseline::ProcessStart {
+            at: latest.process_start,
+        };
+        return match (first_comparable, options.single_scrape) {
+            // The restart happened between the previous scrape and the latest: the latest
+            // cumulative counts are exactly what happened since the restart.
+            (i, _) if i > 0 => since_start,
+            (_, SingleScrape::SinceStart) => since_start,
+            (_, SingleScrape::Missing) => Baseline::None(Missing::NeedsTwoScrapes),
+        };
+    }
+    let oldest_allowed = latest.taken_at - options.window_secs * (1.0 + WINDOW_SLACK_FRACTION);
+    let base = comparable
+        .iter()
+        .find(|s| s.taken_at >= oldest_allowed)
+        // Scrapes further apart than the window: the window is the gap between the last two.
+        .unwrap_or_else(|| &comparable[comparable.len() - 1]);
+    Baseline::Scrape(base)
+}
+
+/// Signals of the newest scrape in `history` (ordered oldest first).
+///
+/// Pass every scrape the caller still holds for the pod; the window is taken from them.
+pub fn replica_signals(
+    history: &[&EngineSnapshot],
+    options: SignalOptions,
+) -> Option<ReplicaSignals> {
+    let latest = *history.last()?;
+    let baseline = choose_baseline(history, options);
+    let window = match &baseline {
+        Baseline::Scrape(base) => WindowSpan {
+            start: Some(base.taken_at),
+            end: latest.taken_at,
+            seconds: Some(latest.taken_at - base.taken_at),
+            since_start: false,
+        },
+        Baseline::ProcessStart { at } => WindowSpan {
+            start: *at,
+            end: latest.taken_at,
+            seconds: at.map(|at| latest.taken_at - at),
+            since_start: true,
+        },
+        Baseline::None(_) => WindowSpan {
+            start: None,
+            end: latest.taken_at,
+            seconds: None,
+            since_start: false,
+        },
+    };
+    let empty = ModelSnapshot::default();
+    let pair = |latest_model: &ModelSnapshot, base_model: Option<&ModelSnapshot>| {
+        let base = match &baseline {
+            Baseline::Scrape(_) => Some(base_model.unwrap_or(&empty)),
+            _ => None,
+        };
+        model_signals(latest_model, base, &baseline, window.seconds)
+    };
+    let base_snapshot = match &baseline {
+        Baseline::Scrape(base) => Some(*base),
+        _ => None,
+    };
+    let models = latest
+        .models
+        .iter()
+        .map(|(name, model)| {
+            let base_model = base_snapshot.and_then(|b| b.models.get(name));
+            (name.clone(), pair(model, base_model))
+        })
+        .collect();
+    let base_combined = base_snapshot.map(EngineSnapshot::combined);
+    let combined = pair(&latest.combined(), base_combined.as_ref());
+    Some(ReplicaSignals {
+        engine: latest.engine,
+        taken_at: latest.taken_at,
+        window,
+        kv_capacity_tokens: Reading::from_option(latest.kv_capacity_tokens, Missing::NotExposed),
+        combined,
+        models,
+    })
+}
+
+fn model_signals(
+    latest: &ModelSnapshot,
+    base: Option<&ModelSnapshot>,
+    baseline: &Baseline<'_>,
+    window_secs: Option<f64>,
+) -> ModelSignals {
+    let gauge = |g: GaugeSignal| Reading::from_option(latest.gauge(g), Missing::NotExposed);
+    let no_window = match baseline {
+        Baseline::None(reason) => *reason,
+        // Since a restart whose time we do not know: counts are right, durations are not.
+        _ => Missing::CounterReset,
+    };
+    let rate_of = |now: Option<f64>, before: Option<f64>| -> Reading {
+        let Some(now) = now else {
+            return Reading::Missing(Missing::NotExposed);
+        };
+        let increase = match (baseline, before) {
+            (Baseline::Scrape(_), Some(before)) if now >= before => now - before,
+            // The series appeared after the baseline (pre-created series are the norm in V1,
+            // so this is a new label value): it counted from zero.
+            (Baseline::Scrape(_), None) => now,
+            (Baseline::Scrape(_), Some(_)) => return Reading::Missing(Missing::CounterReset),
+            (Baseline::ProcessStart { .. }, _) => now,
+            (Baseline::None(reason), _) => return Reading::Missing(*reason),
+        };
+        match window_secs {
+            Some(secs) if secs > 0.0 => Reading::Value(increase / secs),
+            _ => Reading::Missing(no_window),
+        }
+    };
+    let rate = |c: CounterSignal| rate_of(latest.counter(c), base.and_then(|b| b.counter(c)));
+    let request_rate_by_reason = latest
+        .finished_by_reason
+        .iter()
+        .map(|(reason, &now)| {
+            let before = base.map(|b| b.finished_by_reason.get(reason).copied().unwrap_or(0.0));
+            (reason.clone(), rate_of(Some(now), before))
+        })
+        .collect();
+    let latency = |h: HistogramSignal| -> Latency {
+        let Some(now) = latest.histogram(h) else {
+            return Latency::missing(if latest.histogram_incomplete(h) {
+                Missing::IncompleteHistogram
+            } else {
+                Missing::NotExposed
+            });
+        };
+        match baseline {
+            Baseline::None(reason) => Latency::missing(*reason),
+            Baseline::ProcessStart { .. } => Latency::from_window(now.clone()),
+            Baseline::Scrape(_) => match base.and_then(|b| b.histogram(h)) {
+                None => Latency::from_window(now.clone()),
+                Some(before) => match now.delta_since(before) {
+                    Ok(delta) => Latency::from_window(delta),
+                    Err(_) => Latency::missing(Missing::CounterReset),
+                },
+            },
+        }
+    };
+    ModelSignals {
+        queue_depth: gauge(GaugeSignal::QueueDepth),
+        running: gauge(GaugeSignal::Running),
+        kv_cache_usage: gauge(GaugeSignal::KvCacheUsage),
+        kv_cache_usage_max: Reading::from_option(latest.kv_cache_usage_max(), Missing::NotExposed),
+        preemption_rate: rate(CounterSignal::Preemptions),
+        prompt_token_rate: rate(CounterSignal::PromptTokens),
+        generation_token_rate: rate(CounterSignal::GenerationTokens),
+        request_rate: rate(CounterSignal::RequestsFinished),
+        request_rate_by_reason,
+        time_to_first_token: latency(HistogramSignal::TimeToFirstToken),
+        inter_token_latency: latency(HistogramSignal::InterTokenLatency),
+        end_to_end_latency: latency(HistogramSignal::EndToEndLatency),
+        queue_time: latency(HistogramSignal::QueueTime),
+    }
+}
+
+/// Keeps the scrapes of one pod that a window of `window_secs` can still need.
+#[derive(Debug, Clone)]
+pub struct ScrapeHistory {
+    scrapes: std::collections::VecDeque<EngineSnapshot>,
+    window_secs: f64,
+}
+
+/// Upper bound on scrapes kept per pod, whatever the window: at a 1 s interval and a 5 min
+/// window this still covers the window; it bounds memory for 1,000-pod fleets.
+pub const MAX_SCRAPES_PER_POD: usize = 320;
+
+impl ScrapeHistory {
+    pub fn new(window_secs: f64) -> ScrapeHistory {
+        ScrapeHistory {
+            scrapes: std::collections::VecDeque::new(),
+            window_secs,
+        }
+    }
+
+    /// Adds the newest scrape and forgets the ones no window can need any more (it keeps
+    /// one scrape older than the window, the baseline when scrapes are sparse).
+    pub fn push(&mut self, snapshot: EngineSnapshot) {
+        self.scrapes.push_back(snapshot);
+        let newest = self.scrapes.back().map_or(0.0, |s| s.taken_at);
+        let horizon = newest - self.window_secs * (1.0 + WINDOW_SLACK_FRACTION);
+        while self.scrapes.len() > 2 && self.scrapes[1].taken_at < horizon {
+            self.scrapes.pop_front();
+        }
+        while self.scrapes.len() > MAX_SCRAPES_PER_POD {
+            self.scrapes.pop_front();
+        }
+    }
+
+    pub fn latest(&self) -> Option<&EngineSnapshot> {
+        self.scrapes.back()
+    }
+
+    pub fn len(&self) -> usize {
+        self.scrapes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scrapes.is_empty()
+    }
+
+    /// Signals of the newest scrape.
+    pub fn signals(&self, single_scrape: SingleScrape) -> Option<ReplicaSignals> {
+        let history: Vec<&EngineSnapshot> = self.scrapes.iter().collect();
+        replica_signals(
+            &history,
+            SignalOptions {
+                window_secs: self.window_secs,
+                single_scrape,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUNDS: [f64; 3] = [0.1, 0.5, 1.0];
+
+    fn scrape(t: f64, waiting: f64, prompt: f64, ttft: &[f64]) -> EngineSnapshot {
+        let mut s = EngineSnapshot::new(t, Engine::Vllm);
+        let m = s.model_mut("m");
+        m.set_gauge(GaugeSignal::QueueDepth, waiting);
+        m.set_counter(CounterSignal::PromptTokens, prompt);
+        let mut h = Histogram::empty(&BOUNDS);
+        for &v in ttft {
+            h.observe(v);
+        }
+        m.set_histogram(HistogramSignal::TimeToFirstToken, h);
+        s
+    }
+
+    fn options() -> SignalOptions {
+        SignalOptions::default()
+    }
+
+    #[test]
+    fn single_scrape_has_gauges_but_no_rates_or_window() {
+        let a = scrape(0.0, 3.0, 10.0, &[0.2]);
+        let s = replica_signals(&[&a], options()).unwrap();
+        assert_eq!(s.combined.queue_depth, Reading::Value(3.0));
+        assert_eq!(
+            s.combined.prompt_token_rate,
+            Reading::Missing(Missing::NeedsTwoScrapes)
+        );
+        assert_eq!(
+            s.combined.time_to_first_token.p95,
+            Reading::Missing(Missing::NeedsTwoScrapes)
+        );
+    }
+
+    #[test]
+    fn single_scrape_since_start_uses_cumulative_buckets() {
+        let a = scrape(0.0, 0.0, 10.0, &[0.2, 0.2, 0.7]);
+        let opts = SignalOptions {
+            single_scrape: SingleScrape::SinceStart,
+            ..options()
+        };
+        let s = replica_signals(&[&a], opts).unwrap();
+        assert!(s.window.since_start);
+        assert_eq!(
+            s.combined.time_to_first_token.observations,
+            Reading::Value(3.0)
+        );
+        // rank 1.5 of 3, bucket (0.1,0.5] holds 2 → 0.1 + 0.4 * 1.5/2 = 0.4.
+        let p50 = s.combined.time_to_first_token.p50.value().unwrap();
+        assert!((p50 - 0.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn window_percentiles_use_bucket_deltas() {
+        let a = scrape(0.0, 0.0, 100.0, &[0.05; 10]);
+        let b = scrape(
+            30.0,
+            2.0,
+            400.0,
+            &[[0.05; 10].as_slice(), &[0.7, 0.7]].concat(),
+        );
+        let s = replica_signals(&[&a, &b], options()).unwrap();
+        assert_eq!(s.window.seconds, Some(30.0));
+        assert_eq!(s.combined.prompt_token_rate, Reading::Value(10.0));
+        let ttft = &s.combined.time_to_first_token;
+        assert_eq!(ttft.observations, Reading::Value(2.0));
+        // Both new observations in (0.5, 1.0]: p50 rank 1 of 2 → 0.75.
+        assert!((ttft.p50.value().unwrap() - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn no_requests_in_window_is_no_observations_not_zero() {
+        let a = scrape(0.0, 0.0, 100.0, &[0.05]);
+        let b = scrape(15.0, 0.0, 100.0, &[0.05]);
+        let s = replica_signals(&[&a, &b], options()).unwrap();
+        assert_eq!(
+            s.combined.time_to_first_token.p99,
+            Reading::Missing(Missing::NoObservations)
+        );
+        assert_eq!(s.combined.prompt_token_rate, Reading::Value(0.0));
+    }
+
+    #[test]
+    fn window_picks_oldest_scrape_inside_it() {
+        let scrapes: Vec<_> = (0..20)
+            .map(|i| scrape(i as f64 * 5.0, 0.0, i as f64 * 50.0, &[]))
+            .collect();
+        let refs: Vec<_> = scrapes.iter().collect();
+        let s = replica_signals(&refs, options()).unwrap();
+        // Newest at 95 s; 60 s window (+5% slack) → oldest inside is 35 s.
+        assert_eq!(s.window.start, Some(35.0));
+        assert_eq!(s.combined.prompt_token_rate, Reading::Value(10.0));
+    }
+
+    #[test]
+    fn restart_between_last_two_scrapes_uses_counts_since_restart() {
+        let mut a = scrape(0.0, 0.0, 1000.0, &[0.05; 50]);
+        a.process_start = Some(-100.0);
+        let mut b = scrape(20.0, 0.0, 30.0, &[0.7]);
+        b.process_start = Some(10.0);
+        let s = replica_signals(&[&a, &b], options()).unwrap();
+        assert!(s.window.since_start);
+        assert_eq!(s.window.seconds, Some(10.0));
+        assert_eq!(s.combined.prompt_token_rate, Reading::Value(3.0));
+        assert_eq!(
+            s.combined.time_to_first_token.observations,
+            Reading::Value(1.0)
+        );
+    }
+
+    #[test]
+    fn restart_detected_from_falling_counter_without_start_time() {
+        let a = scrape(0.0, 0.0, 1000.0, &[0.05; 50]);
+        let b = scrape(20.0, 0.0, 30.0, &[0.7]);
+        let s = replica_signals(&[&a, &b], options()).unwrap();
+        assert_eq!(
+            s.combined.prompt_token_rate,
+            Reading::Missing(Missing::CounterReset)
+        );
+        // The buckets since the restart are still real observations.
+        assert_eq!(
+            s.combined.time_to_first_token.observations,
+            Reading::Value(1.0)
+        );
+    }
+
+    #[test]
+    fn restart_earlier_in_history_starts_window_after_it() {
+        let a = scrape(0.0, 0.0, 1000.0, &[]);
+        let b = scrape(10.0, 0.0, 10.0, &[]);
+        let c = scrape(20.0, 0.0, 110.0, &[]);
+        let s = replica_signals(&[&a, &b, &c], options()).unwrap();
+        assert_eq!(s.window.start, Some(10.0));
+        assert_eq!(s.combined.prompt_token_rate, Reading::Value(10.0));
+    }
+
+    #[test]
+    fn history_forgets_scrapes_outside_window_but_keeps_a_baseline() {
+        let mut h = ScrapeHistory::new(60.0);
+        for i in 0..100 {
+            h.push(scrape(i as f64 * 5.0, 0.0, 0.0, &[]));
+        }
+        assert!(h.len() <= 15, "kept {}", h.len());
+        let s = h.signals(SingleScrape::Missing).unwrap();
+        assert!(s.window.seconds.unwrap() >= 60.0 - 1e-9);
+    }
+
+    #[test]
+    fn missing_serialises_as_reason() {
+        let json = serde_json::to_string(&Reading::Missing(Missing::NeedsTwoScrapes)).unwrap();
+        assert_eq!(json, r#"{"missing":"needs_two_scrapes"}"#);
+        assert_eq!(serde_json::to_string(&Reading::Value(1.5)).unwrap(), "1.5");
+    }
+}
