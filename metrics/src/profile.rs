@@ -369,6 +369,24 @@ pub const TGI: EngineProfile = EngineProfile {
     ],
 };
 
+/// vLLM ≥ 0.8.4 time-to-first-token bucket bounds, seconds (`+Inf` implied).
+pub const VLLM_TTFT_BUCKETS: [f64; 22] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+];
+
+/// vLLM ≥ 0.8.4 inter-token latency bucket bounds, seconds (`+Inf` implied).
+pub const VLLM_ITL_BUCKETS: [f64; 19] = [
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+    40.0, 80.0,
+];
+
+/// vLLM ≥ 0.8.4 request latency bucket bounds (end-to-end, queue, prefill, decode), seconds.
+pub const VLLM_REQUEST_LATENCY_BUCKETS: [f64; 21] = [
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0, 1920.0, 7680.0,
+];
+
 /// Every serving-engine profile, in detection order.
 pub const ENGINE_PROFILES: [&EngineProfile; 3] = [&VLLM, &SGLANG, &TGI];
 
