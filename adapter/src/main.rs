@@ -1,1 +1,78 @@
-fn main() {}
+//! `adapter`: command-line entry point. Parses arguments and hands off to the library.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use inferscale_adapter::inspect::{fetch, inspect, render_table};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Parser)]
+#[command(
+    name = "adapter",
+    version,
+    about = "LLM inference metrics for Kubernetes autoscaling"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print what the adapter computes for one pod from successive scrapes.
+    Inspect {
+        /// Files or http(s) URLs, oldest first; each is one scrape.
+        sources: Vec<String>,
+        /// Scrape this URL `--count` times, `--interval` apart.
+        #[arg(long)]
+        url: Option<String>,
+        /// Time between scrapes: real waiting with `--url`, assumed spacing for files.
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Number of scrapes with `--url`.
+        #[arg(long, default_value_t = 2)]
+        count: usize,
+        /// Window for rates and percentiles.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        window: Duration,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Inspect {
+            sources,
+            url,
+            interval,
+            count,
+            window,
+            json,
+        } => {
+            let mut scrapes = Vec::new();
+            for (i, source) in sources.iter().enumerate() {
+                scrapes.push(fetch(source, i as f64 * interval.as_secs_f64())?);
+            }
+            if let Some(url) = url {
+                for i in 0..count.max(1) {
+                    if i > 0 {
+                        std::thread::sleep(interval);
+                    }
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
+                    scrapes.push(fetch(&url, now)?);
+                }
+            }
+            let report = inspect(&scrapes, window.as_secs_f64())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("rendering JSON")?
+                );
+            } else {
+                print!("{}", render_table(&report));
+            }
+            Ok(())
+        }
+    }
+}

@@ -285,8 +285,9 @@ pub fn restarted_between(earlier: &EngineSnapshot, later: &EngineSnapshot) -> bo
 enum Baseline<'a> {
     /// A scrape after the last restart.
     Scrape(&'a EngineSnapshot),
-    /// Process start (all counters were zero then); `at` when known.
-    ProcessStart { at: Option<f64> },
+    /// Process start (all counters were zero then); `at` when known. `restarted` tells a
+    /// restart inside the history from a lone first scrape.
+    ProcessStart { at: Option<f64>, restarted: bool },
     /// No usable baseline.
     None(Missing),
 }
@@ -303,14 +304,20 @@ fn choose_baseline<'a>(history: &[&'a EngineSnapshot], options: SignalOptions) -
         .unwrap_or(0);
     let comparable = &earlier[first_comparable.min(earlier.len())..];
     if comparable.is_empty() {
-        let since_start = Baseline::ProcessStart {
-            at: latest.process_start,
-        };
         return match (first_comparable, options.single_scrape) {
             // The restart happened between the previous scrape and the latest: the latest
             // cumulative counts are exactly what happened since the restart.
-            (i, _) if i > 0 => since_start,
-            (_, SingleScrape::SinceStart) => since_start,
+            (i, _) if i > 0 => Baseline::ProcessStart {
+                // A start time after the scrape would be a clock problem, not a window.
+                at: latest.process_start.filter(|&at| at < latest.taken_at),
+                restarted: true,
+            },
+            // One scrape: percentiles since start, but no rates (the scrape time of a saved
+            // file is unknown, and an average since start is not the adapter's rate).
+            (_, SingleScrape::SinceStart) => Baseline::ProcessStart {
+                at: None,
+                restarted: false,
+            },
             (_, SingleScrape::Missing) => Baseline::None(Missing::NeedsTwoScrapes),
         };
     }
@@ -339,7 +346,7 @@ pub fn replica_signals(
             seconds: Some(latest.taken_at - base.taken_at),
             since_start: false,
         },
-        Baseline::ProcessStart { at } => WindowSpan {
+        Baseline::ProcessStart { at, .. } => WindowSpan {
             start: *at,
             end: latest.taken_at,
             seconds: at.map(|at| latest.taken_at - at),
@@ -393,6 +400,9 @@ fn model_signals(
     let gauge = |g: GaugeSignal| Reading::from_option(latest.gauge(g), Missing::NotExposed);
     let no_window = match baseline {
         Baseline::None(reason) => *reason,
+        Baseline::ProcessStart {
+            restarted: false, ..
+        } => Missing::NeedsTwoScrapes,
         // Since a restart whose time we do not know: counts are right, durations are not.
         _ => Missing::CounterReset,
     };

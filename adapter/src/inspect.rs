@@ -1,0 +1,501 @@
+//! `adapter inspect`: what would the adapter compute for this pod?
+//!
+//! Owns: reading one or more successive scrapes (files, URLs, or one URL polled at an
+//! interval), running them through the metrics engine exactly as the scrape loop does, and
+//! printing the per-replica signals as a table or JSON. With one scrape, percentiles cover
+//! everything since the server started; with two or more, the window between them.
+//! Does not own: any signal arithmetic (that is `inferscale-metrics`).
+
+use inferscale_metrics::exposition::{
+    count_invalid_utf8, sanitize_utf8, Format, LineErrorKind, ParseStats,
+};
+use inferscale_metrics::gpu::{join_gpus, read_gpus, GpuJoin, GpuReading};
+use inferscale_metrics::profile::{RouteIndex, DCGM};
+use inferscale_metrics::signals::{
+    replica_signals, Latency, ModelSignals, Reading, ReplicaSignals, SignalOptions, SingleScrape,
+};
+use inferscale_metrics::snapshot::{EngineSnapshot, UNLABELLED_MODEL};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Largest body we read: a vLLM server with every optional family is ~60 KB and a 16-GPU
+/// dcgm-exporter ~100 KB; 32 MiB leaves room for fleets behind one endpoint while refusing
+/// runaway responses.
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// How long one HTTP scrape may take.
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors of `adapter inspect`.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        path: String,
+        source: std::io::Error,
+    },
+    /// An HTTP scrape failed (connection, status or body).
+    #[error("cannot scrape {url}: {reason}")]
+    Scrape { url: String, reason: String },
+    /// A body is larger than [`MAX_BODY_BYTES`].
+    #[error("{source_name} is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge { source_name: String },
+    /// Nothing to inspect.
+    #[error("give at least one file or URL")]
+    NoSources,
+}
+
+/// One fetched body.
+#[derive(Debug, Clone)]
+pub struct Scrape {
+    pub source: String,
+    pub body: Vec<u8>,
+    pub format: Format,
+    /// Seconds: real time for URLs, `index × interval` for files.
+    pub taken_at: f64,
+}
+
+/// Reads a file, or scrapes a URL once.
+pub fn fetch(source: &str, taken_at: f64) -> Result<Scrape, InspectError> {
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(SCRAPE_TIMEOUT)
+            .build()
+            .map_err(|e| InspectError::Scrape {
+                url: source.into(),
+                reason: e.to_string(),
+            })?;
+        let response = client
+            .get(source)
+            .header(
+                reqwest::header::ACCEPT,
+                "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4",
+            )
+            .send()
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| InspectError::Scrape {
+                url: source.into(),
+                reason: e.to_string(),
+            })?;
+        let format = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(Format::from_content_type)
+            .unwrap_or_default();
+        let body = response.bytes().map_err(|e| InspectError::Scrape {
+            url: source.into(),
+            reason: e.to_string(),
+        })?;
+        if body.len() > MAX_BODY_BYTES {
+            return Err(InspectError::TooLarge {
+                source_name: source.into(),
+            });
+        }
+        Ok(Scrape {
+            source: source.into(),
+            body: body.to_vec(),
+            format,
+            taken_at,
+        })
+    } else {
+        let body = std::fs::read(source).map_err(|e| InspectError::ReadFile {
+            path: source.into(),
+            source: e,
+        })?;
+        if body.len() > MAX_BODY_BYTES {
+            return Err(InspectError::TooLarge {
+                source_name: source.into(),
+            });
+        }
+        let format = Format::sniff(&String::from_utf8_lossy(
+            &body[body.len().saturating_sub(64)..],
+        ));
+        Ok(Scrape {
+            source: source.into(),
+            body,
+            format,
+            taken_at,
+        })
+    }
+}
+
+/// Parse counts of one scrape, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParseReport {
+    pub source: String,
+    pub lines: usize,
+    /// Samples the adapter read (the families it needs).
+    pub samples_read: usize,
+    /// Sample lines of families the adapter does not need.
+    pub samples_ignored: usize,
+    pub skipped_lines: usize,
+    pub skipped_by_kind: std::collections::BTreeMap<&'static str, usize>,
+    /// 1-based line numbers of the first skipped lines.
+    pub first_skipped_lines: Vec<usize>,
+}
+
+impl ParseReport {
+    fn new(source: &str, stats: &ParseStats) -> ParseReport {
+        ParseReport {
+            source: source.into(),
+            lines: stats.lines,
+            samples_read: stats.samples,
+            samples_ignored: stats.filtered_out,
+            skipped_lines: stats.skipped(),
+            skipped_by_kind: LineErrorKind::ALL
+                .iter()
+                .zip(stats.skipped_by_kind)
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| (k.as_str(), n))
+                .collect(),
+            first_skipped_lines: stats.first_errors.iter().map(|e| e.line).collect(),
+        }
+    }
+}
+
+/// GPU part of the report (dcgm-exporter bodies).
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuReport {
+    pub gpus: Vec<GpuReading>,
+    pub join: GpuJoin,
+}
+
+/// Everything `inspect` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scrapes: usize,
+    pub parse: Vec<ParseReport>,
+    /// Serving-engine signals, when the bodies came from an inference server.
+    pub replica: Option<ReplicaSignals>,
+    /// GPU readings of the newest scrape, when it came from dcgm-exporter.
+    pub gpu: Option<GpuReport>,
+}
+
+/// Runs the engine over successive scrapes of one pod (oldest first).
+pub fn inspect(scrapes: &[Scrape], window_secs: f64) -> Result<Report, InspectError> {
+    if scrapes.is_empty() {
+        return Err(InspectError::NoSources);
+    }
+    let routes = RouteIndex::engines();
+    let mut parse = Vec::new();
+    let mut snapshots = Vec::new();
+    for scrape in scrapes {
+        let (text, bad_utf8_lines) = sanitize_utf8(&scrape.body);
+        let mut snapshot =
+            EngineSnapshot::from_exposition(&text, scrape.format, scrape.taken_at, &routes);
+        count_invalid_utf8(&mut snapshot.parse_stats, bad_utf8_lines);
+        parse.push(ParseReport::new(&scrape.source, &snapshot.parse_stats));
+        snapshots.push(snapshot);
+    }
+    let history: Vec<&EngineSnapshot> = snapshots.iter().collect();
+    let replica = snapshots
+        .last()
+        .filter(|s| s.engine.is_some())
+        .and_then(|_| {
+            replica_signals(
+                &history,
+                SignalOptions {
+                    window_secs,
+                    single_scrape: SingleScrape::SinceStart,
+                },
+            )
+        });
+    let newest = &scrapes[scrapes.len() - 1];
+    let (text, _) = sanitize_utf8(&newest.body);
+    let (gpus, _) = read_gpus(&text, newest.format);
+    let gpu = (!gpus.is_empty()).then(|| GpuReport {
+        join: join_gpus(&gpus),
+        gpus,
+    });
+    Ok(Report {
+        scrapes: scrapes.len(),
+        parse,
+        replica,
+        gpu,
+    })
+}
+
+/// Formats a reading in the signal's unit for humans.
+fn show(reading: Reading, unit: Unit) -> String {
+    match reading {
+        Reading::Value(v) => match unit {
+            Unit::Count => trim_float(v, 2),
+            Unit::Fraction => format!("{:.1}%", v * 100.0),
+            Unit::PerSecond => format!("{}/s", trim_float(v, 3)),
+            Unit::Seconds => {
+                if v.abs() < 1.0 {
+                    format!("{} ms", trim_float(v * 1000.0, 1))
+                } else {
+                    format!("{} s", trim_float(v, 3))
+                }
+            }
+            Unit::Tokens => trim_float(v, 0),
+        },
+        Reading::Missing(reason) => format!("- ({})", reason.as_str().replace('_', " ")),
+    }
+}
+
+fn trim_float(v: f64, decimals: usize) -> String {
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    Count,
+    Fraction,
+    PerSecond,
+    Seconds,
+    Tokens,
+}
+
+type Row = (&'static str, Unit, fn(&ModelSignals) -> Reading);
+
+const GAUGE_AND_RATE_ROWS: [Row; 8] = [
+    ("queue_depth", Unit::Count, |m| m.queue_depth),
+    ("running", Unit::Count, |m| m.running),
+    ("kv_cache_usage", Unit::Fraction, |m| m.kv_cache_usage),
+    ("kv_cache_usage_max", Unit::Fraction, |m| {
+        m.kv_cache_usage_max
+    }),
+    ("request_rate", Unit::PerSecond, |m| m.request_rate),
+    ("prompt_token_rate", Unit::PerSecond, |m| {
+        m.prompt_token_rate
+    }),
+    ("generation_token_rate", Unit::PerSecond, |m| {
+        m.generation_token_rate
+    }),
+    ("preemption_rate", Unit::PerSecond, |m| m.preemption_rate),
+];
+
+const LATENCY_ROWS: [(&str, fn(&ModelSignals) -> &Latency); 4] = [
+    ("time_to_first_token", |m| &m.time_to_first_token),
+    ("inter_token_latency", |m| &m.inter_token_latency),
+    ("end_to_end_latency", |m| &m.end_to_end_latency),
+    ("queue_time", |m| &m.queue_time),
+];
+
+/// Renders the report as aligned text tables.
+pub fn render_table(report: &Report) -> String {
+    let mut out = String::new();
+    for p in &report.parse {
+        let _ = writeln!(
+            out,
+            "{}: {} lines, {} samples read, {} ignored, {} malformed lines skipped{}",
+            p.source,
+            p.lines,
+            p.samples_read,
+            p.samples_ignored,
+            p.skipped_lines,
+            if p.skipped_by_kind.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " {:?} (first at lines {:?})",
+                    p.skipped_by_kind, p.first_skipped_lines
+                )
+            }
+        );
+    }
+    if let Some(replica) = &report.replica {
+        let window = &replica.window;
+        let span = match (window.since_start, window.seconds) {
+            (true, Some(s)) => format!("since server start ({} s)", trim_float(s, 1)),
+            (true, None) => "since server start".to_owned(),
+            (false, Some(s)) => format!("{} s between scrapes", trim_float(s, 1)),
+            (false, None) => "none (one scrape)".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "\nengine: {}   scrapes: {}   window: {}   kv capacity: {} tokens",
+            replica.engine.map_or("unknown", |e| e.as_str()),
+            report.scrapes,
+            span,
+            show(replica.kv_capacity_tokens, Unit::Tokens)
+        );
+        let mut columns: Vec<(String, &ModelSignals)> = replica
+            .models
+            .iter()
+            .map(|(name, m)| {
+                let shown = if name == UNLABELLED_MODEL {
+                    "(unlabelled)"
+                } else {
+                    name
+                };
+                (shown.to_owned(), m)
+            })
+            .collect();
+        if columns.len() != 1 {
+            columns.push(("(all models)".to_owned(), &replica.combined));
+        }
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        let mut header = vec!["SIGNAL".to_owned()];
+        header.extend(columns.iter().map(|(n, _)| n.clone()));
+        rows.push(header);
+        for (name, unit, get) in GAUGE_AND_RATE_ROWS {
+            let mut row = vec![name.to_owned()];
+            row.extend(columns.iter().map(|(_, m)| show(get(m), unit)));
+            rows.push(row);
+        }
+        let reasons: std::collections::BTreeSet<&String> = columns
+            .iter()
+            .flat_map(|(_, m)| m.request_rate_by_reason.keys())
+            .collect();
+        for reason in reasons {
+            let mut row = vec![format!("request_rate{{reason={reason}}}")];
+            row.extend(columns.iter().map(|(_, m)| {
+                m.request_rate_by_reason
+                    .get(reason)
+                    .map_or_else(|| "-".to_owned(), |r| show(*r, Unit::PerSecond))
+            }));
+            rows.push(row);
+        }
+        for (name, get) in LATENCY_ROWS {
+            for (q, pick) in [
+                ("p50", (|l: &Latency| l.p50) as fn(&Latency) -> Reading),
+                ("p90", |l| l.p90),
+                ("p95", |l| l.p95),
+                ("p99", |l| l.p99),
+            ] {
+                let mut row = vec![format!("{name}_{q}")];
+                row.extend(
+                    columns
+                        .iter()
+                        .map(|(_, m)| show(pick(get(m)), Unit::Seconds)),
+                );
+                rows.push(row);
+            }
+            let mut row = vec![format!("{name}_observations")];
+            row.extend(
+                columns
+                    .iter()
+                    .map(|(_, m)| show(get(m).observations, Unit::Count)),
+            );
+            rows.push(row);
+        }
+        out.push_str(&align(&rows));
+    }
+    if let Some(gpu) = &report.gpu {
+        let mut rows = vec![vec![
+            "GPU".to_owned(),
+            "UUID".to_owned(),
+            "MODEL".to_owned(),
+            "NODE".to_owned(),
+            "POD".to_owned(),
+            "BUSY".to_owned(),
+            "MEM USED".to_owned(),
+            "MEM FREE".to_owned(),
+            "POWER".to_owned(),
+        ]];
+        let gib = |v: Option<f64>| {
+            v.map_or("-".to_owned(), |b| {
+                format!("{:.2} GiB", b / (1u64 << 30) as f64)
+            })
+        };
+        for g in &gpu.gpus {
+            use inferscale_metrics::profile::GpuField;
+            rows.push(vec![
+                g.index.clone(),
+                g.uuid.clone(),
+                g.model_name.clone(),
+                g.node.clone().unwrap_or_else(|| "-".into()),
+                g.pod
+                    .as_ref()
+                    .map_or("(idle)".into(), |p| format!("{}/{}", p.namespace, p.pod)),
+                g.busy_fraction()
+                    .map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
+                gib(g.field(GpuField::MemoryUsedBytes)),
+                gib(g.field(GpuField::MemoryFreeBytes)),
+                g.field(GpuField::PowerWatts)
+                    .map_or("-".into(), |w| format!("{} W", trim_float(w, 1))),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&align(&rows));
+        let _ = writeln!(
+            out,
+            "{} GPU(s) held by {} pod(s); idle: {}",
+            gpu.gpus.len(),
+            gpu.join.pods.len(),
+            gpu.join
+                .idle_by_node
+                .iter()
+                .map(|(node, idle)| format!(
+                    "{}×{}",
+                    if node.is_empty() { "(no node)" } else { node },
+                    idle.gpus
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if report.replica.is_none() && report.gpu.is_none() {
+        let _ = writeln!(
+            out,
+            "\nno vLLM, SGLang, TGI or dcgm-exporter ({} fields known) metrics found",
+            DCGM.len()
+        );
+    }
+    out
+}
+
+fn align(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<width$}", width = widths[c]))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(body: &str, t: f64) -> Scrape {
+        Scrape {
+            source: format!("t{t}"),
+            body: body.as_bytes().to_vec(),
+            format: Format::Prometheus,
+            taken_at: t,
+        }
+    }
+
+    #[test]
+    fn one_scrape_reports_gauges_and_since_start_window() {
+        let body = "vllm:num_requests_waiting{model_name=\"m\"} 4\nvllm:time_to_first_token_seconds_bucket{le=\"0.1\",model_name=\"m\"} 1\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\",model_name=\"m\"} 1\n";
+        let report = inspect(&[scrape(body, 0.0)], 60.0).unwrap();
+        let replica = report.replica.as_ref().unwrap();
+        assert_eq!(replica.combined.queue_depth, Reading::Value(4.0));
+        assert!(replica.window.since_start);
+        let table = render_table(&report);
+        assert!(table.contains("queue_depth"), "{table}");
+        assert!(table.contains("50 ms"), "{table}");
+    }
+
+    #[test]
+    fn no_sources_is_an_error() {
+        assert!(matches!(inspect(&[], 60.0), Err(InspectError::NoSources)));
+    }
+}
