@@ -1,1 +1,17 @@
+//! inferscale-scaler: the what-if simulator and the warm-pool controller's decision logic.
+//!
+//! Everything here is plain Rust with no Kubernetes or async types: a discrete-event model of a
+//! vLLM fleet ([`replica`], [`sim`]) calibrated in [`calibration`], fed by request [`trace`]s,
+//! observed through the same signal code the adapter serves ([`observe`], built on
+//! `inferscale-metrics`), scaled by [`policy`] state machines, and summarised by [`report`]
+//! and [`svg`]. [`cli`] turns `scaler simulate` arguments into a validated run.
 
+pub mod calibration;
+pub mod cli;
+pub mod observe;
+pub mod policy;
+pub mod replica;
+pub mod report;
+pub mod sim;
+pub mod svg;
+pub mod trace;

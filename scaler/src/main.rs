@@ -1,1 +1,61 @@
-fn main() {}
+//! `scaler`: the what-if simulator's command line. Thin: parse, run, print.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use inferscale_scaler::cli::{write_outputs, SimulateArgs};
+use inferscale_scaler::report::Report;
+use std::io::Write as _;
+
+#[derive(Parser)]
+#[command(
+    name = "scaler",
+    version,
+    about = "Warm-pool controller and what-if simulator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay a trace against scaling policies and price them.
+    Simulate(SimulateArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let Cli {
+        command: Command::Simulate(args),
+    } = Cli::parse();
+    let mut resolved = args.resolve()?;
+    let trace = resolved.load_trace().context("loading the trace")?;
+    resolved.size_initial_fleet(&trace);
+    let quiet = args.quiet;
+    let mut progress = |policy: &str, fraction: f64| {
+        if !quiet {
+            // A one-line bar on stderr, redrawn in place; stdout stays clean for the table.
+            let filled = (fraction.clamp(0.0, 1.0) * 30.0) as usize;
+            let bar = format!("{}{}", "#".repeat(filled), "-".repeat(30 - filled));
+            eprint!("\r{policy:>16} [{bar}] {:>3.0}%", fraction * 100.0);
+            if fraction >= 1.0 {
+                eprintln!();
+            }
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let (report, results) = resolved.run(&trace, &mut progress)?;
+    print_report(&report, args.json)?;
+    if let Some(dir) = &resolved.out {
+        write_outputs(dir, &report, &results)?;
+    }
+    Ok(())
+}
+
+fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", report.json()?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Scaling policies behind one trait, each a pure state machine fed by [`Observation`]s.
+//!
+//! Owns: the [`Policy`] trait, the [`Decision`] it returns, and the policy catalogue
+//! ([`PolicyKind`]) the CLI names. Each policy lives in its own module: [`hpa`] (Kubernetes
+//! HPA, on queue depth or a CPU-like utilisation), [`keda`], [`kpa`] (Knative KPA and the
+//! AIBrix-like variant), [`warm_pool`] (inferscale's own) and [`oracle`] (clairvoyant).
+//! Does not own: acting on decisions (pods, routing, costs — see [`crate::sim`]).
+
+pub mod hpa;
+pub mod keda;
+pub mod kpa;
+pub mod oracle;
+pub mod warm_pool;
+
+use crate::observe::{Observation, SignalPath};
+use serde::Serialize;
+
+/// Why a policy could not be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PolicyError {
+    /// The name is not a known policy.
+    #[error(
+        "unknown policy {0:?} (known: hpa-cpu, hpa-queue, keda, kpa, aibrix, warm-pool, oracle)"
+    )]
+    Unknown(String),
+    /// A parameter is out of range.
+    #[error("policy {policy}: {reason}")]
+    InvalidParameter {
+        policy: &'static str,
+        reason: &'static str,
+    },
+}
+
+/// What a policy asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Serving replicas (the deployment's `spec.replicas`).
+    pub serving: u32,
+    /// Warm replicas kept asleep (vLLM sleep mode) to wake in seconds; 0 for every policy but
+    /// the warm pool.
+    pub warm: u32,
+}
+
+impl Decision {
+    pub fn serving(serving: u32) -> Decision {
+        Decision { serving, warm: 0 }
+    }
+}
+
+/// A scaling policy: a state machine that turns observations into decisions.
+pub trait Policy {
+    /// Short name for tables and files.
+    fn name(&self) -> &str;
+    /// How the policy's signals reach it.
+    fn signal_path(&self) -> SignalPath;
+    /// Seconds between decisions (the controller's sync period).
+    fn decision_period(&self) -> f64;
+    /// The decision for this observation. Must be deterministic in its inputs.
+    fn decide(&mut self, observation: &Observation) -> Decision;
+}
+
+/// The policies `scaler simulate` knows by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
+    HpaCpu,
+    HpaQueue,
+    Keda,
+    Kpa,
+    Aibrix,
+    WarmPool,
+    Oracle,
+}
+
+impl PolicyKind {
+    pub const ALL: [PolicyKind; 7] = [
+        PolicyKind::HpaCpu,
+        PolicyKind::HpaQueue,
+        PolicyKind::Keda,
+        PolicyKind::Kpa,
+        PolicyKind::Aibrix,
+        PolicyKind::WarmPool,
+        PolicyKind::Oracle,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::HpaCpu => "hpa-cpu",
+            PolicyKind::HpaQueue => "hpa-queue",
+            PolicyKind::Keda => "keda",
+            PolicyKind::Kpa => "kpa",
+            PolicyKind::Aibrix => "aibrix",
+            PolicyKind::WarmPool => "warm-pool",
+            PolicyKind::Oracle => "oracle",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<PolicyKind, PolicyError> {
+        PolicyKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == name.trim())
+            .ok_or_else(|| PolicyError::Unknown(name.to_owned()))
+    }
+}
