@@ -182,13 +182,21 @@ pub fn inspect(scrapes: &[Scrape], window_secs: f64) -> Result<Report, InspectEr
     let routes = RouteIndex::engines();
     let mut parse = Vec::new();
     let mut snapshots = Vec::new();
+    let mut newest_gpus = Vec::new();
     for scrape in scrapes {
         let (text, bad_utf8_lines) = sanitize_utf8(&scrape.body);
         let mut snapshot =
             EngineSnapshot::from_exposition(&text, scrape.format, scrape.taken_at, &routes);
         count_invalid_utf8(&mut snapshot.parse_stats, bad_utf8_lines);
-        parse.push(ParseReport::new(&scrape.source, &snapshot.parse_stats));
+        // A body is read twice, with the engine filter and the GPU filter; what either kept
+        // counts as read.
+        let (gpus, gpu_stats) = read_gpus(&text, scrape.format);
+        let mut stats = snapshot.parse_stats.clone();
+        stats.samples += gpu_stats.samples;
+        stats.filtered_out -= gpu_stats.samples.min(stats.filtered_out);
+        parse.push(ParseReport::new(&scrape.source, &stats));
         snapshots.push(snapshot);
+        newest_gpus = gpus;
     }
     let history: Vec<&EngineSnapshot> = snapshots.iter().collect();
     let replica = snapshots
@@ -203,12 +211,9 @@ pub fn inspect(scrapes: &[Scrape], window_secs: f64) -> Result<Report, InspectEr
                 },
             )
         });
-    let newest = &scrapes[scrapes.len() - 1];
-    let (text, _) = sanitize_utf8(&newest.body);
-    let (gpus, _) = read_gpus(&text, newest.format);
-    let gpu = (!gpus.is_empty()).then(|| GpuReport {
-        join: join_gpus(&gpus),
-        gpus,
+    let gpu = (!newest_gpus.is_empty()).then(|| GpuReport {
+        join: join_gpus(&newest_gpus),
+        gpus: newest_gpus,
     });
     Ok(Report {
         scrapes: scrapes.len(),

@@ -290,6 +290,13 @@ impl ParseStats {
 /// the sample name (with `_bucket`, `_total`, ... suffixes).
 pub trait NameFilter {
     fn accepts(&self, name: &str) -> bool;
+
+    /// Whether `# HELP`/`# TYPE`/`# UNIT` lines are wanted at all. A filter that reads only
+    /// sample values says no, and descriptor lines then cost one byte compare and the
+    /// newline search.
+    fn wants_descriptors(&self) -> bool {
+        true
+    }
 }
 
 /// Accepts everything: a full parse.
@@ -490,7 +497,10 @@ impl<'a, F: NameFilter> Iterator for Parser<'a, F> {
             let trimmed = line.trim_start_matches([' ', '\t']);
             let record = match trimmed.as_bytes().first() {
                 None => continue,
-                Some(b'#') => self.parse_descriptor(trimmed),
+                Some(b'#') if self.filter.wants_descriptors() || is_eof(trimmed) => {
+                    self.parse_descriptor(trimmed)
+                }
+                Some(b'#') => continue,
                 Some(_) => self.parse_sample(trimmed),
             };
             if record.is_some() {
@@ -533,14 +543,51 @@ pub fn count_invalid_utf8(stats: &mut ParseStats, count: usize) {
     stats.skipped_by_kind[LineErrorKind::InvalidUtf8.index()] += count;
 }
 
+/// `# EOF` (with optional trailing blanks) ends an OpenMetrics body even for filters that
+/// skip descriptors.
+#[inline]
+fn is_eof(line: &str) -> bool {
+    line.len() >= 5 && line.as_bytes()[1] == b' ' && line[2..].trim_end() == "EOF"
+}
+
+/// Byte classes, one table lookup per byte instead of several range compares: the name
+/// scan runs on every line, wanted or not.
+const NAME_START: u8 = 1;
+const NAME_CHAR: u8 = 2;
+const LABEL_START: u8 = 4;
+const LABEL_CHAR: u8 = 8;
+
+const BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let alpha = c.is_ascii_alphabetic() || c == b'_';
+        let digit = c.is_ascii_digit();
+        let mut class = 0;
+        if alpha || c == b':' {
+            class |= NAME_START | NAME_CHAR;
+        }
+        if digit {
+            class |= NAME_CHAR | LABEL_CHAR;
+        }
+        if alpha {
+            class |= LABEL_START | LABEL_CHAR;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+};
+
 #[inline]
 fn is_name_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b == b':'
+    BYTE_CLASS[b as usize] & NAME_START != 0
 }
 
 #[inline]
 fn is_name_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+    BYTE_CLASS[b as usize] & NAME_CHAR != 0
 }
 
 /// Length of the metric name at the start of `bytes` (0 when there is none).
@@ -565,11 +612,11 @@ fn is_metric_name(bytes: &[u8]) -> bool {
 #[inline]
 fn scan_label_name(bytes: &[u8], start: usize) -> Option<usize> {
     match bytes.get(start) {
-        Some(&b) if b.is_ascii_alphabetic() || b == b'_' => {}
+        Some(&b) if BYTE_CLASS[b as usize] & LABEL_START != 0 => {}
         _ => return None,
     }
     let mut i = start + 1;
-    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+    while i < bytes.len() && BYTE_CLASS[bytes[i] as usize] & LABEL_CHAR != 0 {
         i += 1;
     }
     Some(i)
@@ -585,28 +632,27 @@ fn skip_blanks(bytes: &[u8], mut i: usize) -> usize {
 
 /// Scans a quoted value starting just after its opening quote. Returns the index of the
 /// closing quote and whether the value holds escapes.
+///
+/// A plain byte loop: label values are mostly a few bytes long (`"0"`, a model name), where
+/// `memchr2`'s set-up costs more than the scan itself.
 #[inline]
 fn scan_quoted(bytes: &[u8], start: usize) -> Result<(usize, bool), LineErrorKind> {
     let mut i = start;
     let mut escaped = false;
-    loop {
-        match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
-            None => return Err(LineErrorKind::InvalidLabelValue),
-            Some(off) => {
-                let at = i + off;
-                if bytes[at] == b'"' {
-                    return Ok((at, escaped));
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => return Ok((i, escaped)),
+            b'\\' => match bytes.get(i + 1) {
+                Some(b'\\' | b'"' | b'n') => {
+                    escaped = true;
+                    i += 2;
                 }
-                match bytes.get(at + 1) {
-                    Some(b'\\' | b'"' | b'n') => {
-                        escaped = true;
-                        i = at + 2;
-                    }
-                    _ => return Err(LineErrorKind::InvalidLabelValue),
-                }
-            }
+                _ => return Err(LineErrorKind::InvalidLabelValue),
+            },
+            _ => i += 1,
         }
     }
+    Err(LineErrorKind::InvalidLabelValue)
 }
 
 /// Validates `name="value", ...}` starting just after `{`; returns the index of the `}`.

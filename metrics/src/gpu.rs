@@ -21,6 +21,7 @@ pub struct PodRef {
 
 /// One GPU (or MIG instance) as dcgm-exporter reports it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub struct GpuReading {
     /// `UUID` label (`uuid` with old names); with MIG, `UUID/GPU_I_ID`.
     pub uuid: String,
@@ -29,10 +30,43 @@ pub struct GpuReading {
     /// `modelName`, e.g. `NVIDIA L4`.
     pub model_name: String,
     /// `Hostname` (or `hostname` on newer exporters): the node.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// Field values in base units, by field, with the rank of the name they came from.
+    #[serde(rename = "fields", serialize_with = "serialize_fields")]
     fields: [Option<(u8, f64)>; 9],
+}
+
+/// Fields as `{"utilization": 0.9, "memory_used_bytes": ...}`, absent ones left out.
+fn serialize_fields<S: serde::Serializer>(
+    fields: &[Option<(u8, f64)>; 9],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let present: Vec<(GpuField, f64)> = GpuField::ALL
+        .iter()
+        .filter_map(|&f| fields[f as usize].map(|(_, v)| (f, v)))
+        .collect();
+    let mut map = serializer.serialize_map(Some(present.len()))?;
+    for (field, value) in present {
+        map.serialize_entry(&field, &value)?;
+    }
+    map.end()
+}
+
+/// Pods as `{"namespace/pod": {...}}`: JSON object keys must be strings.
+fn serialize_pods<S: serde::Serializer>(
+    pods: &BTreeMap<PodRef, PodGpus>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(
+        pods.iter()
+            .map(|(pod, gpus)| (format!("{}/{}", pod.namespace, pod.pod), gpus)),
+    )
 }
 
 impl GpuReading {
@@ -135,11 +169,16 @@ pub fn read_gpus(body: &str, format: Format) -> (Vec<GpuReading>, ParseStats) {
 pub struct PodGpus {
     pub gpus: usize,
     /// Mean busy fraction over the pod's GPUs (0–1).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub utilization_mean: Option<f64>,
     /// Busiest GPU of the pod (0–1): a tensor-parallel replica is as slow as its busiest GPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub utilization_max: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_used_bytes: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_total_bytes: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub power_watts: Option<f64>,
     /// Any GPU of the pod reporting a non-zero last XID.
     pub xid_errors: bool,
@@ -150,6 +189,7 @@ pub struct PodGpus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IdleGpus {
     pub gpus: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_free_bytes: Option<f64>,
     pub uuids: Vec<String>,
 }
@@ -157,6 +197,8 @@ pub struct IdleGpus {
 /// The result of attributing GPUs to pods.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct GpuJoin {
+    /// Keyed `namespace/pod` in JSON.
+    #[serde(serialize_with = "serialize_pods")]
     pub pods: BTreeMap<PodRef, PodGpus>,
     /// Keyed by node name (`""` when the exporter ran with `--no-hostname`).
     pub idle_by_node: BTreeMap<String, IdleGpus>,

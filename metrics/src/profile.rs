@@ -571,6 +571,18 @@ fn sample_names(mapping: &Mapping) -> Vec<(String, SamplePart)> {
     }
 }
 
+impl crate::exposition::NameFilter for &RouteIndex {
+    #[inline]
+    fn accepts(&self, name: &str) -> bool {
+        self.wants(name)
+    }
+
+    /// The engine reads sample values only.
+    fn wants_descriptors(&self) -> bool {
+        false
+    }
+}
+
 /// dcgm field name → mapping.
 pub fn gpu_mapping(field_name: &str) -> Option<&'static GpuMapping> {
     DCGM.iter().find(|m| m.field_name == field_name)

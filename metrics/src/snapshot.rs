@@ -7,7 +7,7 @@
 //! histogram buckets are summed.
 //! Does not own: anything that needs two scrapes (see [`crate::signals`]).
 
-use crate::exposition::{Format, NameFilter, ParseStats, Parser, Record, Sample};
+use crate::exposition::{Format, ParseStats, Parser, Record, Sample};
 use crate::histogram::{Histogram, HistogramError};
 use crate::profile::{
     CounterSignal, Engine, GaugeSignal, HistogramSignal, Route, RouteIndex, SamplePart, Target,
@@ -186,8 +186,7 @@ impl EngineSnapshot {
         taken_at: f64,
         routes: &RouteIndex,
     ) -> EngineSnapshot {
-        let filter = RouteFilter(routes);
-        let mut parser = Parser::with_filter(body, format, filter);
+        let mut parser = Parser::with_filter(body, format, routes);
         let mut builder = Builder::default();
         for record in parser.by_ref() {
             if let Record::Sample(sample) = record {
@@ -197,15 +196,6 @@ impl EngineSnapshot {
             }
         }
         builder.finish(taken_at, parser.into_stats())
-    }
-}
-
-struct RouteFilter<'r>(&'r RouteIndex);
-
-impl NameFilter for RouteFilter<'_> {
-    #[inline]
-    fn accepts(&self, name: &str) -> bool {
-        self.0.wants(name)
     }
 }
 

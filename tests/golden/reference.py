@@ -12,7 +12,7 @@ so in ``parser``.  The same line parser is also used to cross-check
 prometheus_client on every fixture, and by ``make_series.py`` to rewrite sample
 values in place.
 
-Conventions of the returned documents (proposed JSON shape, see README.md in
+Conventions of the returned documents (proposed JSON shape, see NOTES.md in
 this folder):
 
 * every value is a float exactly as exposed (``66.0``), except
@@ -237,6 +237,8 @@ class Parsed:
     family_types: Dict[str, int]
     families_with_samples: int
     error: Optional[str] = None
+    # prometheus_client sample name -> wire name, where they differ (see parse)
+    renamed: Dict[str, str] = field(default_factory=dict)
 
 
 def parse(text: str) -> Parsed:
@@ -245,11 +247,20 @@ def parse(text: str) -> Parsed:
         from prometheus_client.parser import text_string_to_metric_families
 
         fams = list(text_string_to_metric_families(text))
-        samples = [
-            Sample(s.name, _freeze(dict(s.labels)), float(s.value))
-            for f in fams
-            for s in f.samples
-        ]
+        # Quirk: for a family declared "# TYPE X counter" whose wire samples
+        # are named X (no _total, e.g. dcgm-exporter's
+        # DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION), prometheus_client reports the
+        # sample as X_total.  Map such names back to what is on the wire.
+        wire = _wire_names(text)
+        renamed: Dict[str, str] = {}
+        samples = []
+        for f in fams:
+            for s in f.samples:
+                name = s.name
+                if name not in wire and name.endswith("_total") and name[:-6] in wire:
+                    renamed[name] = name[:-6]
+                    name = name[:-6]
+                samples.append(Sample(name, _freeze(dict(s.labels)), float(s.value)))
         ftypes: Dict[str, int] = defaultdict(int)
         for f in fams:
             ftypes[f.type] += 1
@@ -259,6 +270,7 @@ def parse(text: str) -> Parsed:
             len(fams),
             dict(sorted(ftypes.items())),
             sum(1 for f in fams if f.samples),
+            renamed=dict(sorted(renamed.items())),
         )
     except Exception as e:  # fall back, and say so
         samples, types = parse_lines(text)
@@ -282,6 +294,17 @@ def parse(text: str) -> Parsed:
         )
 
 
+def _wire_names(text: str) -> set:
+    names = set()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            m = _NAME_RE.match(line)
+            if m:
+                names.add(m.group(0))
+    return names
+
+
 def parse_stats(text: str) -> dict:
     """Sample/family counts as seen by prometheus_client (or the fallback)."""
     p = parse(text)
@@ -296,6 +319,7 @@ def parse_stats(text: str) -> dict:
         "families_with_samples": p.families_with_samples,
         "family_types": p.family_types,
         "sample_names": dict(sorted(names.items())),
+        "prometheus_client_renamed": p.renamed,
         "histograms_without_inf": histograms_without_inf(p.samples),
     }
 
