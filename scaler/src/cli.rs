@@ -11,7 +11,9 @@ use crate::calibration::{
 use crate::policy::hpa::{Behavior, Hpa, DEFAULT_CPU_TARGET, DEFAULT_QUEUE_TARGET_PER_POD};
 use crate::policy::keda::Keda;
 use crate::policy::kpa::{Kpa, DEFAULT_AIBRIX_KV_TARGET, DEFAULT_KPA_CONCURRENCY_TARGET};
-use crate::policy::warm_pool::{WarmPool, WarmPoolConfig, DEFAULT_COST_RATIO};
+use crate::policy::warm_pool::{
+    WarmPool, WarmPoolConfig, DEFAULT_COST_RATIO, DEFAULT_WARM_POOL_UTILISATION,
+};
 use crate::policy::{oracle, Policy, PolicyError, PolicyKind};
 use crate::report::{PolicyRow, Report, ReportError};
 use crate::sim::{simulate, FleetConfig, Routing, RunResult, SimConfig, SimError};
@@ -100,6 +102,9 @@ pub struct SimulateArgs {
     /// HPA-CPU target utilisation (fraction).
     #[arg(long, default_value_t = DEFAULT_CPU_TARGET)]
     pub cpu_target: f64,
+    /// Warm pool: busy fraction per replica it plans for.
+    #[arg(long, default_value_t = DEFAULT_WARM_POOL_UTILISATION)]
+    pub warm_utilisation: f64,
     /// Warm pool: cost of a replica-hour short of demand over an idle replica-hour.
     #[arg(long, default_value_t = DEFAULT_COST_RATIO)]
     pub cost_ratio: f64,
@@ -149,6 +154,7 @@ pub struct Resolved {
     pub kv_target: f64,
     pub cpu_target: f64,
     pub cost_ratio: f64,
+    pub warm_utilisation: f64,
     pub out: Option<PathBuf>,
     /// Size the initial fleet from the trace (no `--initial-replicas` given).
     pub auto_initial: bool,
@@ -210,6 +216,9 @@ impl SimulateArgs {
         positive("kv-target", self.kv_target);
         positive("cpu-target", self.cpu_target);
         positive("cost-ratio", self.cost_ratio);
+        if !(self.warm_utilisation > 0.0 && self.warm_utilisation <= 1.0) {
+            problems.push("--warm-utilisation must be in (0, 1]".to_owned());
+        }
         if !(self.slo_attainment > 0.0 && self.slo_attainment <= 1.0) {
             problems.push("--slo-attainment must be in (0, 1]".to_owned());
         }
@@ -253,6 +262,7 @@ impl SimulateArgs {
             kv_target: self.kv_target,
             cpu_target: self.cpu_target,
             cost_ratio: self.cost_ratio,
+            warm_utilisation: self.warm_utilisation,
             out: self.out.clone(),
             auto_initial: self.initial_replicas.is_none(),
             max_replicas_arg: max_replicas,
@@ -305,7 +315,9 @@ impl Resolved {
             PolicyKind::WarmPool => Box::new(WarmPool::new(WarmPoolConfig {
                 prior_time_to_ready: f.time_to_ready.quantile(0.9),
                 wake_secs: f.wake.quantile(0.9),
-                concurrency_per_pod: self.concurrency_target,
+                prefill_secs_per_token: oracle::prefill_secs_per_token(&f.profile),
+                decode_secs_per_token: oracle::decode_secs_per_token(&f.profile),
+                target_utilisation: self.warm_utilisation,
                 cost_ratio: self.cost_ratio,
                 min,
                 max,

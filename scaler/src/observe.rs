@@ -113,8 +113,8 @@ pub struct Observation {
     pub desired_serving: u32,
     /// Requests that reached the gateway so far (a counter; policies difference it).
     pub arrivals_total: u64,
-    /// Prompt plus output tokens of those requests (a counter).
-    pub arrival_tokens_total: f64,
+    /// Prompt tokens of those requests (a counter; a gateway sees every prompt's length).
+    pub arrival_prompt_tokens_total: f64,
     /// Requests held at the gateway because no pod could take them.
     pub gateway_queue: usize,
     /// Cold-start durations of pods that became ready since the last decision, seconds.

@@ -514,7 +514,7 @@ impl<'a> Fleet<'a> {
             warm: self.warm_count(),
             desired_serving: self.desired.serving,
             arrivals_total: arrivals,
-            arrival_tokens_total: arrival_tokens,
+            arrival_prompt_tokens_total: arrival_tokens,
             gateway_queue: self.gateway.len(),
             new_ready_durations: std::mem::take(&mut self.new_ready_durations),
         }
@@ -605,7 +605,7 @@ pub fn simulate(
             next_arrival += 1;
             arrivals_in_step += 1;
             let r = trace.requests[id];
-            arrival_tokens += (r.prompt_tokens + r.output_tokens) as f64;
+            arrival_tokens += r.prompt_tokens as f64;
             if (r.prompt_tokens as f64 + r.output_tokens as f64) > capacity_tokens {
                 // No replica could ever hold it; vLLM rejects it (a miss, never served).
                 unservable += 1;

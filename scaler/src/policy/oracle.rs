@@ -32,6 +32,18 @@ const SEARCH_STEPS: usize = 12;
 /// Oracle decisions are as frequent as the fastest controller's.
 const ORACLE_PERIOD_SECS: f64 = 2.0;
 
+/// GPU-seconds a replica spends per prompt token (dense layers, compute-bound).
+pub fn prefill_secs_per_token(profile: &ModelProfile) -> f64 {
+    profile.compute_secs_per_token
+}
+
+/// GPU-seconds a replica spends per generated token at the reference batch, for a typical
+/// 1k-token context.
+pub fn decode_secs_per_token(profile: &ModelProfile) -> f64 {
+    let b = REFERENCE_BATCH;
+    profile.step_secs(b, b as u64 * 1000, 0, 0.0) / b as f64
+}
+
 /// Replica-seconds of work of each plan window of `trace`.
 pub fn window_work(trace: &Trace, profile: &ModelProfile) -> Vec<f64> {
     let windows = (trace.duration() / PLAN_WINDOW_SECS).floor() as usize + 1;

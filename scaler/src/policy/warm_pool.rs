@@ -2,9 +2,10 @@
 //! (asleep, wakeable in seconds) capacity when idle GPUs cost less than missed objectives.
 //!
 //! Owns: learning the time-to-ready from pods that became ready, a Holt (level + trend)
-//! forecast of the gateway arrival rate, the distribution of its own forecast errors, the
-//! conversion from rate to pods through the measured concurrency per unit of rate (Little's
-//! law), and the newsvendor choice of how much to hold: with `cost_ratio` = (cost of a
+//! forecast of the offered work (replica-seconds per second: prompt tokens seen at the gateway
+//! times the prefill cost per token, plus the generated-token rate from the metrics engine
+//! times the decode cost per token), the distribution of its own forecast errors, and the
+//! newsvendor choice of how much to hold: with `cost_ratio` = (cost of a
 //! replica-hour short of demand) / (cost of an idle replica-hour), the cheapest level is the
 //! `r / (1 + r)` quantile of demand, so the policy sizes the fleet at that quantile of
 //! (forecast × observed error ratio).
@@ -30,11 +31,10 @@ const ERROR_MEMORY_SECS: f64 = 3600.0;
 /// Fewest error samples before their quantile is trusted; before that a ×1.5 margin.
 const MIN_ERROR_SAMPLES: usize = 30;
 const COLD_MARGIN: f64 = 1.5;
-/// Arrival rate is measured over this window for the "actual" side of forecast errors; short
-/// enough to see bursts that matter for TTFT, long enough not to be Poisson noise.
-const ACTUAL_RATE_WINDOW_SECS: f64 = 30.0;
-/// EWMA weight for concurrency per unit rate (the mean time a request spends in the fleet).
-const SOJOURN_ALPHA: f64 = 0.05;
+/// Offered work is measured over this window for the "actual" side of forecast errors and for
+/// the serving floor: the Azure code trace's bursts last 5–15 s, so a longer window would
+/// average them away.
+const ACTUAL_RATE_WINDOW_SECS: f64 = 10.0;
 /// Quantile of observed cold starts used as the forecast horizon: late capacity is the
 /// costly mistake.
 const TIME_TO_READY_QUANTILE: f64 = 0.9;
@@ -51,8 +51,12 @@ pub struct WarmPoolConfig {
     pub prior_time_to_ready: f64,
     /// Wake time from sleep, seconds (the serving horizon).
     pub wake_secs: f64,
-    /// In-flight requests one pod serves within the objective.
-    pub concurrency_per_pod: f64,
+    /// GPU-seconds one prompt token costs a replica (from the calibration).
+    pub prefill_secs_per_token: f64,
+    /// GPU-seconds one generated token costs a replica at a busy batch (from the calibration).
+    pub decode_secs_per_token: f64,
+    /// Busy fraction a replica may run at and still meet the TTFT objective.
+    pub target_utilisation: f64,
     /// Cost of a replica-hour short of demand over cost of an idle replica-hour.
     pub cost_ratio: f64,
     pub min: u32,
@@ -63,23 +67,31 @@ pub struct WarmPoolConfig {
 /// hour (critical fractile 0.9).
 pub const DEFAULT_COST_RATIO: f64 = 9.0;
 
+/// Default busy fraction per replica: a replica more than ~half busy with prefill makes new
+/// prompts wait behind others' chunks, which is what TTFT objectives of ~1–2 s cannot absorb.
+pub const DEFAULT_WARM_POOL_UTILISATION: f64 = 0.5;
+
+/// Seconds of observation before the policy may shrink the fleet: until it has seen a full
+/// measurement window its rate estimate starts from zero, and acting on that would drop a
+/// sized fleet to the minimum and pay a cold start to get it back.
+const WARM_UP_SECS: f64 = 60.0;
+
 /// The warm-pool state machine.
 #[derive(Debug, Clone)]
 pub struct WarmPool {
     config: WarmPoolConfig,
-    last: Option<(f64, u64)>,
+    last: Option<(f64, f64)>,
     level: f64,
     trend: f64,
-    /// Arrivals over recent decisions, for the actual rate.
-    recent_arrivals: VecDeque<(f64, u64)>,
+    /// Offered work over recent decisions: (time, work rate).
+    recent_work: VecDeque<(f64, f64)>,
     /// Forecasts awaiting their target time: (due, forecast).
     pending: VecDeque<(f64, f64)>,
     /// Observed actual / forecast ratios.
     errors: VecDeque<(f64, f64)>,
     ready_samples: VecDeque<f64>,
-    /// Mean seconds a request is in flight (concurrency / rate).
-    sojourn_secs: Option<f64>,
     recent_targets: VecDeque<(f64, u32, u32)>,
+    first_seen: Option<f64>,
 }
 
 impl WarmPool {
@@ -91,9 +103,15 @@ impl WarmPool {
         if !(config.cost_ratio.is_finite() && config.cost_ratio > 0.0) {
             return Err(bad("cost ratio must be positive"));
         }
-        if !(config.concurrency_per_pod > 0.0 && config.prior_time_to_ready > 0.0) {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !(positive(config.prefill_secs_per_token)
+            && positive(config.decode_secs_per_token)
+            && positive(config.prior_time_to_ready)
+            && config.target_utilisation > 0.0
+            && config.target_utilisation <= 1.0)
+        {
             return Err(bad(
-                "concurrency per pod and time-to-ready must be positive",
+                "token costs and time-to-ready must be positive, utilisation in (0, 1]",
             ));
         }
         Ok(WarmPool {
@@ -101,12 +119,12 @@ impl WarmPool {
             last: None,
             level: 0.0,
             trend: 0.0,
-            recent_arrivals: VecDeque::new(),
+            recent_work: VecDeque::new(),
             pending: VecDeque::new(),
             errors: VecDeque::new(),
             ready_samples: VecDeque::new(),
-            sojourn_secs: None,
             recent_targets: VecDeque::new(),
+            first_seen: None,
         })
     }
 
@@ -177,11 +195,14 @@ impl Policy for WarmPool {
                 self.ready_samples.pop_front();
             }
         }
-        // Rate since the last decision, then Holt.
-        let rate = match self.last {
-            Some((t, n)) if now > t => (obs.arrivals_total.saturating_sub(n)) as f64 / (now - t),
+        // Offered work since the last decision (replica-seconds per second), then Holt.
+        let prompt_rate = match self.last {
+            Some((t, n)) if now > t => (obs.arrival_prompt_tokens_total - n).max(0.0) / (now - t),
             _ => 0.0,
         };
+        let generation_rate = obs.fleet.generation_token_rate.sum.value().unwrap_or(0.0);
+        let rate = prompt_rate * self.config.prefill_secs_per_token
+            + generation_rate * self.config.decode_secs_per_token;
         if self.last.is_none() {
             self.level = rate;
         } else {
@@ -189,20 +210,17 @@ impl Policy for WarmPool {
             self.level = HOLT_ALPHA * rate + (1.0 - HOLT_ALPHA) * (self.level + self.trend);
             self.trend = HOLT_BETA * (self.level - previous) + (1.0 - HOLT_BETA) * self.trend;
         }
-        self.last = Some((now, obs.arrivals_total));
-        // Actual rate over a short window, to score old forecasts.
-        self.recent_arrivals.push_back((now, obs.arrivals_total));
+        self.last = Some((now, obs.arrival_prompt_tokens_total));
+        self.recent_work.push_back((now, rate));
         while self
-            .recent_arrivals
+            .recent_work
             .front()
             .is_some_and(|(t, _)| *t < now - ACTUAL_RATE_WINDOW_SECS)
         {
-            self.recent_arrivals.pop_front();
+            self.recent_work.pop_front();
         }
-        let actual = match (self.recent_arrivals.front(), self.recent_arrivals.back()) {
-            (Some(&(t0, n0)), Some(&(t1, n1))) if t1 > t0 => (n1 - n0) as f64 / (t1 - t0),
-            _ => rate,
-        };
+        let actual = self.recent_work.iter().map(|w| w.1).sum::<f64>()
+            / self.recent_work.len().max(1) as f64;
         while let Some(&(due, forecast)) = self.pending.front() {
             if due > now {
                 break;
@@ -219,31 +237,25 @@ impl Policy for WarmPool {
         {
             self.errors.pop_front();
         }
-        // Sojourn time from the metrics engine's fleet concurrency (running + waiting).
-        let in_flight = obs.fleet.running.sum.value().unwrap_or(0.0)
-            + obs.fleet.queue_depth.sum.value().unwrap_or(0.0)
-            + obs.gateway_queue as f64;
-        if actual > 0.0 && obs.ready > 0 {
-            let sample = in_flight / actual;
-            self.sojourn_secs = Some(match self.sojourn_secs {
-                Some(s) => SOJOURN_ALPHA * sample + (1.0 - SOJOURN_ALPHA) * s,
-                None => sample,
-            });
-        }
-        let sojourn = self.sojourn_secs.unwrap_or(1.0);
         let horizon = self.time_to_ready();
         let forecast_far = self.forecast(horizon);
         self.pending.push_back((now + horizon, forecast_far));
         let margin = self.error_margin();
-        let pods_for =
-            |rate: f64| (rate * margin * sojourn / self.config.concurrency_per_pod).ceil();
-        // Serving: what the next wake time needs, and never less than what is in flight now.
+        let pods_for = |work: f64| (work * margin / self.config.target_utilisation).ceil();
+        // Serving: what the next wake time needs, never less than the work arriving now, and
+        // one more while requests queue (the forecast is behind a burst).
+        let queued = obs.fleet.queue_depth.sum.value().unwrap_or(0.0) + obs.gateway_queue as f64;
         let near = self.forecast(self.config.wake_secs).max(actual);
-        let serving_now = pods_for(near)
-            .max((in_flight / self.config.concurrency_per_pod).ceil())
-            .max(self.config.min as f64) as u32;
+        let mut serving_now = pods_for(near).max(self.config.min as f64) as u32;
+        if queued > 0.0 {
+            serving_now = serving_now.max(obs.ready + 1);
+        }
         let total_far = (pods_for(forecast_far.max(near)) as u32).max(serving_now);
         let warm_now = total_far - serving_now;
+        let first_seen = *self.first_seen.get_or_insert(now);
+        if now - first_seen < WARM_UP_SECS {
+            serving_now = serving_now.max(obs.desired_serving);
+        }
         // Hold the highest recent targets before scaling down.
         self.recent_targets.push_back((now, serving_now, warm_now));
         while self
@@ -283,7 +295,9 @@ mod tests {
         let wp = WarmPool::new(WarmPoolConfig {
             prior_time_to_ready: 120.0,
             wake_secs: 2.0,
-            concurrency_per_pod: 30.0,
+            prefill_secs_per_token: 3e-5,
+            decode_secs_per_token: 3e-4,
+            target_utilisation: 0.5,
             cost_ratio: 9.0,
             min: 1,
             max: 10,
