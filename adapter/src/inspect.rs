@@ -280,7 +280,9 @@ const GAUGE_AND_RATE_ROWS: [Row; 8] = [
     ("preemption_rate", Unit::PerSecond, |m| m.preemption_rate),
 ];
 
-const LATENCY_ROWS: [(&str, fn(&ModelSignals) -> &Latency); 4] = [
+type LatencyRow = (&'static str, fn(&ModelSignals) -> &Latency);
+
+const LATENCY_ROWS: [LatencyRow; 4] = [
     ("time_to_first_token", |m| &m.time_to_first_token),
     ("inter_token_latency", |m| &m.inter_token_latency),
     ("end_to_end_latency", |m| &m.end_to_end_latency),

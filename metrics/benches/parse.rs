@@ -18,11 +18,12 @@
 //!
 //! Run: `cargo bench -p inferscale-metrics --bench parse`.
 
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use inferscale_metrics::exposition::{Format, Parser, Record};
 use inferscale_metrics::profile::{gpu_mapping, RouteIndex};
 use inferscale_metrics::signals::{replica_signals, SignalOptions};
 use inferscale_metrics::snapshot::EngineSnapshot;
+use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 

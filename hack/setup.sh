@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond the Rust toolchain, from package registries only.
+# Safe to run again: every step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install Rust (rustup) first" >&2
+  exit 1
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# Python reference implementation for the golden tests (tests/golden/requirements.txt).
+python3 -m pip install --quiet --disable-pip-version-check -r tests/golden/requirements.txt
