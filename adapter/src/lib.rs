@@ -1,7 +1,17 @@
 //! The inferscale adapter: serves per-replica LLM inference signals to Kubernetes through
-//! `custom.metrics.k8s.io` and `external.metrics.k8s.io`.
+//! `custom.metrics.k8s.io` and `external.metrics.k8s.io`, and `adapter inspect`.
 //!
-//! This crate holds the glue around the pure `inferscale-metrics` engine. Today it has the
-//! `inspect` tool; the scrape loop, store and API server build on the same engine.
+//! Shape: discovery (`targets`) writes what exists into the [`store`], the [`scrape`] loop
+//! writes what it fetched, and the [`api`] serves from the store's read view. All signal
+//! arithmetic lives in the pure `inferscale-metrics` crate.
 
+pub mod api;
+pub mod config;
 pub mod inspect;
+pub mod names;
+pub mod quantity;
+pub mod scrape;
+pub mod selector;
+pub mod store;
+pub mod targets;
+pub mod telemetry;

@@ -1,0 +1,271 @@
+//! Discovery documents, OpenAPI, version, health and our own `/metrics`.
+//!
+//! The aggregator and `kubectl` discover what we serve from `/apis`, `/apis/<group>` and
+//! `/apis/<group>/<version>`; the aggregator also fetches `/openapi/v2` and `/openapi/v3` to
+//! merge into the cluster's spec, so those answer with valid (small) documents.
+
+use super::{ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
+use crate::names::METRICS;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+/// Custom-metrics versions, preferred first.
+pub const CUSTOM_VERSIONS: [&str; 2] = ["v1beta2", "v1beta1"];
+pub const EXTERNAL_VERSIONS: [&str; 1] = ["v1beta1"];
+
+/// Object kinds custom metrics are listed for in discovery (any owner kind is answered;
+/// these are the common ones, listed so `kubectl get --raw` shows them).
+pub const LISTED_RESOURCES: [(&str, bool); 6] = [
+    ("pods", true),
+    ("deployments.apps", true),
+    ("statefulsets.apps", true),
+    ("replicasets.apps", true),
+    ("leaderworkersets.leaderworkerset.x-k8s.io", true),
+    ("namespaces", false),
+];
+
+fn group_json(group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({
+        "name": group,
+        "versions": versions,
+        "preferredVersion": versions[0],
+    })
+}
+
+fn served_groups(state: &AppState) -> Vec<Value> {
+    let mut groups = vec![group_json(CUSTOM_GROUP, &CUSTOM_VERSIONS)];
+    if state.external_metrics {
+        groups.push(group_json(EXTERNAL_GROUP, &EXTERNAL_VERSIONS));
+    }
+    groups
+}
+
+pub async fn group_list(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": served_groups(&state)}))
+}
+
+pub async fn group(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let versions: &[&str] = match group.as_str() {
+        CUSTOM_GROUP => &CUSTOM_VERSIONS,
+        EXTERNAL_GROUP if state.external_metrics => &EXTERNAL_VERSIONS,
+        _ => return Err(ApiError::NotFound),
+    };
+    let mut body = group_json(&group, versions);
+    body["kind"] = json!("APIGroup");
+    body["apiVersion"] = json!("v1");
+    Ok(Json(body))
+}
+
+pub async fn custom_resources(Path(version): Path<String>) -> Result<Json<Value>, ApiError> {
+    if !CUSTOM_VERSIONS.contains(&version.as_str()) {
+        return Err(ApiError::UnknownVersion { version });
+    }
+    let resources: Vec<Value> = LISTED_RESOURCES
+        .iter()
+        .flat_map(|(resource, namespaced)| {
+            METRICS.iter().map(move |m| {
+                json!({
+                    "name": format!("{resource}/{}", m.name),
+                    "singularName": "",
+                    "namespaced": namespaced,
+                    "kind": "MetricValueList",
+                    "verbs": ["get"],
+                })
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": format!("{CUSTOM_GROUP}/{version}"),
+        "resources": resources,
+    })))
+}
+
+pub async fn external_resources(
+    State(state): State<AppState>,
+    Path(version): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !state.external_metrics {
+        return Err(ApiError::NotFound);
+    }
+    if !EXTERNAL_VERSIONS.contains(&version.as_str()) {
+        return Err(ApiError::UnknownVersion { version });
+    }
+    let resources: Vec<Value> = METRICS
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "singularName": "",
+                "namespaced": true,
+                "kind": "ExternalMetricValueList",
+                "verbs": ["get"],
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": format!("{EXTERNAL_GROUP}/{version}"),
+        "resources": resources,
+    })))
+}
+
+const INFO_TITLE: &str = "inferscale-adapter";
+
+pub async fn openapi_v2() -> Json<Value> {
+    Json(json!({
+        "swagger": "2.0",
+        "info": {"title": INFO_TITLE, "version": env!("CARGO_PKG_VERSION")},
+        "paths": {},
+        "definitions": {},
+    }))
+}
+
+fn served_group_versions(state: &AppState) -> Vec<String> {
+    let mut paths: Vec<String> = CUSTOM_VERSIONS
+        .iter()
+        .map(|v| format!("apis/{CUSTOM_GROUP}/{v}"))
+        .collect();
+    if state.external_metrics {
+        paths.extend(
+            EXTERNAL_VERSIONS
+                .iter()
+                .map(|v| format!("apis/{EXTERNAL_GROUP}/{v}")),
+        );
+    }
+    paths
+}
+
+pub async fn openapi_v3_index(State(state): State<AppState>) -> Json<Value> {
+    let paths: serde_json::Map<String, Value> = served_group_versions(&state)
+        .into_iter()
+        .map(|p| {
+            let url = format!("/openapi/v3/{p}");
+            (p, json!({"serverRelativeURL": url}))
+        })
+        .collect();
+    Json(json!({"paths": paths}))
+}
+
+pub async fn openapi_v3(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !served_group_versions(&state).contains(&path) {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(json!({
+        "openapi": "3.0.0",
+        "info": {"title": INFO_TITLE, "version": env!("CARGO_PKG_VERSION")},
+        "paths": {},
+        "components": {},
+    })))
+}
+
+pub async fn version() -> Json<Value> {
+    Json(json!({
+        "major": "0",
+        "minor": "1",
+        "gitVersion": concat!("v", env!("CARGO_PKG_VERSION")),
+        "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    }))
+}
+
+fn plain(code: StatusCode, text: String) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+pub async fn healthz(state: State<AppState>) -> Response {
+    livez(state).await
+}
+
+/// Live while the scrape loop ticks: a dead loop would keep serving ever older data.
+pub async fn livez(State(state): State<AppState>) -> Response {
+    let age = state.now() - state.last_tick();
+    if age <= state.liveness_window_secs {
+        plain(StatusCode::OK, "ok".into())
+    } else {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("scrape loop has not ticked for {age:.0}s\n"),
+        )
+    }
+}
+
+/// Ready once discovery synced and every known engine target has been scraped at least
+/// once: before that, answers would leave out pods merely because we had not looked yet.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let now = state.now();
+    if !state
+        .discovery_synced
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "target discovery has not synced\n".into(),
+        );
+    }
+    if now - state.last_tick() > state.liveness_window_secs {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "scrape loop is not ticking\n".into(),
+        );
+    }
+    let pending = state
+        .view
+        .health()
+        .iter()
+        .filter(|(_, h)| h.last_attempt.is_none())
+        .count();
+    if pending > 0 {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{pending} target(s) not scraped yet\n"),
+        );
+    }
+    let summary = state.view.summary(now);
+    plain(
+        StatusCode::OK,
+        format!(
+            "ok: {} engine target(s), {} servable, {} dcgm target(s)\n",
+            summary.engine_targets, summary.servable_engine_pods, summary.gpu_targets
+        ),
+    )
+}
+
+pub async fn own_metrics(State(state): State<AppState>) -> Response {
+    let body = state.telemetry.render(state.view.as_ref(), state.now());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,158 @@
+//! The HTTP API: `custom.metrics.k8s.io` v1beta1/v1beta2, `external.metrics.k8s.io`
+//! v1beta1, discovery, OpenAPI, health and our own metrics.
+//!
+//! Owns: routing, query decoding, and the Kubernetes JSON shapes (every body carries `kind`
+//! and `apiVersion`: the HPA's decoder requires them). Errors leave through one type,
+//! [`ApiError`], rendered as a Kubernetes `Status`.
+//! Reads the store only through [`SignalView`]; authentication and authorization are a layer
+//! added around this router (see `auth`), so handlers here never see an unauthorised request.
+
+mod discovery;
+mod metrics;
+pub mod status;
+
+use crate::store::SignalView;
+use crate::telemetry::Telemetry;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use status::ApiError;
+
+/// Group names we serve.
+pub const CUSTOM_GROUP: &str = "custom.metrics.k8s.io";
+pub const EXTERNAL_GROUP: &str = "external.metrics.k8s.io";
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct AppState {
+    pub view: Arc<dyn SignalView>,
+    pub telemetry: Arc<Telemetry>,
+    /// Serve `external.metrics.k8s.io` (off where KEDA owns that APIService).
+    pub external_metrics: bool,
+    /// Unix ms of the scrape loop's last tick (liveness).
+    pub heartbeat: Arc<AtomicU64>,
+    /// The loop is live while it ticked within this many seconds.
+    pub liveness_window_secs: f64,
+    /// Ready once discovery has synced (the store then lists every target that exists).
+    pub discovery_synced: Arc<std::sync::atomic::AtomicBool>,
+    /// Ready only when the store holds fresh data for at least this share of targets.
+    pub clock: fn() -> f64,
+}
+
+impl AppState {
+    pub(crate) fn now(&self) -> f64 {
+        (self.clock)()
+    }
+
+    pub(crate) fn last_tick(&self) -> f64 {
+        self.heartbeat.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+}
+
+/// The router with every route. Add the auth layer on top for a secure server.
+pub fn router(state: AppState) -> Router {
+    let custom = Router::new()
+        .route("/apis/custom.metrics.k8s.io/{version}", get(discovery::custom_resources))
+        .route(
+            "/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/metrics/{metric}",
+            get(metrics::namespace_metric),
+        )
+        .route(
+            "/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/{resource}/{name}/{metric}",
+            get(metrics::namespaced_object_metric),
+        )
+        .route(
+            "/apis/custom.metrics.k8s.io/{version}/{resource}/{name}/{metric}",
+            get(metrics::cluster_object_metric),
+        );
+    let external = Router::new()
+        .route(
+            "/apis/external.metrics.k8s.io/{version}",
+            get(discovery::external_resources),
+        )
+        .route(
+            "/apis/external.metrics.k8s.io/{version}/namespaces/{namespace}/{metric}",
+            get(metrics::external_metric),
+        );
+    Router::new()
+        .route("/apis", get(discovery::group_list))
+        .route("/apis/{group}", get(discovery::group))
+        .route("/openapi/v2", get(discovery::openapi_v2))
+        .route("/openapi/v3", get(discovery::openapi_v3_index))
+        .route("/openapi/v3/{*path}", get(discovery::openapi_v3))
+        .route("/version", get(discovery::version))
+        .route("/healthz", get(discovery::healthz))
+        .route("/livez", get(discovery::livez))
+        .route("/readyz", get(discovery::readyz))
+        .route("/metrics", get(discovery::own_metrics))
+        .merge(custom)
+        .merge(external)
+        .fallback(discovery::not_found)
+        .method_not_allowed_fallback(discovery::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe_request,
+        ))
+        .with_state(state)
+}
+
+/// Records latency by route template (never the raw path: bounded cardinality).
+async fn observe_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = route_label(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.telemetry.request(
+        route,
+        status_label(response.status()),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+fn route_label(template: Option<&str>) -> &'static str {
+    match template {
+        Some(t) if t.ends_with("/metrics/{metric}") => "custom_namespace_metric",
+        Some(t) if t.starts_with("/apis/custom.metrics.k8s.io/{version}/namespaces/") => {
+            "custom_object_metric"
+        }
+        Some(t) if t.starts_with("/apis/custom.metrics.k8s.io/{version}/") => {
+            "custom_cluster_metric"
+        }
+        Some("/apis/custom.metrics.k8s.io/{version}") => "custom_discovery",
+        Some(t) if t.starts_with("/apis/external.metrics.k8s.io/{version}/") => "external_metric",
+        Some("/apis/external.metrics.k8s.io/{version}") => "external_discovery",
+        Some("/apis") | Some("/apis/{group}") => "group_discovery",
+        Some(t) if t.starts_with("/openapi") => "openapi",
+        Some("/healthz") | Some("/livez") | Some("/readyz") => "health",
+        Some("/metrics") => "metrics",
+        Some("/version") => "version",
+        _ => "other",
+    }
+}
+
+fn status_label(status: axum::http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        500 => "500",
+        503 => "503",
+        s if s < 300 => "2xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,266 @@
+//! The scrape loop: one task per target, jittered, bounded in concurrency, time and size.
+//!
+//! Owns: fetching `/metrics` from every target the store lists, turning bodies into
+//! snapshots (engines) or GPU readings (dcgm-exporter), and recording outcomes in the store
+//! through [`ScrapeSink`]. It never serves anything.
+//!
+//! Each target gets a stable phase inside the interval (from its uid), so a fleet's scrapes
+//! spread out instead of arriving at once, plus a small random jitter per round.
+
+use crate::store::{PodKey, ScrapeFailure, ScrapeSink, Target, TargetKind};
+use crate::telemetry::Telemetry;
+use futures::StreamExt;
+use inferscale_metrics::exposition::{count_invalid_utf8, sanitize_utf8, Format};
+use inferscale_metrics::gpu::read_gpus;
+use inferscale_metrics::profile::RouteIndex;
+use inferscale_metrics::snapshot::EngineSnapshot;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tracing::{debug, info_span, Instrument};
+
+/// How the loop scrapes.
+#[derive(Debug, Clone)]
+pub struct ScrapeConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub max_body_bytes: usize,
+    /// Scrapes in flight at once across all targets.
+    pub concurrency: usize,
+}
+
+/// How often the supervisor reconciles tasks with the store's targets. One second keeps a
+/// new pod's first scrape prompt without measurable cost.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
+/// Fraction of the interval used as random jitter per round (on top of the stable phase).
+const JITTER_FRACTION: f64 = 0.1;
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Errors building the scraper.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    /// The HTTP client could not be built (TLS backend).
+    #[error("building the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// The loop. `run` it in a task; it ends when `shutdown` resolves.
+pub struct Scraper {
+    sink: Arc<dyn ScrapeSink>,
+    config: ScrapeConfig,
+    client: reqwest::Client,
+    routes: Arc<RouteIndex>,
+    permits: Arc<Semaphore>,
+    telemetry: Arc<Telemetry>,
+    /// Unix time (ms) the supervisor last ticked: liveness.
+    heartbeat: Arc<AtomicU64>,
+}
+
+impl Scraper {
+    pub fn new(
+        sink: Arc<dyn ScrapeSink>,
+        config: ScrapeConfig,
+        telemetry: Arc<Telemetry>,
+        heartbeat: Arc<AtomicU64>,
+    ) -> Result<Scraper, ScrapeError> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .gzip(true)
+            // Targets are pod IPs; a proxy from the environment would be wrong for them.
+            .no_proxy()
+            .pool_max_idle_per_host(1)
+            .build()?;
+        Ok(Scraper {
+            sink,
+            permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            config,
+            client,
+            routes: Arc::new(RouteIndex::engines()),
+            telemetry,
+            heartbeat,
+        })
+    }
+
+    /// Keeps one task per target until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let this = Arc::new(self);
+        let mut tasks: HashMap<(PodKey, String, Option<String>), JoinHandle<()>> = HashMap::new();
+        let mut tick = tokio::time::interval(RECONCILE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {}
+            }
+            this.heartbeat
+                .store((unix_now() * 1000.0) as u64, Ordering::Relaxed);
+            let targets = this.sink.scrape_targets();
+            let wanted: HashMap<_, _> = targets
+                .into_iter()
+                .map(|t| ((t.key.clone(), t.uid.clone(), t.url.clone()), t))
+                .collect();
+            tasks.retain(|id, handle| {
+                let keep = wanted.contains_key(id) && !handle.is_finished();
+                if !keep {
+                    handle.abort();
+                }
+                keep
+            });
+            for (id, target) in wanted {
+                if tasks.contains_key(&id) {
+                    continue;
+                }
+                let scraper = this.clone();
+                let span = info_span!("scrape", pod = %target.key, kind = target.kind.as_str());
+                tasks.insert(
+                    id,
+                    tokio::spawn(scraper.scrape_forever(target).instrument(span)),
+                );
+            }
+        }
+        for handle in tasks.values() {
+            handle.abort();
+        }
+    }
+
+    /// Stable phase of a target inside the interval.
+    fn phase(&self, target: &Target) -> Duration {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        target.uid.hash(&mut hasher);
+        let fraction = (hasher.finish() % 10_000) as f64 / 10_000.0;
+        self.config.interval.mul_f64(fraction)
+    }
+
+    async fn scrape_forever(self: Arc<Self>, target: Arc<Target>) {
+        // The first scrape comes quickly (a new pod should not wait a whole interval), the
+        // rest keep the target's phase.
+        tokio::time::sleep(self.phase(&target).min(Duration::from_millis(500))).await;
+        loop {
+            let started = Instant::now();
+            {
+                let Ok(_permit) = self.permits.acquire().await else {
+                    return;
+                };
+                self.scrape_once(&target).await;
+            }
+            let jitter = self
+                .config
+                .interval
+                .mul_f64(JITTER_FRACTION * rand::random::<f64>());
+            let next = self.config.interval + jitter;
+            tokio::time::sleep(next.saturating_sub(started.elapsed())).await;
+        }
+    }
+
+    async fn scrape_once(&self, target: &Target) {
+        let Some(url) = &target.url else { return };
+        let started = Instant::now();
+        let result = self.fetch(url).await;
+        let duration = started.elapsed().as_secs_f64();
+        let now = unix_now();
+        let outcome = match result {
+            Err(failure) => Err(failure),
+            Ok((body, format)) => {
+                let (text, bad_utf8_lines) = sanitize_utf8(&body);
+                match target.kind {
+                    TargetKind::Engine => {
+                        let mut snapshot =
+                            EngineSnapshot::from_exposition(&text, format, now, &self.routes);
+                        count_invalid_utf8(&mut snapshot.parse_stats, bad_utf8_lines);
+                        self.telemetry
+                            .malformed_lines(snapshot.parse_stats.skipped());
+                        if snapshot.engine.is_none() {
+                            Err(ScrapeFailure::NoKnownMetrics)
+                        } else {
+                            self.sink
+                                .record_engine_scrape(&target.key, snapshot, duration);
+                            Ok(())
+                        }
+                    }
+                    TargetKind::GpuExporter => {
+                        let (gpus, stats) = read_gpus(&text, format);
+                        self.telemetry
+                            .malformed_lines(stats.skipped() + bad_utf8_lines);
+                        if gpus.is_empty() {
+                            Err(ScrapeFailure::NoKnownMetrics)
+                        } else {
+                            self.sink
+                                .record_gpu_scrape(&target.key, gpus, now, duration);
+                            Ok(())
+                        }
+                    }
+                }
+            }
+        };
+        self.telemetry.scrape(target.kind, outcome.err(), duration);
+        if let Err(failure) = outcome {
+            debug!(failure = failure.as_str(), "scrape failed");
+            self.sink
+                .record_failure(&target.key, failure, now, duration);
+        }
+    }
+
+    /// GETs a body, refusing more than `max_body_bytes` (after gzip decoding, so a small
+    /// compressed bomb is refused too).
+    async fn fetch(&self, url: &str) -> Result<(Vec<u8>, Format), ScrapeFailure> {
+        let response = self
+            .client
+            .get(url)
+            .header(
+                reqwest::header::ACCEPT,
+                "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5",
+            )
+            .send()
+            .await
+            .map_err(classify)?;
+        if !response.status().is_success() {
+            return Err(ScrapeFailure::HttpStatus);
+        }
+        let format = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(Format::from_content_type)
+            .unwrap_or_default();
+        if response
+            .content_length()
+            .is_some_and(|len| len as usize > self.config.max_body_bytes)
+        {
+            return Err(ScrapeFailure::BodyTooLarge);
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(classify)?;
+            if body.len() + chunk.len() > self.config.max_body_bytes {
+                return Err(ScrapeFailure::BodyTooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, format))
+    }
+}
+
+fn classify(error: reqwest::Error) -> ScrapeFailure {
+    if error.is_timeout() {
+        ScrapeFailure::Timeout
+    } else if error.is_connect() {
+        ScrapeFailure::Connect
+    } else {
+        ScrapeFailure::Body
+    }
+}

@@ -1,0 +1,502 @@
+//! Target discovery: which pods to scrape, and what owns them.
+//!
+//! Owns: turning Pods (from kube-rs reflectors, or a static list in standalone mode) into
+//! [`Target`]s and keeping the store's target set equal to what exists. Pods are watched,
+//! never listed per request; ReplicaSets and StatefulSets are watched as metadata only, to
+//! walk owner chains (Pod → ReplicaSet → Deployment, Pod → StatefulSet → LeaderWorkerSet).
+//! Owner kinds come from owner references, so a workload CRD installed after start-up is
+//! answered for without a restart and without watching the CRD.
+//!
+//! Pod annotations choose the endpoint: `inferscale.dev/port` (default 8000 for serving
+//! pods, 9400 for dcgm-exporter), `inferscale.dev/path` (default `/metrics`),
+//! `inferscale.dev/scheme` (default `http`); `prometheus.io/port` and `prometheus.io/path`
+//! are honoured when ours are absent.
+
+use crate::store::{OwnerRef, PodKey, Target, TargetKind, TargetRegistry};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store as ReflectorStore};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, info_span, warn, Instrument};
+
+/// Annotation and default port/path/scheme.
+pub const PORT_ANNOTATION: &str = "inferscale.dev/port";
+pub const PATH_ANNOTATION: &str = "inferscale.dev/path";
+pub const SCHEME_ANNOTATION: &str = "inferscale.dev/scheme";
+pub const DEFAULT_ENGINE_PORT: u16 = 8000;
+pub const DEFAULT_DCGM_PORT: u16 = 9400;
+pub const DEFAULT_PATH: &str = "/metrics";
+
+/// How often changed watch state is folded into the store: fast enough that a new Ready
+/// pod is scraped within a second, slow enough to batch a rollout's burst of events.
+const RESYNC_DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Errors of discovery.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetsError {
+    /// The static targets file could not be read.
+    #[error("reading targets file {path}: {source}")]
+    ReadFile {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The static targets file is not valid JSON of the expected shape.
+    #[error("parsing targets file {path}: {source}")]
+    ParseFile {
+        path: String,
+        source: serde_json::Error,
+    },
+    /// A `--target` flag is not `namespace/name=URL`.
+    #[error("invalid --target {0:?}: expected namespace/name=URL")]
+    InvalidFlag(String),
+}
+
+/// One entry of a static targets file (standalone mode).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticTarget {
+    pub namespace: String,
+    pub name: String,
+    pub url: String,
+    #[serde(default = "default_kind")]
+    pub kind: StaticKind,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Owner chain, nearest first.
+    #[serde(default)]
+    pub owners: Vec<StaticOwner>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StaticKind {
+    Engine,
+    Dcgm,
+}
+
+fn default_kind() -> StaticKind {
+    StaticKind::Engine
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticOwner {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+impl StaticTarget {
+    pub fn into_target(self) -> Target {
+        Target {
+            uid: format!("static:{}/{}", self.namespace, self.name),
+            key: PodKey::new(self.namespace, self.name),
+            kind: match self.kind {
+                StaticKind::Engine => TargetKind::Engine,
+                StaticKind::Dcgm => TargetKind::GpuExporter,
+            },
+            url: Some(self.url),
+            labels: self.labels,
+            node: self.node,
+            ready: true,
+            terminating: false,
+            owners: self
+                .owners
+                .into_iter()
+                .map(|o| OwnerRef {
+                    api_version: o.api_version,
+                    kind: o.kind,
+                    name: o.name,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Reads a JSON array of [`StaticTarget`]s.
+pub fn read_static_file(path: &str) -> Result<Vec<StaticTarget>, TargetsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TargetsError::ReadFile {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| TargetsError::ParseFile {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Parses `--target namespace/name=URL`.
+pub fn parse_target_flag(flag: &str) -> Result<StaticTarget, TargetsError> {
+    let invalid = || TargetsError::InvalidFlag(flag.to_owned());
+    let (pod, url) = flag.split_once('=').ok_or_else(invalid)?;
+    let (namespace, name) = pod.split_once('/').ok_or_else(invalid)?;
+    if namespace.is_empty() || name.is_empty() || !url.starts_with("http") {
+        return Err(invalid());
+    }
+    Ok(StaticTarget {
+        namespace: namespace.into(),
+        name: name.into(),
+        url: url.into(),
+        kind: StaticKind::Engine,
+        labels: BTreeMap::new(),
+        node: None,
+        owners: Vec::new(),
+    })
+}
+
+/// Loads static targets into the registry once.
+pub fn load_static(registry: &dyn TargetRegistry, targets: Vec<StaticTarget>) {
+    for kind in [TargetKind::Engine, TargetKind::GpuExporter] {
+        let keep: HashSet<PodKey> = targets
+            .iter()
+            .filter(|t| {
+                matches!(
+                    (t.kind, kind),
+                    (StaticKind::Engine, TargetKind::Engine)
+                        | (StaticKind::Dcgm, TargetKind::GpuExporter)
+                )
+            })
+            .map(|t| PodKey::new(&t.namespace, &t.name))
+            .collect();
+        registry.retain_targets(kind, &keep);
+    }
+    for target in targets {
+        registry.upsert_target(target.into_target());
+    }
+}
+
+/// Builds the scrape URL of a pod from its IP and annotations.
+pub fn pod_url(pod: &Pod, kind: TargetKind) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() != Some("Running") {
+        return None;
+    }
+    let ip = status.pod_ip.as_deref().filter(|ip| !ip.is_empty())?;
+    let annotations = pod.annotations();
+    let port = annotations
+        .get(PORT_ANNOTATION)
+        .or_else(|| annotations.get("prometheus.io/port"))
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(match kind {
+            TargetKind::Engine => DEFAULT_ENGINE_PORT,
+            TargetKind::GpuExporter => DEFAULT_DCGM_PORT,
+        });
+    let path = annotations
+        .get(PATH_ANNOTATION)
+        .or_else(|| annotations.get("prometheus.io/path"))
+        .map(String::as_str)
+        .unwrap_or(DEFAULT_PATH);
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    let scheme = match annotations.get(SCHEME_ANNOTATION).map(String::as_str) {
+        Some("https") => "https",
+        _ => "http",
+    };
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    };
+    Some(format!("{scheme}://{host}:{port}{path}"))
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn controller_of(
+    refs: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
+) -> Option<OwnerRef> {
+    let refs = refs?;
+    let owner = refs
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .or_else(|| refs.first())?;
+    Some(OwnerRef {
+        api_version: owner.api_version.clone(),
+        kind: owner.kind.clone(),
+        name: owner.name.clone(),
+    })
+}
+
+/// Looks up the owners of ReplicaSets and StatefulSets.
+pub struct OwnerIndex<'a> {
+    pub replica_sets: &'a ReflectorStore<PartialObjectMeta<ReplicaSet>>,
+    pub stateful_sets: &'a ReflectorStore<PartialObjectMeta<StatefulSet>>,
+}
+
+/// Longest owner chain we follow; real chains are two or three deep.
+const MAX_OWNER_DEPTH: usize = 4;
+
+impl OwnerIndex<'_> {
+    fn chain(&self, namespace: &str, first: Option<OwnerRef>) -> Vec<OwnerRef> {
+        let mut chain = Vec::new();
+        let mut next = first;
+        while let Some(owner) = next.take() {
+            if chain.len() >= MAX_OWNER_DEPTH {
+                break;
+            }
+            next = match (owner.group(), owner.kind.as_str()) {
+                ("apps", "ReplicaSet") => self
+                    .replica_sets
+                    .get(&ObjectRef::new(&owner.name).within(namespace))
+                    .and_then(|rs| controller_of(rs.metadata.owner_references.as_ref())),
+                ("apps", "StatefulSet") => self
+                    .stateful_sets
+                    .get(&ObjectRef::new(&owner.name).within(namespace))
+                    .and_then(|ss| controller_of(ss.metadata.owner_references.as_ref())),
+                _ => None,
+            };
+            chain.push(owner);
+        }
+        chain
+    }
+}
+
+/// A Pod as a [`Target`].
+pub fn pod_target(pod: &Pod, kind: TargetKind, owners: &OwnerIndex<'_>) -> Option<Target> {
+    let namespace = pod.namespace()?;
+    let name = pod.name_any();
+    Some(Target {
+        key: PodKey::new(namespace.clone(), name),
+        uid: pod.uid().unwrap_or_default(),
+        kind,
+        url: pod_url(pod, kind),
+        labels: pod.labels().clone(),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        ready: is_ready(pod),
+        terminating: pod.meta().deletion_timestamp.is_some(),
+        owners: owners.chain(
+            &namespace,
+            controller_of(pod.meta().owner_references.as_ref()),
+        ),
+    })
+}
+
+/// Selectors for the two kinds of pods.
+#[derive(Debug, Clone)]
+pub struct KubeDiscoveryConfig {
+    /// Label selector of serving pods (default `inferscale.dev/scrape=true`).
+    pub engine_selector: String,
+    /// Label selector of dcgm-exporter pods (default `app=nvidia-dcgm-exporter`, the GPU
+    /// Operator's label); empty disables GPU metrics.
+    pub dcgm_selector: String,
+}
+
+/// Watches Pods, ReplicaSets and StatefulSets and keeps the registry in sync until the
+/// process ends. Sets `synced` once every watch has listed.
+pub async fn run_kube_discovery(
+    client: Client,
+    config: KubeDiscoveryConfig,
+    registry: Arc<dyn TargetRegistry>,
+    synced: Arc<AtomicBool>,
+) {
+    let strip = |pod: &mut Pod| pod.managed_fields_mut().clear();
+    let (engine_reader, engine_writer) = reflector::store::<Pod>();
+    let engine_stream = reflector::reflector(
+        engine_writer,
+        watcher(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(&config.engine_selector),
+        )
+        .modify(strip),
+    )
+    .default_backoff();
+    let (dcgm_reader, dcgm_writer) = reflector::store::<Pod>();
+    let dcgm_enabled = !config.dcgm_selector.is_empty();
+    let dcgm_stream = reflector::reflector(
+        dcgm_writer,
+        watcher(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(&config.dcgm_selector),
+        )
+        .modify(strip),
+    )
+    .default_backoff();
+    let (rs_reader, rs_writer) = reflector::store();
+    let rs_stream = reflector::reflector(
+        rs_writer,
+        watcher(
+            Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff();
+    let (ss_reader, ss_writer) = reflector::store();
+    let ss_stream = reflector::reflector(
+        ss_writer,
+        watcher(
+            Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff();
+
+    let dirty = Arc::new(AtomicBool::new(true));
+    // Drive every watch; each event marks the view dirty. A watch error is logged and
+    // retried with backoff by the stream itself: one bad object never stops discovery.
+    let drive =
+        |name: &'static str,
+         stream: futures::stream::BoxStream<'static, Result<(), watcher::Error>>| {
+            let dirty = dirty.clone();
+            tokio::spawn(
+                async move {
+                    let mut stream = stream;
+                    while let Some(event) = stream.next().await {
+                        if let Err(error) = event {
+                            warn!(%error, "watch error (retrying)");
+                        }
+                        dirty.store(true, Ordering::Relaxed);
+                    }
+                }
+                .instrument(info_span!("watch", resource = name)),
+            )
+        };
+    let _engine = drive("pods(engine)", engine_stream.map(|r| r.map(|_| ())).boxed());
+    let _dcgm =
+        dcgm_enabled.then(|| drive("pods(dcgm)", dcgm_stream.map(|r| r.map(|_| ())).boxed()));
+    let _rs = drive("replicasets", rs_stream.map(|r| r.map(|_| ())).boxed());
+    let _ss = drive("statefulsets", ss_stream.map(|r| r.map(|_| ())).boxed());
+
+    // Ready once every watch listed.
+    let ready = async {
+        let _ = engine_reader.wait_until_ready().await;
+        if dcgm_enabled {
+            let _ = dcgm_reader.wait_until_ready().await;
+        }
+        let _ = rs_reader.wait_until_ready().await;
+        let _ = ss_reader.wait_until_ready().await;
+    };
+    ready.await;
+    info!("target discovery synced");
+    let mut synced_once = false;
+    loop {
+        if dirty.swap(false, Ordering::Relaxed) {
+            let owners = OwnerIndex {
+                replica_sets: &rs_reader,
+                stateful_sets: &ss_reader,
+            };
+            sync(
+                registry.as_ref(),
+                &engine_reader.state(),
+                TargetKind::Engine,
+                &owners,
+            );
+            if dcgm_enabled {
+                sync(
+                    registry.as_ref(),
+                    &dcgm_reader.state(),
+                    TargetKind::GpuExporter,
+                    &owners,
+                );
+            }
+            if !synced_once {
+                synced.store(true, Ordering::Relaxed);
+                synced_once = true;
+            }
+        }
+        tokio::time::sleep(RESYNC_DEBOUNCE).await;
+    }
+}
+
+fn sync(
+    registry: &dyn TargetRegistry,
+    pods: &[Arc<Pod>],
+    kind: TargetKind,
+    owners: &OwnerIndex<'_>,
+) {
+    let mut keep = HashSet::new();
+    for pod in pods {
+        if let Some(target) = pod_target(pod, kind, owners) {
+            keep.insert(target.key.clone());
+            registry.upsert_target(target);
+        }
+    }
+    registry.retain_targets(kind, &keep);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn url_from_ip_and_annotations() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "annotations": {"inferscale.dev/port": "9000", "inferscale.dev/path": "stats"}},
+            "status": {"phase": "Running", "podIP": "10.1.2.3"}
+        }));
+        assert_eq!(
+            pod_url(&p, TargetKind::Engine).as_deref(),
+            Some("http://10.1.2.3:9000/stats")
+        );
+        let v6 = pod(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "status": {"phase": "Running", "podIP": "fd00::1"}
+        }));
+        assert_eq!(
+            pod_url(&v6, TargetKind::GpuExporter).as_deref(),
+            Some("http://[fd00::1]:9400/metrics")
+        );
+        let pending =
+            pod(serde_json::json!({"metadata": {"name": "p"}, "status": {"phase": "Pending"}}));
+        assert_eq!(pod_url(&pending, TargetKind::Engine), None);
+    }
+
+    #[test]
+    fn owner_chain_through_replicaset() {
+        let (rs_reader, mut rs_writer) = reflector::store::<PartialObjectMeta<ReplicaSet>>();
+        let rs: PartialObjectMeta<ReplicaSet> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "vllm-abc", "namespace": "ns", "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "Deployment", "name": "vllm", "uid": "d", "controller": true}]}
+        }))
+        .unwrap();
+        rs_writer.apply_watcher_event(&watcher::Event::Apply(rs));
+        let (ss_reader, _) = reflector::store::<PartialObjectMeta<StatefulSet>>();
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "vllm-abc-1", "namespace": "ns", "uid": "u", "labels": {"app": "vllm"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "vllm-abc", "uid": "r", "controller": true}]},
+            "spec": {"containers": [], "nodeName": "n1"},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
+        }));
+        let owners = OwnerIndex {
+            replica_sets: &rs_reader,
+            stateful_sets: &ss_reader,
+        };
+        let t = pod_target(&p, TargetKind::Engine, &owners).unwrap();
+        assert!(t.ready);
+        assert_eq!(t.node.as_deref(), Some("n1"));
+        let kinds: Vec<_> = t.owners.iter().map(|o| o.kind.as_str()).collect();
+        assert_eq!(kinds, ["ReplicaSet", "Deployment"]);
+    }
+
+    #[test]
+    fn target_flag() {
+        let t = parse_target_flag("default/vllm-0=http://127.0.0.1:8000/metrics").unwrap();
+        assert_eq!(
+            (t.namespace.as_str(), t.name.as_str()),
+            ("default", "vllm-0")
+        );
+        assert!(parse_target_flag("nope").is_err());
+    }
+}

@@ -1,0 +1,655 @@
+//! Router tests with no socket: every path, selector form and error of the metrics APIs,
+//! with responses decoded into structs that mirror the Kubernetes Go types exactly
+//! (`k8s.io/metrics/pkg/apis/custom_metrics/v1beta1|v1beta2`, `external_metrics/v1beta1`,
+//! `metav1.Status`, discovery) with unknown fields refused.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use inferscale_adapter::api::{router, AppState};
+use inferscale_adapter::store::{
+    OwnerRef, PodKey, ScrapeSink, Store, Target, TargetKind, TargetRegistry,
+};
+use inferscale_adapter::telemetry::Telemetry;
+use inferscale_metrics::histogram::Histogram;
+use inferscale_metrics::profile::{
+    CounterSignal, Engine, GaugeSignal, HistogramSignal, VLLM_TTFT_BUCKETS,
+};
+use inferscale_metrics::snapshot::EngineSnapshot;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// A fixed clock: the tests' scrapes happened at 1000 s and 1015 s.
+fn test_clock() -> f64 {
+    1016.0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ObjectReference {
+    kind: String,
+    #[serde(default)]
+    namespace: String,
+    name: String,
+    api_version: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricIdentifier {
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)] // Part of the shape; the tests send no metric selector back.
+    selector: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MetricValueV1beta2 {
+    described_object: ObjectReference,
+    metric: MetricIdentifier,
+    timestamp: String,
+    window_seconds: Option<i64>,
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MetricValueV1beta1 {
+    described_object: ObjectReference,
+    metric_name: String,
+    timestamp: String,
+    window: Option<i64>,
+    value: String,
+    selector: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MetricValueList<T> {
+    kind: String,
+    api_version: String,
+    metadata: serde_json::Value,
+    items: Vec<T>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ExternalMetricValue {
+    metric_name: String,
+    metric_labels: BTreeMap<String, String>,
+    timestamp: String,
+    window: Option<i64>,
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Status {
+    kind: String,
+    api_version: String,
+    metadata: serde_json::Value,
+    status: String,
+    message: String,
+    reason: String,
+    code: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ApiResource {
+    name: String,
+    singular_name: String,
+    namespaced: bool,
+    kind: String,
+    verbs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ApiResourceList {
+    kind: String,
+    api_version: String,
+    group_version: String,
+    resources: Vec<ApiResource>,
+}
+
+fn owner(kind: &str, name: &str) -> OwnerRef {
+    OwnerRef {
+        api_version: "apps/v1".into(),
+        kind: kind.into(),
+        name: name.into(),
+    }
+}
+
+fn target(name: &str, labels: &[(&str, &str)], ready: bool, deployment: &str) -> Target {
+    Target {
+        key: PodKey::new("llm", name),
+        uid: format!("uid-{name}"),
+        kind: TargetKind::Engine,
+        url: Some(format!("http://127.0.0.1:1/{name}")),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        node: Some("gpu-node-1".into()),
+        ready,
+        terminating: false,
+        owners: vec![
+            owner("ReplicaSet", &format!("{deployment}-abc")),
+            owner("Deployment", deployment),
+        ],
+    }
+}
+
+/// A scrape: `waiting` requests queued per model, and TTFT observations (seconds) added
+/// between the two scrapes.
+fn scrape(t: f64, models: &[(&str, f64, &[f64])], prompt_tokens: f64) -> EngineSnapshot {
+    let mut s = EngineSnapshot::new(t, Engine::Vllm);
+    s.kv_capacity_tokens = Some(16000.0);
+    for (model, waiting, ttft) in models {
+        let m = s.model_mut(model);
+        m.set_gauge(GaugeSignal::QueueDepth, *waiting);
+        m.set_gauge(GaugeSignal::KvCacheUsage, 0.5);
+        m.set_counter(CounterSignal::PromptTokens, prompt_tokens);
+        let mut h = Histogram::empty(&VLLM_TTFT_BUCKETS);
+        for v in *ttft {
+            h.observe(*v);
+        }
+        m.set_histogram(HistogramSignal::TimeToFirstToken, h);
+    }
+    s
+}
+
+/// Store with: vllm-a (ready, model llama, 3 waiting, TTFT 0.3 s ×4), vllm-b (ready, models
+/// llama 1 waiting and lora-x 2 waiting, TTFT 0.9 s ×2), vllm-c (not ready), vllm-d (scrape
+/// failed), vllm-e (ready, never scraped) — all in Deployment `vllm` except vllm-b in `vllm-b`.
+fn state(external: bool) -> AppState {
+    let store = Arc::new(Store::new(60.0, 18.0));
+    store.upsert_target(target(
+        "vllm-a",
+        &[("app", "vllm"), ("tier", "gold")],
+        true,
+        "vllm",
+    ));
+    store.upsert_target(target(
+        "vllm-b",
+        &[("app", "vllm"), ("tier", "silver")],
+        true,
+        "vllm-b",
+    ));
+    store.upsert_target(target("vllm-c", &[("app", "vllm")], false, "vllm"));
+    store.upsert_target(target("vllm-d", &[("app", "vllm")], true, "vllm"));
+    store.upsert_target(target("vllm-e", &[("app", "vllm")], true, "vllm"));
+    let a = PodKey::new("llm", "vllm-a");
+    store.record_engine_scrape(&a, scrape(1000.0, &[("llama", 3.0, &[])], 0.0), 0.01);
+    store.record_engine_scrape(
+        &a,
+        scrape(1015.0, &[("llama", 3.0, &[0.3, 0.3, 0.3, 0.3])], 1500.0),
+        0.01,
+    );
+    let b = PodKey::new("llm", "vllm-b");
+    store.record_engine_scrape(
+        &b,
+        scrape(1000.0, &[("llama", 1.0, &[]), ("lora-x", 2.0, &[])], 0.0),
+        0.01,
+    );
+    store.record_engine_scrape(
+        &b,
+        scrape(
+            1015.0,
+            &[("llama", 1.0, &[0.9]), ("lora-x", 2.0, &[0.9])],
+            300.0,
+        ),
+        0.01,
+    );
+    let c = PodKey::new("llm", "vllm-c");
+    store.record_engine_scrape(&c, scrape(1000.0, &[("llama", 50.0, &[])], 0.0), 0.01);
+    store.record_engine_scrape(&c, scrape(1015.0, &[("llama", 50.0, &[])], 0.0), 0.01);
+    let d = PodKey::new("llm", "vllm-d");
+    store.record_engine_scrape(&d, scrape(1000.0, &[("llama", 40.0, &[])], 0.0), 0.01);
+    store.record_failure(
+        &d,
+        inferscale_adapter::store::ScrapeFailure::Connect,
+        1015.0,
+        3.0,
+    );
+    AppState {
+        view: store,
+        telemetry: Arc::new(Telemetry::new()),
+        external_metrics: external,
+        heartbeat: Arc::new(AtomicU64::new(1_015_500)),
+        liveness_window_secs: 10.0,
+        discovery_synced: Arc::new(AtomicBool::new(true)),
+        clock: test_clock,
+    }
+}
+
+async fn get(state: AppState, uri: &str) -> (StatusCode, serde_json::Value) {
+    let response = router(state)
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
+        String::from_utf8_lossy(&bytes).into(),
+    ));
+    (status, json)
+}
+
+async fn list_v2(uri: &str) -> MetricValueList<MetricValueV1beta2> {
+    let (status, json) = get(state(true), uri).await;
+    assert_eq!(status, StatusCode::OK, "{uri}: {json}");
+    let list: MetricValueList<MetricValueV1beta2> = serde_json::from_value(json).unwrap();
+    assert_eq!(list.kind, "MetricValueList");
+    assert_eq!(list.api_version, "custom.metrics.k8s.io/v1beta2");
+    assert!(list.metadata.is_object());
+    list
+}
+
+fn names(list: &MetricValueList<MetricValueV1beta2>) -> Vec<String> {
+    list.items
+        .iter()
+        .map(|i| i.described_object.name.clone())
+        .collect()
+}
+
+async fn status_of(uri: &str, expected: StatusCode) -> Status {
+    let (status, json) = get(state(true), uri).await;
+    assert_eq!(status, expected, "{uri}: {json}");
+    let s: Status = serde_json::from_value(json).unwrap();
+    assert_eq!(
+        (s.kind.as_str(), s.api_version.as_str(), s.status.as_str()),
+        ("Status", "v1", "Failure")
+    );
+    assert_eq!(s.code, expected.as_u16());
+    assert!(s.metadata.is_object());
+    s
+}
+
+const V2: &str = "/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm";
+
+mod custom_metrics {
+    use super::*;
+
+    #[tokio::test]
+    async fn pods_star_lists_only_servable_pods_with_quantities_and_real_timestamps() {
+        let list = list_v2(&format!("{V2}/pods/%2A/vllm_num_requests_waiting")).await;
+        assert_eq!(
+            names(&list),
+            ["vllm-a", "vllm-b"],
+            "not-ready, failed and unscraped pods are missing, not 0"
+        );
+        let a = &list.items[0];
+        assert_eq!(a.value, "3");
+        assert_eq!(a.metric.name, "vllm_num_requests_waiting");
+        assert_eq!(a.described_object.kind, "Pod");
+        assert_eq!(a.described_object.namespace, "llm");
+        assert_eq!(a.described_object.api_version, "/v1");
+        assert_eq!(
+            a.timestamp, "1970-01-01T00:16:55Z",
+            "the scrape time (1015 s), not now"
+        );
+        assert_eq!(a.window_seconds, Some(0), "instantaneous value");
+        assert_eq!(
+            list.items[1].value, "3",
+            "vllm-b: both models combined (1 + 2)"
+        );
+    }
+
+    #[tokio::test]
+    async fn literal_star_and_label_selectors_of_every_form() {
+        let cases = [
+            ("app=vllm", vec!["vllm-a", "vllm-b"]),
+            ("app%3D%3Dvllm", vec!["vllm-a", "vllm-b"]),
+            ("tier!=gold", vec!["vllm-b"]),
+            ("tier+in+(gold,bronze)", vec!["vllm-a"]),
+            ("tier%20notin%20(gold)", vec!["vllm-b"]),
+            ("tier", vec!["vllm-a", "vllm-b"]),
+            ("!tier", vec![]),
+            ("app=vllm,tier=silver", vec!["vllm-b"]),
+        ];
+        for (selector, expected) in cases {
+            let list = list_v2(&format!(
+                "{V2}/pods/*/inferscale_queue_depth?labelSelector={selector}"
+            ))
+            .await;
+            assert_eq!(names(&list), expected, "labelSelector={selector}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_selector_is_400() {
+        let s = status_of(
+            &format!("{V2}/pods/*/inferscale_queue_depth?labelSelector=tier+in+(gold"),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert_eq!(s.reason, "BadRequest");
+    }
+
+    #[tokio::test]
+    async fn metric_label_selector_picks_models() {
+        let list = list_v2(&format!(
+            "{V2}/pods/*/vllm_num_requests_waiting?metricLabelSelector=model_name%3Dlora-x"
+        ))
+        .await;
+        assert_eq!(names(&list), ["vllm-b"]);
+        assert_eq!(list.items[0].value, "2");
+    }
+
+    #[tokio::test]
+    async fn ttft_p95_in_milliseconds_with_real_window() {
+        let list = list_v2(&format!("{V2}/pods/vllm-a/vllm_time_to_first_token_p95")).await;
+        let item = &list.items[0];
+        // 4 observations of 0.3 s in bucket (0.25, 0.5]: p95 rank 3.8 → 0.25 + 0.25·3.8/4 = 0.4875 s.
+        assert_eq!(item.value, "487500m");
+        assert_eq!(item.window_seconds, Some(15));
+        let base = list_v2(&format!(
+            "{V2}/pods/vllm-a/inferscale_time_to_first_token_seconds_p95"
+        ))
+        .await;
+        assert_eq!(base.items[0].value, "487500u");
+    }
+
+    #[tokio::test]
+    async fn rates_in_base_units() {
+        let list = list_v2(&format!(
+            "{V2}/pods/vllm-a/inferscale_prompt_tokens_per_second"
+        ))
+        .await;
+        assert_eq!(list.items[0].value, "100", "1500 tokens in 15 s");
+    }
+
+    #[tokio::test]
+    async fn deployment_answers_with_the_aggregate_of_its_servable_pods() {
+        let list = list_v2(&format!(
+            "{V2}/deployments.apps/vllm/vllm_num_requests_waiting"
+        ))
+        .await;
+        assert_eq!(list.items.len(), 1);
+        let item = &list.items[0];
+        assert_eq!(item.described_object.kind, "Deployment");
+        assert_eq!(item.described_object.api_version, "apps/v1");
+        assert_eq!(
+            item.value, "3",
+            "only vllm-a counts: vllm-c/d/e are missing, not 0 or 50"
+        );
+        let kv = list_v2(&format!(
+            "{V2}/deployments.apps/vllm/inferscale_kv_cache_usage_ratio"
+        ))
+        .await;
+        assert_eq!(kv.items[0].value, "500m");
+    }
+
+    #[tokio::test]
+    async fn workload_percentiles_merge_histograms_not_average_percentiles() {
+        // Both deployments through the namespace object: 4 × 0.3 s (vllm-a) and 2 × 0.9 s
+        // (vllm-b, one per model). Merged: 6 observations; p50 rank 3 → (0.25,0.5] holds 4 →
+        // 0.25 + 0.25·3/4 = 0.4375 s. The mean of the pods' p50s would be ~0.56 s.
+        let list = list_v2(&format!(
+            "{V2}/metrics/inferscale_time_to_first_token_seconds_p50"
+        ))
+        .await;
+        assert_eq!(list.items[0].described_object.kind, "Namespace");
+        assert_eq!(list.items[0].value, "437500u");
+    }
+
+    #[tokio::test]
+    async fn star_workloads_and_unknown_objects() {
+        let list = list_v2(&format!("{V2}/deployments.apps/*/inferscale_queue_depth")).await;
+        assert_eq!(names(&list), ["vllm", "vllm-b"]);
+        let s = status_of(
+            &format!("{V2}/deployments.apps/nope/inferscale_queue_depth"),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        assert_eq!(s.reason, "NotFound");
+        status_of(
+            &format!("{V2}/pods/vllm-c/inferscale_queue_depth"),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        status_of(
+            &format!("{V2}/statefulsets.apps/vllm/inferscale_queue_depth"),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn unknown_metric_version_and_path() {
+        let s = status_of(
+            &format!("{V2}/pods/*/no_such_metric"),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        assert!(s.message.contains("no_such_metric"), "{}", s.message);
+        status_of(
+            "/apis/custom.metrics.k8s.io/v9/namespaces/llm/pods/*/inferscale_queue_depth",
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        status_of(
+            "/apis/custom.metrics.k8s.io/v1beta2/nodes/n/x/y/z",
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        status_of(
+            "/apis/custom.metrics.k8s.io/v1beta2/widgets/w/inferscale_queue_depth",
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn only_get_is_allowed() {
+        let response = router(state(true))
+            .oneshot(
+                Request::post(format!("{V2}/pods/*/inferscale_queue_depth"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn v1beta1_shape() {
+        let (status, json) = get(state(true), "/apis/custom.metrics.k8s.io/v1beta1/namespaces/llm/pods/*/vllm_time_to_first_token_p95").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            json["items"][0].get("selector").is_some(),
+            "v1beta1 always carries selector"
+        );
+        let list: MetricValueList<MetricValueV1beta1> = serde_json::from_value(json).unwrap();
+        assert_eq!(list.api_version, "custom.metrics.k8s.io/v1beta1");
+        assert_eq!(list.items[0].metric_name, "vllm_time_to_first_token_p95");
+        assert_eq!(list.items[0].window, Some(15));
+        assert!(list.items[0].selector.is_none());
+        assert!(!list.items[0].timestamp.is_empty() && !list.items[0].value.is_empty());
+        assert_eq!(list.items[0].described_object.name, "vllm-a");
+    }
+
+    #[tokio::test]
+    async fn node_metrics_cover_pods_on_the_node() {
+        let list =
+            list_v2("/apis/custom.metrics.k8s.io/v1beta2/nodes/gpu-node-1/inferscale_queue_depth")
+                .await;
+        assert_eq!(list.items[0].described_object.kind, "Node");
+        assert_eq!(list.items[0].value, "6");
+    }
+}
+
+mod external_metrics {
+    use super::*;
+
+    async fn external(uri: &str) -> Vec<ExternalMetricValue> {
+        let (status, json) = get(state(true), uri).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["kind"], "ExternalMetricValueList");
+        assert_eq!(json["apiVersion"], "external.metrics.k8s.io/v1beta1");
+        serde_json::from_value(json["items"].clone()).unwrap()
+    }
+
+    const EXT: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm";
+
+    #[tokio::test]
+    async fn aggregates_over_selected_pods_models_and_workloads() {
+        let all = external(&format!("{EXT}/vllm_num_requests_waiting")).await;
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].value, "6");
+        assert_eq!(all[0].metric_name, "vllm_num_requests_waiting");
+        assert_eq!(all[0].window, Some(0));
+        assert!(!all[0].timestamp.is_empty());
+        let llama = external(&format!(
+            "{EXT}/vllm_num_requests_waiting?labelSelector=model_name%3Dllama"
+        ))
+        .await;
+        assert_eq!(llama[0].value, "4");
+        assert_eq!(
+            llama[0].metric_labels.get("model_name").map(String::as_str),
+            Some("llama")
+        );
+        let workload = external(&format!("{EXT}/vllm_num_requests_waiting?labelSelector=workload%3Dvllm-b,workload_kind%3DDeployment")).await;
+        assert_eq!(workload[0].value, "3");
+        let pods = external(&format!(
+            "{EXT}/vllm_num_requests_waiting?labelSelector=tier%3Dgold"
+        ))
+        .await;
+        assert_eq!(pods[0].value, "3");
+        let none = external(&format!(
+            "{EXT}/vllm_num_requests_waiting?labelSelector=tier%3Dnone"
+        ))
+        .await;
+        assert!(none.is_empty(), "no pod selected: no value, not 0");
+    }
+
+    #[tokio::test]
+    async fn disabled_external_metrics_are_not_found() {
+        let (status, _) = get(
+            state(false),
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/vllm_num_requests_waiting",
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, groups) = get(state(false), "/apis").await;
+        assert_eq!(groups["groups"].as_array().unwrap().len(), 1);
+    }
+}
+
+mod discovery {
+    use super::*;
+
+    #[tokio::test]
+    async fn group_list_group_and_resource_lists() {
+        let (status, json) = get(state(true), "/apis").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json["kind"], "APIGroupList");
+        assert_eq!(json["groups"][0]["preferredVersion"]["version"], "v1beta2");
+        let (_, group) = get(state(true), "/apis/custom.metrics.k8s.io").await;
+        assert_eq!(group["kind"], "APIGroup");
+        for (uri, gv, kind) in [
+            (
+                "/apis/custom.metrics.k8s.io/v1beta2",
+                "custom.metrics.k8s.io/v1beta2",
+                "MetricValueList",
+            ),
+            (
+                "/apis/custom.metrics.k8s.io/v1beta1",
+                "custom.metrics.k8s.io/v1beta1",
+                "MetricValueList",
+            ),
+            (
+                "/apis/external.metrics.k8s.io/v1beta1",
+                "external.metrics.k8s.io/v1beta1",
+                "ExternalMetricValueList",
+            ),
+        ] {
+            let (status, json) = get(state(true), uri).await;
+            assert_eq!(status, StatusCode::OK);
+            let list: ApiResourceList = serde_json::from_value(json).unwrap();
+            assert_eq!(
+                (list.kind.as_str(), list.api_version.as_str()),
+                ("APIResourceList", "v1")
+            );
+            assert_eq!(list.group_version, gv);
+            assert!(list
+                .resources
+                .iter()
+                .all(|r| r.kind == kind && r.verbs == ["get"] && r.singular_name.is_empty()));
+            assert!(list
+                .resources
+                .iter()
+                .any(|r| r.name.ends_with("vllm_time_to_first_token_p95")));
+            if kind == "MetricValueList" {
+                assert!(list
+                    .resources
+                    .iter()
+                    .any(|r| r.name == "pods/vllm_num_requests_waiting" && r.namespaced));
+                assert!(list
+                    .resources
+                    .iter()
+                    .any(|r| r.name == "namespaces/vllm_num_requests_waiting" && !r.namespaced));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn openapi_documents() {
+        let (status, v2) = get(state(true), "/openapi/v2").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v2["swagger"], "2.0");
+        let (_, index) = get(state(true), "/openapi/v3").await;
+        let url = index["paths"]["apis/custom.metrics.k8s.io/v1beta2"]["serverRelativeURL"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (status, v3) = get(state(true), &url).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v3["openapi"], "3.0.0");
+    }
+
+    #[tokio::test]
+    async fn health_probes_and_own_metrics() {
+        for probe in ["/healthz", "/livez", "/readyz"] {
+            let (status, body) = get(state(true), probe).await;
+            // vllm-e was never scraped: readiness waits for a first round.
+            let expected = if probe == "/readyz" {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            assert_eq!(status, expected, "{probe}: {body}");
+        }
+        let mut dead = state(true);
+        dead.heartbeat = Arc::new(AtomicU64::new(900_000));
+        let (status, _) = get(dead, "/livez").await;
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a stuck scrape loop fails liveness"
+        );
+        let s = state(true);
+        let _ = get(s.clone(), &format!("{V2}/pods/*/vllm_num_requests_waiting")).await;
+        let (status, body) = get(s, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        let text = body.as_str().unwrap();
+        assert!(
+            text.contains(
+                "inferscale_adapter_requests_total{route=\"custom_object_metric\",code=\"200\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("inferscale_adapter_targets{kind=\"engine\",state=\"failing\"} 1"),
+            "{text}"
+        );
+    }
+}
