@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Build, pin and cache the real binaries the integration tests run:
-#   kube-apiserver, kube-controller-manager, kubectl  (k8s.io/kubernetes)
-#   etcd                                              (go.etcd.io/etcd/server/v3)
-#   kwok                                              (sigs.k8s.io/kwok/cmd/kwok)
-#   llm-d-inference-sim (vLLM simulator)              (github.com/llm-d/llm-d-inference-sim)
+#   kube-apiserver, kube-controller-manager,
+#   kube-scheduler, kubectl               (k8s.io/kubernetes/cmd/...)
+#   etcd                                  (go.etcd.io/etcd/server/v3)
+#   kwok (+ upstream Stage configs)       (sigs.k8s.io/kwok/cmd/kwok)
+#   llm-d-inference-sim (vLLM simulator)  (github.com/llm-d/llm-d-inference-sim)
 #
 # Usage: hack/build-binaries.sh [component ...]     (default: all of the above)
 #
 # Versions come from hack/versions.env. Each binary lands in
 #   ${INFERSCALE_CACHE:-$HOME/.cache/inferscale}/bin/<component>-<version>/<component>
 # next to a BUILDINFO file (version, module, go version, build seconds, the
-# binary's own --version output). A warm run only stats those files and exits
-# without invoking go. hack/bin-path.sh <component> prints the cached path.
+# binary's own --version output) and the generated wrapper go.mod/go.sum. kwok's
+# dir also gets stages/ (upstream Stage YAMLs; kwok needs them via --config).
+# A warm run only stats those files and exits without invoking go (~20 ms).
+# hack/bin-path.sh <component> prints the cached path; hack/versions.env also
+# defines *_BIN variables with the same paths.
 #
 # Everything is built from source fetched through the Go module proxy (the only
 # source of Go code reachable here; no GitHub release downloads):
@@ -31,7 +35,7 @@
 #     `nice -n 19`, one component at a time (2-core machines; go build already
 #     uses both cores). Progress lines are printed every
 #     INFERSCALE_PROGRESS_INTERVAL seconds (default 30) so CI logs show life.
-#   * llm-d-inference-sim: see build_sim below. The module proxy reachable from
+#   * llm-d-inference-sim: see build_tokenizers_lib below. The module proxy reachable from
 #     this workplace answers 403 "not available" for it (and for its dependency
 #     github.com/llm-d/llm-d-kv-cache), so it is probed, recorded as UNAVAILABLE
 #     in its cache dir and skipped (re-probed after 24h or with
@@ -49,6 +53,7 @@
 #   GOTOOLCHAIN                   e.g. go1.27.3 if a module needs a newer Go;
 #                                 the proxy serves toolchains (default: auto)
 set -euo pipefail
+{ # Parse the whole script before running it: safe if it is edited mid-run.
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=hack/versions.env
@@ -56,7 +61,7 @@ source "$HACK_DIR/versions.env"
 
 CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
 BIN_ROOT="$CACHE_DIR/bin"
-ALL_COMPONENTS=(etcd kube-apiserver kube-controller-manager kubectl kwok llm-d-inference-sim)
+ALL_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok llm-d-inference-sim)
 PROGRESS_INTERVAL="${INFERSCALE_PROGRESS_INTERVAL:-30}"
 
 log() { printf '[build-binaries %(%H:%M:%S)T] %s\n' -1 "$*"; }
@@ -65,7 +70,7 @@ die() { log "ERROR: $*" >&2; exit 1; }
 
 component_version() {
   case "$1" in
-    kube-apiserver | kube-controller-manager | kubectl) echo "$KUBERNETES_VERSION" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$KUBERNETES_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
     llm-d-inference-sim) echo "$LLMD_SIM_VERSION" ;;
@@ -75,7 +80,7 @@ component_version() {
 
 component_module() {
   case "$1" in
-    kube-apiserver | kube-controller-manager | kubectl) echo k8s.io/kubernetes ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo k8s.io/kubernetes ;;
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     kwok) echo sigs.k8s.io/kwok ;;
     llm-d-inference-sim) echo github.com/llm-d/llm-d-inference-sim ;;
@@ -84,7 +89,7 @@ component_module() {
 
 component_package() {
   case "$1" in
-    kube-apiserver | kube-controller-manager | kubectl) echo "k8s.io/kubernetes/cmd/$1" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "k8s.io/kubernetes/cmd/$1" ;;
     # etcd 3.6: the server module's root package is `package main` (main.go
     # calling etcdmain.Main); there is no separate cmd/ module on the proxy.
     etcd) echo go.etcd.io/etcd/server/v3 ;;
@@ -156,6 +161,17 @@ if command -v flock >/dev/null; then
   if ! flock -n 9; then
     log "another build-binaries run holds $CACHE_DIR/.build.lock; waiting"
     flock 9
+    # The other run may have built what we wanted.
+    still=()
+    for comp in "${TODO[@]}"; do
+      if [[ "${INFERSCALE_FORCE_REBUILD:-0}" != 1 ]] && is_cached "$comp" "$(component_version "$comp")"; then
+        log "cached   $comp (built by the other run)"
+      else
+        still+=("$comp")
+      fi
+    done
+    TODO=("${still[@]}")
+    if ((${#TODO[@]} == 0)); then finish; fi
   fi
 fi
 
@@ -263,16 +279,21 @@ kube_ldflags() { # info_file
 }
 
 # llm-d-inference-sim. Its main package is cmd/llm-d-inference-sim.
-# Tokenizer: releases up to ~v0.6 link the HuggingFace tokenizers Rust library
+# Tokenizer: older releases link the HuggingFace tokenizers Rust library
 # through the cgo binding github.com/daulet/tokenizers, whose Makefile
 # downloads a prebuilt libtokenizers.a from GitHub releases (impossible here).
 # If that binding is in the build graph, we build libtokenizers.a ourselves
-# from the Rust sources that ship inside the daulet/tokenizers Go module zip
+# from the Rust sources shipped inside the daulet/tokenizers Go module zip
 # (Cargo.toml + src/lib.rs), with cargo pulling the `tokenizers` crate from
-# crates.io, and point CGO_LDFLAGS at it. Newer releases talk to an external
-# (UDS) tokenizer service instead and build with CGO_ENABLED=0.
-# Either way the simulator, started with a --model that is not a real hub
-# model, falls back to its built-in simple tokenizer and downloads nothing.
+# crates.io, and point CGO_LDFLAGS at it. daulet/tokenizers >= ~1.23 depends on
+# a git fork of tiktoken-rs (GitHub, unreachable); we swap it for the crates.io
+# release below (verified: daulet/tokenizers v1.24.0 builds with tiktoken-rs
+# 0.9.1 in ~3 min on 2 cores, and a cgo test program links and encodes text).
+# Newer simulator releases tokenize through an external vLLM "render" service
+# instead and build with CGO_ENABLED=0. Either way, started without
+# --render-url and with a --model that is not a real hub model, the simulator
+# uses its built-in regex/FNV "simulated" tokenizer and downloads nothing.
+TIKTOKEN_RS_CRATES_IO_VERSION="${TIKTOKEN_RS_CRATES_IO_VERSION:-=0.9.1}"
 build_tokenizers_lib() { # work -> sets SIM_CGO_LDFLAGS
   local work=$1 tok_ver src
   tok_ver=$(cd "$work" && go list -m -f '{{.Version}}' github.com/daulet/tokenizers)
@@ -283,15 +304,22 @@ build_tokenizers_lib() { # work -> sets SIM_CGO_LDFLAGS
     src="$work/tokenizers-src"
     cp -r "$MOD_DIR" "$src"
     chmod -R u+w "$src"
+    if grep -qE '^tiktoken-rs *=.*git *=' "$src/Cargo.toml"; then
+      sed -i -E "s|^tiktoken-rs *=.*|tiktoken-rs = \"$TIKTOKEN_RS_CRATES_IO_VERSION\"|" "$src/Cargo.toml"
+      rm -f "$src/Cargo.lock" # pins the git source
+      log "  daulet/tokenizers: tiktoken-rs git fork -> crates.io $TIKTOKEN_RS_CRATES_IO_VERSION"
+    fi
+    if grep -qE 'git *= *"' "$src/Cargo.toml"; then
+      die "daulet/tokenizers $tok_ver Cargo.toml still has git dependencies (unreachable): $(grep -E 'git *=' "$src/Cargo.toml")"
+    fi
     log "  building libtokenizers.a (daulet/tokenizers $tok_ver) with cargo"
-    run_with_progress "libtokenizers.a" "$work/cargo.log" \
-      nice -n 19 cargo build --release --manifest-path "$src/Cargo.toml" --target-dir "$work/cargo-target" ||
-      {
-        tail -n 40 "$work/cargo.log" >&2
-        die "cargo build of libtokenizers.a failed"
-      }
+    if ! run_with_progress "libtokenizers.a" "$work/cargo.log" \
+      nice -n 19 cargo build --release --manifest-path "$src/Cargo.toml" --target-dir "$CACHE_DIR/cargo-target"; then
+      tail -n 40 "$work/cargo.log" >&2
+      die "cargo build of libtokenizers.a failed"
+    fi
     mkdir -p "$libdir"
-    cp "$work/cargo-target/release/libtokenizers.a" "$libdir/"
+    cp "$CACHE_DIR/cargo-target/release/libtokenizers.a" "$libdir/"
   fi
   SIM_CGO_LDFLAGS="-L$libdir"
 }
@@ -323,7 +351,7 @@ build_component() { # component
 
   local cgo="$CGO_ENABLED" cgo_ldflags="${CGO_LDFLAGS:-}"
   case "$comp" in
-    kube-apiserver | kube-controller-manager | kubectl)
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl)
       add_kube_staging_replaces "$work" "$MOD_GOMOD"
       ldflags+=" $(kube_ldflags "$MOD_INFO")"
       ;;
@@ -383,6 +411,13 @@ build_component() { # component
     echo "size_bytes=$(stat -c %s "$tmp/$comp")"
     echo "version_output=$(tr '\n' ' ' <<<"$version_out")"
   } >"$tmp/BUILDINFO"
+  if [[ "$comp" == kwok && -d "$MOD_DIR/kustomize/stage" ]]; then
+    # kwok does nothing without Stage configs; ship upstream's (node/fast,
+    # node/heartbeat*, pod/fast, pod/general, ...) for `kwok --config <file>`.
+    mkdir -p "$tmp/stages"
+    (cd "$MOD_DIR/kustomize/stage" &&
+      find . -name '*.yaml' ! -name kustomization.yaml ! -path '*/testdata/*' -exec cp --parents {} "$tmp/stages/" \;)
+  fi
   cp "$work/go.mod" "$tmp/wrapper.go.mod"
   [[ -f "$work/go.sum" ]] && cp "$work/go.sum" "$tmp/wrapper.go.sum"
   rm -rf "$dest"
@@ -404,3 +439,5 @@ done
 log "done in $((SECONDS - TOTAL_START))s"
 if ((${#FAILED[@]})); then die "failed: ${FAILED[*]}"; fi
 finish
+exit
+}

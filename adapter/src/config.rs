@@ -244,7 +244,7 @@ mod tests {
         let errors = args(&[
             "--scrape-interval=500ms",
             "--scrape-timeout=2s",
-            "--window=1s",
+            "--window=900ms",
             "--tls-cert-file=x",
             "--target=a/b=http://x",
         ])

@@ -6,12 +6,15 @@
 //! arithmetic lives in the pure `inferscale-metrics` crate.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod inspect;
 pub mod names;
 pub mod quantity;
 pub mod scrape;
 pub mod selector;
+pub mod server;
 pub mod store;
 pub mod targets;
 pub mod telemetry;
+pub mod tls;

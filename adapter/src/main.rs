@@ -1,7 +1,8 @@
-//! `adapter`: command-line entry point. Parses arguments and hands off to the library.
+//! `adapter`: command-line entry point. Parses arguments, sets up logging, hands off.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use inferscale_adapter::config::ServeArgs;
 use inferscale_adapter::inspect::{fetch, inspect, render_table};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve custom.metrics.k8s.io and external.metrics.k8s.io from live scrapes.
+    Serve(Box<ServeArgs>),
     /// Print what the adapter computes for one pod from successive scrapes.
     Inspect {
         /// Files or http(s) URLs, oldest first; each is one scrape.
@@ -42,6 +45,22 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let config = args
+                .validate()
+                .map_err(|errors| anyhow::anyhow!("invalid flags:\n  {}", errors.join("\n  ")))?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(inferscale_adapter::server::run(config))?;
+            Ok(())
+        }
         Command::Inspect {
             sources,
             url,

@@ -25,7 +25,7 @@ pub fn format_quantity(value: f64) -> Option<String> {
         }
         let rounded = scaled.round();
         // Exact at this scale (within float noise), or the finest scale we offer.
-        if (scaled - rounded).abs() <= 1e-6 * scaled.abs().max(1.0) || suffix == "n" {
+        if (scaled - rounded).abs() <= 1e-9 * scaled.abs().max(1.0) || suffix == "n" {
             if rounded == 0.0 {
                 continue;
             }

@@ -163,7 +163,7 @@ pub struct ScrapeHealth {
 pub struct PodView {
     pub target: Arc<Target>,
     pub signals: Option<Arc<ReplicaSignals>>,
-    pub gpus: Option<PodGpus>,
+    pub gpus: Option<Arc<PodGpus>>,
     pub servable: Result<(), Unservable>,
 }
 
@@ -198,6 +198,8 @@ pub trait SignalView: Send + Sync {
     fn summary(&self, now: f64) -> StoreSummary;
     /// Scrape health of every target, for our own metrics.
     fn health(&self) -> Vec<(TargetKind, ScrapeHealth)>;
+    /// Changes whenever anything in the store changes (for response caching).
+    fn generation(&self) -> u64;
 }
 
 /// Store-wide counts.
@@ -224,8 +226,10 @@ struct TargetState {
 #[derive(Debug, Default)]
 struct Inner {
     targets: HashMap<PodKey, TargetState>,
-    gpu_join: Arc<GpuJoin>,
+    /// GPUs joined to the pods that hold them, rebuilt after each dcgm-exporter scrape.
+    gpus_by_pod: HashMap<PodKey, Arc<PodGpus>>,
     last_scrape_completed: Option<f64>,
+    generation: u64,
 }
 
 /// The store. Cheap to share behind an `Arc`.
@@ -253,8 +257,11 @@ impl Store {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Write access; every write is a change readers may have cached answers for.
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.generation += 1;
+        inner
     }
 
     fn servable(&self, state: &TargetState, now: f64) -> Result<(), Unservable> {
@@ -283,7 +290,12 @@ impl Store {
             .filter(|s| s.target.kind == TargetKind::GpuExporter)
             .flat_map(|s| s.gpus.iter().cloned())
             .collect();
-        inner.gpu_join = Arc::new(join_gpus(&all));
+        let join: GpuJoin = join_gpus(&all);
+        inner.gpus_by_pod = join
+            .pods
+            .into_iter()
+            .map(|(PodRef { namespace, pod }, gpus)| (PodKey::new(namespace, pod), Arc::new(gpus)))
+            .collect();
     }
 }
 
@@ -416,14 +428,7 @@ impl SignalView for Store {
             .map(|s| PodView {
                 target: s.target.clone(),
                 signals: s.signals.clone(),
-                gpus: inner
-                    .gpu_join
-                    .pods
-                    .get(&PodRef {
-                        namespace: s.target.key.namespace.clone(),
-                        pod: s.target.key.name.clone(),
-                    })
-                    .cloned(),
+                gpus: inner.gpus_by_pod.get(&s.target.key).cloned(),
                 servable: self.servable(s, now),
             })
             .collect()
@@ -455,6 +460,10 @@ impl SignalView for Store {
             }
         }
         summary
+    }
+
+    fn generation(&self) -> u64 {
+        self.read().generation
     }
 
     fn health(&self) -> Vec<(TargetKind, ScrapeHealth)> {

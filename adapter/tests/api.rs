@@ -17,7 +17,7 @@ use inferscale_metrics::profile::{
 use inferscale_metrics::snapshot::EngineSnapshot;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -216,15 +216,11 @@ fn state(external: bool) -> AppState {
         1015.0,
         3.0,
     );
-    AppState {
-        view: store,
-        telemetry: Arc::new(Telemetry::new()),
-        external_metrics: external,
-        heartbeat: Arc::new(AtomicU64::new(1_015_500)),
-        liveness_window_secs: 10.0,
-        discovery_synced: Arc::new(AtomicBool::new(true)),
-        clock: test_clock,
-    }
+    let mut state = AppState::new(store, Arc::new(Telemetry::new()));
+    state.external_metrics = external;
+    state.heartbeat = Arc::new(AtomicU64::new(1_015_500));
+    state.clock = test_clock;
+    state
 }
 
 async fn get(state: AppState, uri: &str) -> (StatusCode, serde_json::Value) {

@@ -87,8 +87,11 @@ fn measure(def: &MetricDef, pods: &[&PodView], model: &[Requirement]) -> Option<
         };
         let mut contributed = false;
         for model_signals in selected_models(pod, model) {
-            let reading =
-                def.replica_value(model_signals, signals.kv_capacity_tokens, pod.gpus.as_ref());
+            let reading = def.replica_value(
+                model_signals,
+                signals.kv_capacity_tokens,
+                pod.gpus.as_deref(),
+            );
             contributed |= reading.value().is_some();
             parts.push((model_signals, reading));
         }

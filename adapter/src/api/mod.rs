@@ -7,6 +7,7 @@
 //! Reads the store only through [`SignalView`]; authentication and authorization are a layer
 //! added around this router (see `auth`), so handlers here never see an unauthorised request.
 
+pub mod cache;
 mod discovery;
 mod metrics;
 pub mod status;
@@ -41,11 +42,31 @@ pub struct AppState {
     pub liveness_window_secs: f64,
     /// Ready once discovery has synced (the store then lists every target that exists).
     pub discovery_synced: Arc<std::sync::atomic::AtomicBool>,
-    /// Ready only when the store holds fresh data for at least this share of targets.
+    /// The time source (Unix seconds); tests fix it.
     pub clock: fn() -> f64,
+    /// Recent answers of the metric routes.
+    pub cache: Arc<cache::ResponseCache>,
+    /// The metric routes without the cache, for background refreshes (set by [`router`]).
+    pub uncached_router: Arc<std::sync::OnceLock<Router>>,
 }
 
 impl AppState {
+    /// State with defaults: external metrics on, discovery synced, the loop live now.
+    pub fn new(view: Arc<dyn SignalView>, telemetry: Arc<Telemetry>) -> AppState {
+        let now = crate::scrape::unix_now();
+        AppState {
+            view,
+            telemetry,
+            external_metrics: true,
+            heartbeat: Arc::new(AtomicU64::new((now * 1000.0) as u64)),
+            liveness_window_secs: 10.0,
+            discovery_synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            clock: crate::scrape::unix_now,
+            cache: Arc::new(cache::ResponseCache::default()),
+            uncached_router: Arc::new(std::sync::OnceLock::new()),
+        }
+    }
+
     pub(crate) fn now(&self) -> f64 {
         (self.clock)()
     }
@@ -57,28 +78,22 @@ impl AppState {
 
 /// The router with every route. Add the auth layer on top for a secure server.
 pub fn router(state: AppState) -> Router {
-    let custom = Router::new()
-        .route("/apis/custom.metrics.k8s.io/{version}", get(discovery::custom_resources))
+    let values = metric_value_routes();
+    let _ = state
+        .uncached_router
+        .set(values.clone().with_state(state.clone()));
+    let values = values.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        cache::cached,
+    ));
+    let discovery = Router::new()
         .route(
-            "/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/metrics/{metric}",
-            get(metrics::namespace_metric),
+            "/apis/custom.metrics.k8s.io/{version}",
+            get(discovery::custom_resources),
         )
-        .route(
-            "/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/{resource}/{name}/{metric}",
-            get(metrics::namespaced_object_metric),
-        )
-        .route(
-            "/apis/custom.metrics.k8s.io/{version}/{resource}/{name}/{metric}",
-            get(metrics::cluster_object_metric),
-        );
-    let external = Router::new()
         .route(
             "/apis/external.metrics.k8s.io/{version}",
             get(discovery::external_resources),
-        )
-        .route(
-            "/apis/external.metrics.k8s.io/{version}/namespaces/{namespace}/{metric}",
-            get(metrics::external_metric),
         );
     Router::new()
         .route("/apis", get(discovery::group_list))
@@ -91,8 +106,8 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(discovery::livez))
         .route("/readyz", get(discovery::readyz))
         .route("/metrics", get(discovery::own_metrics))
-        .merge(custom)
-        .merge(external)
+        .merge(discovery)
+        .merge(values)
         .fallback(discovery::not_found)
         .method_not_allowed_fallback(discovery::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -100,6 +115,27 @@ pub fn router(state: AppState) -> Router {
             observe_request,
         ))
         .with_state(state)
+}
+
+/// The routes that answer metric values (cached by [`cache::cached`]).
+fn metric_value_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/metrics/{metric}",
+            get(metrics::namespace_metric),
+        )
+        .route(
+            "/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/{resource}/{name}/{metric}",
+            get(metrics::namespaced_object_metric),
+        )
+        .route(
+            "/apis/custom.metrics.k8s.io/{version}/{resource}/{name}/{metric}",
+            get(metrics::cluster_object_metric),
+        )
+        .route(
+            "/apis/external.metrics.k8s.io/{version}/namespaces/{namespace}/{metric}",
+            get(metrics::external_metric),
+        )
 }
 
 /// Records latency by route template (never the raw path: bounded cardinality).

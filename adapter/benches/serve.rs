@@ -1,0 +1,252 @@
+//! Serving and scraping costs, measured over real loopback sockets.
+//!
+//! 1. Answer latency: 1,000 servable pods in the store; 100 concurrent keep-alive clients
+//!    each ask `pods/*/vllm_time_to_first_token_p95` (a percentile per pod, the most
+//!    expensive list) and `pods/*/vllm_num_requests_waiting`. Target: p99 ≤ 5 ms.
+//! 2. Scrape cost: the real scrape loop against 300 loopback targets serving a real vLLM
+//!    body, at a 1 s interval for a fixed number of rounds; CPU time and resident memory per
+//!    target per interval.
+//!
+//! Run: `cargo bench -p inferscale-adapter --bench serve`. Bounded: fixed request counts,
+//! fixed rounds, loopback only.
+
+use inferscale_adapter::api::{router, AppState};
+use inferscale_adapter::scrape::{unix_now, ScrapeConfig, Scraper};
+use inferscale_adapter::store::{
+    PodKey, ScrapeSink, SignalView, Store, Target, TargetKind, TargetRegistry,
+};
+use inferscale_adapter::telemetry::Telemetry;
+use inferscale_metrics::histogram::Histogram;
+use inferscale_metrics::profile::{
+    CounterSignal, Engine, GaugeSignal, HistogramSignal, VLLM_TTFT_BUCKETS,
+};
+use inferscale_metrics::snapshot::EngineSnapshot;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PODS: usize = 1000;
+const CLIENTS: usize = 100;
+const REQUESTS_PER_CLIENT: usize = 40;
+const SCRAPE_TARGETS: usize = 300;
+const SCRAPE_ROUNDS: u64 = 10;
+
+fn body() -> String {
+    let shared = std::env::var_os("INFERSCALE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+        .join("fixtures/vllm/vllm-0.16to0.18-v1-kops-k8s-ai-conformance-qwen2.5-0.5b.txt");
+    std::fs::read_to_string(&shared).unwrap_or_else(|_| {
+        eprintln!(
+            "shared fixture not found ({}); using the project's own",
+            shared.display()
+        );
+        std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../metrics/tests/fixtures/vllm-v1-two-engines.txt"),
+        )
+        .expect("own fixture")
+    })
+}
+
+fn target(i: usize, url: String) -> Target {
+    Target {
+        key: PodKey::new("llm", format!("vllm-{i:04}")),
+        uid: format!("uid-{i}"),
+        kind: TargetKind::Engine,
+        url: Some(url),
+        labels: [("app".to_string(), "vllm".to_string())].into(),
+        node: None,
+        ready: true,
+        terminating: false,
+        owners: vec![],
+    }
+}
+
+fn snapshot(t: f64, ttft: &Histogram) -> EngineSnapshot {
+    let mut s = EngineSnapshot::new(t, Engine::Vllm);
+    let m = s.model_mut("meta-llama/Llama-3.1-8B-Instruct");
+    m.set_gauge(GaugeSignal::QueueDepth, 3.0);
+    m.set_gauge(GaugeSignal::Running, 40.0);
+    m.set_gauge(GaugeSignal::KvCacheUsage, 0.42);
+    m.set_counter(CounterSignal::PromptTokens, t * 100.0);
+    m.set_histogram(HistogramSignal::TimeToFirstToken, ttft.clone());
+    s
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// Process CPU time (user + system), from /proc/self/stat.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn answer_latency() {
+    // Two scrapes 15 s apart per pod, with 50 TTFT observations between them.
+    let store = Arc::new(Store::new(60.0, 1e9));
+    let now = unix_now();
+    for i in 0..PODS {
+        let t = target(i, format!("http://127.0.0.1:1/{i}"));
+        let key = t.key.clone();
+        store.upsert_target(t);
+        let mut ttft = Histogram::empty(&VLLM_TTFT_BUCKETS);
+        let earlier = snapshot(now - 15.0, &ttft);
+        for k in 0..50 {
+            ttft.observe(0.05 + 0.01 * ((i + k) % 40) as f64);
+        }
+        store.record_engine_scrape(&key, earlier, 0.001);
+        store.record_engine_scrape(&key, snapshot(now, &ttft), 0.001);
+    }
+    let state = AppState::new(store.clone(), Arc::new(Telemetry::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    for metric in ["vllm_num_requests_waiting", "vllm_time_to_first_token_p95"] {
+        let url = format!(
+            "http://{addr}/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm/pods/%2A/{metric}"
+        );
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(CLIENTS)
+            .build()
+            .expect("client");
+        // Warm up connections and caches.
+        let first = client
+            .get(&url)
+            .send()
+            .await
+            .expect("request")
+            .bytes()
+            .await
+            .expect("body");
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let client = client.clone();
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let mut latencies = Vec::with_capacity(REQUESTS_PER_CLIENT);
+                    for _ in 0..REQUESTS_PER_CLIENT {
+                        let t = Instant::now();
+                        let response = client.get(&url).send().await.expect("request");
+                        assert!(response.status().is_success());
+                        let _ = response.bytes().await.expect("body");
+                        latencies.push(t.elapsed());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("client task"));
+        }
+        let wall = started.elapsed();
+        all.sort();
+        println!(
+            "answer latency  {metric:<30} pods={PODS} clients={CLIENTS} requests={} body={} KB  p50={:.2?} p90={:.2?} p99={:.2?} max={:.2?}  throughput={:.0} req/s",
+            all.len(),
+            first.len() / 1024,
+            percentile(&all, 0.5),
+            percentile(&all, 0.9),
+            percentile(&all, 0.99),
+            all[all.len() - 1],
+            all.len() as f64 / wall.as_secs_f64()
+        );
+    }
+}
+
+async fn scrape_cost() {
+    let body = Arc::new(body());
+    let app = {
+        let body = body.clone();
+        axum::Router::new().route(
+            "/{pod}/metrics",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { (*body).clone() }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let store = Arc::new(Store::new(60.0, 30.0));
+    for i in 0..SCRAPE_TARGETS {
+        store.upsert_target(target(i, format!("http://{addr}/{i}/metrics")));
+    }
+    let rss_before = rss_bytes();
+    let interval = Duration::from_secs(1);
+    let scraper = Scraper::new(
+        store.clone(),
+        ScrapeConfig {
+            interval,
+            timeout: Duration::from_millis(900),
+            max_body_bytes: 16 << 20,
+            concurrency: 64,
+        },
+        Arc::new(Telemetry::new()),
+        Arc::new(AtomicU64::new(0)),
+    )
+    .expect("scraper");
+    // Let the first round complete before measuring steady state.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let loop_task = tokio::spawn(scraper.run(async {
+        let _ = stop_rx.await;
+    }));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    tokio::time::sleep(interval * SCRAPE_ROUNDS as u32).await;
+    let cpu = cpu_time() - cpu_before;
+    let wall = started.elapsed();
+    let _ = stop_tx.send(());
+    let _ = loop_task.await;
+    let servable = store.summary(unix_now()).servable_engine_pods;
+    let scrapes = SCRAPE_TARGETS as f64 * wall.as_secs_f64() / (interval.as_secs_f64() * 1.05);
+    println!(
+        "scrape cost     targets={SCRAPE_TARGETS} body={} KB interval={interval:?}: CPU {:.0} µs per target per scrape (server side of the loopback included), RSS {:.0} KB per target, {servable} servable",
+        body.len() / 1024,
+        cpu.as_secs_f64() * 1e6 / scrapes,
+        (rss_bytes().saturating_sub(rss_before)) as f64 / 1024.0 / SCRAPE_TARGETS as f64,
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: both run once.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        answer_latency().await;
+        scrape_cost().await;
+    });
+}

@@ -1,0 +1,258 @@
+//! `adapter serve`: wires discovery, the scrape loop, the store and the API together and
+//! runs them until a signal or a critical failure.
+//!
+//! Owns: start-up order and lifetimes. Every long-running task is critical: if discovery,
+//! the scrape loop or the server ends, the process ends with an error instead of going on as
+//! a zombie that still answers probes.
+
+use crate::api::{self, AppState};
+use crate::auth::authn::AuthnOptions;
+use crate::auth::authz::AuthzOptions;
+use crate::auth::{AuthState, DelegatedAuthOptions};
+use crate::config::{Mode, ServeConfig};
+use crate::scrape::{unix_now, ScrapeConfig, Scraper};
+use crate::store::Store;
+use crate::targets;
+use crate::telemetry::Telemetry;
+use crate::tls::{TlsOptions, TlsState};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tracing::{error, info, info_span, Instrument};
+
+/// Why the server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Static targets could not be loaded.
+    #[error(transparent)]
+    Targets(#[from] targets::TargetsError),
+    /// The scrape client could not be built.
+    #[error(transparent)]
+    Scrape(#[from] crate::scrape::ScrapeError),
+    /// The listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// No Kubernetes client could be configured (kubeconfig or in-cluster).
+    #[error("connecting to Kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// Kubernetes client configuration could not be inferred.
+    #[error("Kubernetes client configuration: {0}")]
+    KubeConfig(#[from] kube::config::InferConfigError),
+    /// TLS set-up failed.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// Delegated authentication could not be set up (e.g. the ConfigMap is not readable).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::authn::AuthnError),
+    /// A critical task ended.
+    #[error("{0} stopped unexpectedly")]
+    TaskEnded(&'static str),
+}
+
+/// How long the scrape loop may go without ticking before liveness fails: the loop ticks
+/// every second, so ten seconds means it is stuck, not busy.
+const LIVENESS_WINDOW_SECS: f64 = 10.0;
+
+/// The parts every mode shares.
+struct Core {
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+    heartbeat: Arc<AtomicU64>,
+    synced: Arc<AtomicBool>,
+}
+
+impl Core {
+    fn new(config: &ServeConfig) -> Core {
+        Core {
+            store: Arc::new(Store::new(
+                config.window.as_secs_f64(),
+                config.stale_after.as_secs_f64(),
+            )),
+            telemetry: Arc::new(Telemetry::new()),
+            heartbeat: Arc::new(AtomicU64::new((unix_now() * 1000.0) as u64)),
+            synced: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn app_state(&self, config: &ServeConfig) -> AppState {
+        let mut state = AppState::new(self.store.clone(), self.telemetry.clone());
+        state.external_metrics = config.external_metrics;
+        state.heartbeat = self.heartbeat.clone();
+        state.liveness_window_secs = LIVENESS_WINDOW_SECS;
+        state.discovery_synced = self.synced.clone();
+        state
+    }
+
+    fn spawn_scraper(&self, config: &ServeConfig) -> Result<JoinHandle<()>, ServerError> {
+        let scraper = Scraper::new(
+            self.store.clone(),
+            ScrapeConfig {
+                interval: config.scrape_interval,
+                timeout: config.scrape_timeout,
+                max_body_bytes: config.max_body_bytes,
+                concurrency: config.scrape_concurrency,
+            },
+            self.telemetry.clone(),
+            self.heartbeat.clone(),
+        )?;
+        Ok(tokio::spawn(
+            scraper
+                .run(std::future::pending())
+                .instrument(info_span!("scraper")),
+        ))
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    info!("shutting down");
+}
+
+/// Waits for a signal (clean exit) or for any critical task to end (error).
+async fn supervise(tasks: Vec<(&'static str, JoinHandle<()>)>) -> Result<(), ServerError> {
+    let (names, handles): (Vec<_>, Vec<_>) = tasks.into_iter().unzip();
+    tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        (result, index, _) = futures::future::select_all(handles) => {
+            let name = names[index];
+            if let Err(e) = result {
+                error!(task = name, error = %e, "critical task failed");
+            }
+            Err(ServerError::TaskEnded(name))
+        }
+    }
+}
+
+/// Runs `adapter serve` until a signal or a critical failure.
+pub async fn run(config: ServeConfig) -> Result<(), ServerError> {
+    let core = Core::new(&config);
+    match &config.mode {
+        Mode::Standalone {
+            listen,
+            targets: flags,
+            targets_file,
+        } => {
+            let mut list = Vec::new();
+            if let Some(path) = targets_file {
+                list.extend(targets::read_static_file(path)?);
+            }
+            for flag in flags {
+                list.push(targets::parse_target_flag(flag)?);
+            }
+            info!(
+                targets = list.len(),
+                "standalone mode: static targets, plain HTTP, no authentication"
+            );
+            targets::load_static(core.store.as_ref(), list);
+            core.synced
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let scraper = core.spawn_scraper(&config)?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: *listen,
+                    source,
+                })?;
+            info!(%listen, "serving plain HTTP on loopback");
+            let router =
+                api::router(core.app_state(&config)).layer(axum::middleware::from_fn_with_state(
+                    AuthState::standalone(),
+                    crate::auth::auth_middleware,
+                ));
+            let server = tokio::spawn(
+                crate::tls::serve_plain(listener, router, std::future::pending())
+                    .instrument(info_span!("http")),
+            );
+            supervise(vec![("scrape loop", scraper), ("HTTP server", server)]).await
+        }
+        Mode::Cluster(cluster) => run_cluster(&config, cluster, core).await,
+    }
+}
+
+async fn run_cluster(
+    config: &ServeConfig,
+    cluster: &crate::config::ClusterConfig,
+    core: Core,
+) -> Result<(), ServerError> {
+    let client = kube::Client::try_default().await?;
+    let discovery = tokio::spawn(
+        targets::run_kube_discovery(
+            client.clone(),
+            targets::KubeDiscoveryConfig {
+                engine_selector: cluster.pod_selector.clone(),
+                dcgm_selector: cluster.dcgm_selector.clone(),
+            },
+            core.store.clone(),
+            core.synced.clone(),
+        )
+        .instrument(info_span!("discovery")),
+    );
+    let scraper = core.spawn_scraper(config)?;
+    let tls_state = TlsState::new(&TlsOptions {
+        cert_file: cluster.tls_cert_file.as_ref().map(PathBuf::from),
+        key_file: cluster.tls_private_key_file.as_ref().map(PathBuf::from),
+        extra_sans: cluster.tls_sans.clone(),
+    })?;
+    let options = DelegatedAuthOptions {
+        authentication: AuthnOptions {
+            client_ca_file: cluster.client_ca_file.as_ref().map(PathBuf::from),
+            requestheader_client_ca_file: cluster
+                .requestheader_client_ca_file
+                .as_ref()
+                .map(PathBuf::from),
+            token_cache_ttl: cluster.authentication_cache_ttl,
+            ..AuthnOptions::default()
+        },
+        authorization: AuthzOptions {
+            allow_cache_ttl: cluster.authorization_cache_ttl,
+            deny_cache_ttl: cluster.authorization_cache_ttl,
+            ..AuthzOptions::default()
+        },
+    };
+    let (auth_state, auth_config_task) = AuthState::delegated(client, options, &tls_state).await?;
+    // The auth layer goes on last so it wraps every route, fallback included.
+    let app = api::router(core.app_state(config)).layer(axum::middleware::from_fn_with_state(
+        auth_state,
+        crate::auth::auth_middleware,
+    ));
+    let listener = tokio::net::TcpListener::bind(cluster.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: cluster.listen,
+            source,
+        })?;
+    info!(listen = %cluster.listen, fingerprint = %tls_state.serving_fingerprint(), "serving TLS");
+    let server = tokio::spawn(
+        crate::tls::serve(listener, tls_state, app, std::future::pending())
+            .instrument(info_span!("https")),
+    );
+    supervise(vec![
+        ("target discovery", discovery),
+        ("scrape loop", scraper),
+        ("HTTPS server", server),
+        ("authentication config watch", auth_config_task),
+    ])
+    .await
+}
