@@ -2,8 +2,8 @@
 //! machine, on a queue-depth Pods metric or on a CPU-like utilisation.
 //!
 //! Owns: the replica calculation with the 0.1 tolerance and the missing/unready pod rules
-//! (`pkg/controller/podautoscaler/replica_calculator.go`, `calcPlainMetricReplicas` and
-//! `GetExternalPerPodMetricReplicas`), recommendation stabilisation windows and the behaviour
+//! (`pkg/controller/podautoscaler/replica_calculator.go`: `groupPods`, `calcPlainMetricReplicas`
+//! for Pods metrics, `GetResourceReplicas` for CPU, `GetExternalPerPodMetricReplicas`), recommendation stabilisation windows and the behaviour
 //! rate limits (`horizontal.go`, `stabilizeRecommendationWithBehaviors`,
 //! `calculateScaleUpLimitWithScalingRules`, `calculateScaleDownLimitWithBehaviors`), with the
 //! upstream defaults (scale up: 100 % or 4 pods per 15 s, no stabilisation; scale down: 100 %
@@ -12,7 +12,7 @@
 //! see [`crate::observe`]).
 
 use super::{Decision, Policy, PolicyError};
-use crate::observe::{Observation, PodPhase, SignalPath};
+use crate::observe::{Observation, PodPhase, PodView, SignalPath};
 use inferscale_metrics::signals::Reading;
 use std::collections::VecDeque;
 
@@ -111,73 +111,156 @@ pub enum HpaMetric {
 pub struct PodMetric {
     /// Ready (for CPU: past initialisation and ready).
     pub ready: bool,
-    /// Being deleted: ignored altogether.
+    /// Being deleted (or failed): ignored altogether.
     pub terminating: bool,
     pub value: Option<f64>,
 }
 
-/// `calcPlainMetricReplicas`: the proposal from per-pod values and a target per pod.
-///
-/// `unready_rule` applies the unready-pod rule, which upstream applies to the CPU resource
-/// metric only; for other metrics a pod without a value is "missing" whatever its readiness.
-/// Returns `None` when no pod has a value (the HPA then reports an error and keeps the scale).
-pub fn plain_metric_replicas(
-    pods: &[PodMetric],
-    current: u32,
-    target: f64,
-    tolerance: f64,
-    unready_rule: bool,
-) -> Option<u32> {
-    let mut values: Vec<f64> = Vec::new();
-    let mut missing = 0usize;
-    let mut unready = 0usize;
+/// How `groupPods` (`replica_calculator.go`) sorts the pods a sync sees. Upstream checks in
+/// this order: deleted or failed → ignored; `Pending` → unready; no metric → missing; and only
+/// for the CPU resource metric, a pod with a metric that is unready (or still inside its
+/// initialisation period) → unready. Every other pod counts as ready, so for Pods and
+/// External metrics an unready `Running` pod that reports a value is averaged in.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct PodGroups {
+    values: Vec<f64>,
+    unready: usize,
+    missing: usize,
+}
+
+fn group_pods(pods: &[PodMetric], cpu_readiness_rule: bool) -> PodGroups {
+    let mut groups = PodGroups::default();
     for pod in pods.iter().filter(|p| !p.terminating) {
-        match (pod.value, unready_rule && !pod.ready) {
-            (_, true) => unready += 1,
-            (Some(v), false) => values.push(v),
-            (None, false) => missing += 1,
+        match pod.value {
+            None => groups.missing += 1,
+            Some(_) if cpu_readiness_rule && !pod.ready => groups.unready += 1,
+            Some(v) => groups.values.push(v),
         }
     }
-    if values.is_empty() || target <= 0.0 {
+    groups
+}
+
+/// How a replica calculator turns the pods' values into a usage ratio.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum UsageRatio {
+    /// `GetMetricUsageRatio`: mean value over the target.
+    Plain { target: f64 },
+    /// `GetResourceUtilizationRatio` with equal requests: the mean utilisation truncated to
+    /// a whole percent, over the target percent.
+    Resource { target_percent: u32 },
+}
+
+impl UsageRatio {
+    fn of(self, values: &[f64]) -> f64 {
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        match self {
+            UsageRatio::Plain { target } => mean / target,
+            UsageRatio::Resource { target_percent } => {
+                (mean * 100.0).floor() / target_percent as f64
+            }
+        }
+    }
+
+    /// What a missing pod is assumed to use on a scale-down: the target for plain metrics
+    /// (`calcPlainMetricReplicas`), `max(100 %, target)` of its request for resources
+    /// (`GetResourceReplicas`).
+    fn missing_on_scale_down(self) -> f64 {
+        match self {
+            UsageRatio::Plain { target } => target,
+            UsageRatio::Resource { target_percent } => target_percent.max(100) as f64 / 100.0,
+        }
+    }
+}
+
+/// The shared body of `calcPlainMetricReplicas` and `GetResourceReplicas`
+/// (`replica_calculator.go`): tolerance band, `ceil(ratio × ready)` when every pod reported,
+/// otherwise missing pods at 0 (scale-up) or at the scale-down fallback, unready pods at 0
+/// only on a scale-up, and no change when that rebalancing flips the direction.
+fn replicas_from_groups(
+    groups: &PodGroups,
+    current: u32,
+    ratio_of: UsageRatio,
+    tolerance: f64,
+) -> Option<u32> {
+    if groups.values.is_empty() {
+        // "did not receive metrics for targeted pods": the HPA keeps the scale.
         return None;
     }
-    let ready_count = values.len();
-    let ratio = |sum: f64, n: usize| sum / n as f64 / target;
-    let sum: f64 = values.iter().sum();
-    let usage_ratio = ratio(sum, ready_count);
-    let scale_up_with_unready = unready > 0 && usage_ratio > 1.0;
-    if !scale_up_with_unready && missing == 0 {
-        if (1.0 - usage_ratio).abs() <= tolerance {
+    let within = |r: f64| (1.0 - tolerance) <= r && r <= (1.0 + tolerance);
+    let usage_ratio = ratio_of.of(&groups.values);
+    let scale_up_with_unready = groups.unready > 0 && usage_ratio > 1.0;
+    if !scale_up_with_unready && groups.missing == 0 {
+        if within(usage_ratio) {
             return Some(current);
         }
-        return Some((usage_ratio * ready_count as f64).ceil() as u32);
+        return Some((usage_ratio * groups.values.len() as f64).ceil() as u32);
     }
-    let mut sum_all = sum;
-    let mut n_all = ready_count;
-    if missing > 0 {
-        // Scale-down: missing pods are assumed at the target; scale-up: at zero.
-        if usage_ratio < 1.0 {
-            sum_all += target * missing as f64;
-        }
-        n_all += missing;
+    let mut values = groups.values.clone();
+    // A ratio of exactly 1 adds the missing pods nowhere: upstream fills them in only for a
+    // strict scale-down or scale-up.
+    if usage_ratio < 1.0 {
+        let fill = ratio_of.missing_on_scale_down();
+        values.extend(std::iter::repeat_n(fill, groups.missing));
+    } else if usage_ratio > 1.0 {
+        values.extend(std::iter::repeat_n(0.0, groups.missing));
     }
     if scale_up_with_unready {
-        n_all += unready;
+        values.extend(std::iter::repeat_n(0.0, groups.unready));
     }
-    let new_ratio = ratio(sum_all, n_all);
+    let new_ratio = ratio_of.of(&values);
     let flipped = (usage_ratio < 1.0 && new_ratio > 1.0) || (usage_ratio > 1.0 && new_ratio < 1.0);
-    if (1.0 - new_ratio).abs() <= tolerance || flipped {
+    if within(new_ratio) || flipped {
         return Some(current);
     }
-    let proposal = (new_ratio * n_all as f64).ceil() as u32;
+    let proposal = (new_ratio * values.len() as f64).ceil() as u32;
     if (new_ratio < 1.0 && proposal > current) || (new_ratio > 1.0 && proposal < current) {
         return Some(current);
     }
     Some(proposal)
 }
 
+/// `calcPlainMetricReplicas` (reached from `GetMetricReplicas` for a Pods metric): the
+/// proposal from per-pod values and a target per pod. Readiness plays no part: a pod without
+/// a value is missing, one with a value counts.
+///
+/// Returns `None` when no pod has a value (the HPA then reports an error and keeps the scale).
+pub fn plain_metric_replicas(
+    pods: &[PodMetric],
+    current: u32,
+    target: f64,
+    tolerance: f64,
+) -> Option<u32> {
+    if !(target.is_finite() && target > 0.0) {
+        return None;
+    }
+    let groups = group_pods(pods, false);
+    replicas_from_groups(&groups, current, UsageRatio::Plain { target }, tolerance)
+}
+
+/// `GetResourceReplicas` for `cpu` with an `averageUtilization` target (whole percent) and
+/// equal requests per pod: utilisation is truncated to a whole percent, unready pods are set
+/// aside (counted at 0 on a scale-up), missing pods count as 100 % on a scale-down.
+pub fn resource_replicas(
+    pods: &[PodMetric],
+    current: u32,
+    target_percent: u32,
+    tolerance: f64,
+) -> Option<u32> {
+    if target_percent == 0 {
+        return None;
+    }
+    let groups = group_pods(pods, true);
+    replicas_from_groups(
+        &groups,
+        current,
+        UsageRatio::Resource { target_percent },
+        tolerance,
+    )
+}
+
 /// `GetExternalPerPodMetricReplicas`: an External metric with an `AverageValue` target (what
-/// KEDA generates). `status_replicas` are all the deployment's pods.
+/// KEDA generates). `status_replicas` is the HPA's `status.currentReplicas`: every pod the
+/// deployment has (starting ones included), not its `spec.replicas`.
 pub fn external_per_pod_replicas(
     total: f64,
     status_replicas: u32,
@@ -188,7 +271,8 @@ pub fn external_per_pod_replicas(
         return status_replicas;
     }
     let ratio = total / (target_per_pod * status_replicas.max(1) as f64);
-    if (1.0 - ratio).abs() > tolerance {
+    let within = (1.0 - tolerance) <= ratio && ratio <= (1.0 + tolerance);
+    if !within {
         (total / target_per_pod).ceil() as u32
     } else {
         status_replicas
@@ -280,7 +364,10 @@ impl Normalizer {
     }
 
     /// Stabilises `proposal` and applies the rate limits; returns the new desired replicas
-    /// and records the change.
+    /// and records the change (`normalizeDesiredReplicasWithBehaviors` in `horizontal.go`:
+    /// `stabilizeRecommendationWithBehaviors` keeps the unstabilised recommendation of every
+    /// sync and takes the lowest within the scale-up window and the highest within the
+    /// scale-down window, then `convertDesiredReplicasWithBehaviorRate`).
     pub fn normalize(&mut self, proposal: u32, current: u32, now: f64) -> u32 {
         let proposal = proposal.clamp(self.min_replicas, self.max_replicas);
         let up_cutoff = now - self.behavior.scale_up.stabilization_secs;
@@ -314,10 +401,15 @@ impl Normalizer {
         {
             self.recommendations.pop_front();
         }
+        // `convertDesiredReplicasWithBehaviorRate`: a rate limit never points the other way
+        // (a limit below the current count while scaling up holds the count until old events
+        // age out), and maxReplicas / minReplicas bound only the direction being taken.
         let desired = if stabilized > current {
-            stabilized.min(self.scale_up_limit(current, now).min(self.max_replicas))
+            let limit = self.scale_up_limit(current, now).max(current);
+            stabilized.min(limit.min(self.max_replicas))
         } else if stabilized < current {
-            stabilized.max(self.scale_down_limit(current, now).max(self.min_replicas))
+            let limit = self.scale_down_limit(current, now).min(current);
+            stabilized.max(limit.max(self.min_replicas))
         } else {
             stabilized
         }
@@ -408,44 +500,62 @@ impl Policy for Hpa {
     }
 
     fn decide(&mut self, obs: &Observation) -> Decision {
+        // `currentReplicas` is the scale subresource's `spec.replicas`.
         let current = obs.desired_serving;
-        let (pods, target, unready_rule): (Vec<PodMetric>, f64, bool) = match self.metric {
-            HpaMetric::QueueDepth { target_per_pod } => (
-                obs.pods
-                    .iter()
-                    .map(|p| PodMetric {
-                        ready: p.phase == PodPhase::Ready,
-                        terminating: p.phase == PodPhase::Draining,
-                        value: match p.queue_depth() {
-                            Reading::Value(v) => Some(v),
-                            Reading::Missing(_) => None,
-                        },
-                    })
-                    .collect(),
-                target_per_pod,
-                false,
-            ),
-            HpaMetric::CpuLike { target_utilisation } => (
-                obs.pods
-                    .iter()
-                    .map(|p| PodMetric {
-                        ready: p.phase == PodPhase::Ready,
-                        terminating: p.phase == PodPhase::Draining,
-                        value: p.busy_fraction,
-                    })
-                    .collect(),
-                target_utilisation,
-                true,
-            ),
+        let pod = |p: &PodView, value: Option<f64>| PodMetric {
+            ready: p.phase == PodPhase::Ready,
+            terminating: p.phase == PodPhase::Draining,
+            value,
         };
-        let proposal = plain_metric_replicas(&pods, current, target, HPA_TOLERANCE, unready_rule)
-            .unwrap_or(current);
-        Decision::serving(self.normalizer.normalize(proposal, current, obs.now))
+        let proposal = match self.metric {
+            HpaMetric::QueueDepth { target_per_pod } => {
+                // A starting vLLM pod serves no `/metrics` until the model is loaded, so
+                // Prometheus has no sample for it: a missing pod.
+                let pods: Vec<PodMetric> = obs
+                    .pods
+                    .iter()
+                    .map(|p| {
+                        pod(
+                            p,
+                            match p.queue_depth() {
+                                Reading::Value(v) => Some(v),
+                                Reading::Missing(_) => None,
+                            },
+                        )
+                    })
+                    .collect();
+                plain_metric_replicas(&pods, current, target_per_pod, HPA_TOLERANCE)
+            }
+            HpaMetric::CpuLike { target_utilisation } => {
+                // metrics-server reports CPU for any running container, loading ones
+                // included, so a starting pod has a sample and is set aside as unready (inside
+                // the CPU initialisation period); a pod that just turned ready has no sample
+                // from a full window since the transition, which upstream also treats as
+                // unready. The value of an unready pod never enters the average.
+                let pods: Vec<PodMetric> = obs
+                    .pods
+                    .iter()
+                    .map(|p| PodMetric {
+                        ready: p.phase == PodPhase::Ready && p.busy_fraction.is_some(),
+                        ..pod(p, Some(p.busy_fraction.unwrap_or(0.0)))
+                    })
+                    .collect();
+                let target_percent = (target_utilisation * 100.0).round() as u32;
+                resource_replicas(&pods, current, target_percent, HPA_TOLERANCE)
+            }
+        };
+        // Without any metric the sync fails before normalisation: no recommendation is
+        // recorded and the scale is left alone.
+        match proposal {
+            Some(p) => Decision::serving(self.normalizer.normalize(p, current, obs.now)),
+            None => Decision::serving(current),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    //! Hand-worked cases, one per rule of `replica_calculator.go` and `horizontal.go`.
     use super::*;
 
     fn ready(v: f64) -> PodMetric {
@@ -456,69 +566,154 @@ mod tests {
         }
     }
 
-    fn missing(ready: bool) -> PodMetric {
+    fn missing() -> PodMetric {
         PodMetric {
-            ready,
+            ready: false,
             terminating: false,
             value: None,
         }
     }
 
-    #[test]
-    fn within_tolerance_keeps_scale() {
-        // Mean 4.3 vs target 4: ratio 1.075 ≤ 1.1.
-        let pods = [ready(4.0), ready(4.6)];
-        assert_eq!(plain_metric_replicas(&pods, 2, 4.0, 0.1, false), Some(2));
+    fn unready(v: f64) -> PodMetric {
+        PodMetric {
+            ready: false,
+            terminating: false,
+            value: Some(v),
+        }
+    }
+
+    fn terminating(v: f64) -> PodMetric {
+        PodMetric {
+            terminating: true,
+            ..ready(v)
+        }
     }
 
     #[test]
-    fn plain_scale_up() {
+    fn within_tolerance_keeps_scale() {
+        // Mean 4.3 vs target 4: ratio 1.075, inside [0.9, 1.1].
+        let pods = [ready(4.0), ready(4.6)];
+        assert_eq!(plain_metric_replicas(&pods, 2, 4.0, 0.1), Some(2));
+        // Mean 3.6: ratio 0.9 is on the edge of the band, still inside.
+        let pods = [ready(3.6), ready(3.6)];
+        assert_eq!(plain_metric_replicas(&pods, 2, 4.0, 0.1), Some(2));
+    }
+
+    #[test]
+    fn plain_scale_up_is_ceil_of_ratio_times_ready_pods() {
         // Mean 10 vs target 4 → ratio 2.5 × 2 pods = 5.
         let pods = [ready(8.0), ready(12.0)];
-        assert_eq!(plain_metric_replicas(&pods, 2, 4.0, 0.1, false), Some(5));
+        assert_eq!(plain_metric_replicas(&pods, 2, 4.0, 0.1), Some(5));
+        // Mean 1 vs 4 → 0.25 × 3 = 0.75 → 1.
+        let pods = [ready(1.0), ready(1.0), ready(1.0)];
+        assert_eq!(plain_metric_replicas(&pods, 3, 4.0, 0.1), Some(1));
     }
 
     #[test]
     fn missing_pods_count_as_zero_on_scale_up() {
         // Ratio 2.5 on 2 pods; 2 missing at 0 → mean 5 → ratio 1.25 × 4 = 5.
-        let pods = [ready(8.0), ready(12.0), missing(false), missing(false)];
-        assert_eq!(plain_metric_replicas(&pods, 4, 4.0, 0.1, false), Some(5));
+        let pods = [ready(8.0), ready(12.0), missing(), missing()];
+        assert_eq!(plain_metric_replicas(&pods, 4, 4.0, 0.1), Some(5));
     }
 
     #[test]
     fn missing_pods_count_as_target_on_scale_down() {
         // Ratio 0 on 1 pod; 3 missing at the target → mean 3 → ratio 0.75 × 4 = 3.
-        let pods = [ready(0.0), missing(true), missing(true), missing(true)];
-        assert_eq!(plain_metric_replicas(&pods, 4, 4.0, 0.1, false), Some(3));
+        let pods = [ready(0.0), missing(), missing(), missing()];
+        assert_eq!(plain_metric_replicas(&pods, 4, 4.0, 0.1), Some(3));
+    }
+
+    #[test]
+    fn missing_pods_are_left_out_at_a_ratio_of_exactly_one() {
+        // Ratio exactly 1 with a missing pod: nothing is filled in, new ratio 1 → keep 7.
+        let pods = [ready(4.0), ready(4.0), missing()];
+        assert_eq!(plain_metric_replicas(&pods, 7, 4.0, 0.1), Some(7));
     }
 
     #[test]
     fn missing_pods_that_flip_direction_block_scaling() {
         // Ratio 1.5 on 1 pod; 2 missing at 0 → ratio 0.5: direction flips → keep 3.
-        let pods = [ready(6.0), missing(false), missing(false)];
-        assert_eq!(plain_metric_replicas(&pods, 3, 4.0, 0.1, false), Some(3));
+        let pods = [ready(6.0), missing(), missing()];
+        assert_eq!(plain_metric_replicas(&pods, 3, 4.0, 0.1), Some(3));
+    }
+
+    #[test]
+    fn proposal_against_the_ratio_keeps_scale() {
+        // Ratio 3 on 1 pod, 1 missing at 0 → ratio 1.5 × 2 pods = 3 < current 5: a scale-up
+        // ratio must not shrink the deployment → keep 5.
+        let pods = [ready(12.0), missing()];
+        assert_eq!(plain_metric_replicas(&pods, 5, 4.0, 0.1), Some(5));
+    }
+
+    #[test]
+    fn pods_metric_ignores_readiness() {
+        // An unready pod that reports a value is averaged in for a Pods metric: mean
+        // (8 + 0) / 2 = 4 → ratio 1 → keep 2.
+        let pods = [ready(8.0), unready(0.0)];
+        assert_eq!(plain_metric_replicas(&pods, 2, 4.0, 0.1), Some(2));
+    }
+
+    #[test]
+    fn terminating_pods_are_ignored() {
+        // Only the live pod counts: ratio 10/4 × 1 = 2.5 → 3.
+        let pods = [ready(10.0), terminating(0.0), terminating(0.0)];
+        assert_eq!(plain_metric_replicas(&pods, 3, 4.0, 0.1), Some(3));
     }
 
     #[test]
     fn cpu_unready_pods_are_zero_on_scale_up() {
-        // One ready pod at 100 % vs 50 %: ratio 2; one unready → (1 + 0) / 2 / 0.5 = 1 → within
-        // tolerance → keep 2.
-        let pods = [ready(1.0), missing(false)];
-        assert_eq!(plain_metric_replicas(&pods, 2, 0.5, 0.1, true), Some(2));
+        // One ready pod at 100 % vs a 50 % target: ratio 2; one unready at 0 → 50 % → 1.0,
+        // inside the band → keep 2.
+        let pods = [ready(1.0), unready(0.9)];
+        assert_eq!(resource_replicas(&pods, 2, 50, 0.1), Some(2));
+        // Two unready: (100 + 0 + 0) / 3 = 33 % of 50 → the rebalanced ratio (0.66) flips
+        // the direction → keep 3.
+        let pods = [ready(1.0), unready(0.9), unready(0.9)];
+        assert_eq!(resource_replicas(&pods, 3, 50, 0.1), Some(3));
+    }
+
+    #[test]
+    fn cpu_unready_pods_are_dropped_on_scale_down() {
+        // Ready pods at 20 % and 20 % of 80 % → ratio 0.25; the unready pod is not counted
+        // on a scale-down: ceil(0.25 × 2) = 1.
+        let pods = [ready(0.2), ready(0.2), unready(0.9)];
+        assert_eq!(resource_replicas(&pods, 3, 80, 0.1), Some(1));
+    }
+
+    #[test]
+    fn cpu_utilisation_is_truncated_to_whole_percent() {
+        // Mean 87.9 % → 87 % of 80 % = 1.0875, inside the band → keep 4. Without truncation
+        // it would be 1.09875, still inside; at 88.9 % → 88 / 80 = 1.1 → still inside, while
+        // 88.9 / 80 = 1.111 would have scaled to ceil(1.111 × 4) = 5.
+        let pods = [ready(0.889); 4];
+        assert_eq!(resource_replicas(&pods, 4, 80, 0.1), Some(4));
+    }
+
+    #[test]
+    fn cpu_missing_pods_count_as_full_request_on_scale_down() {
+        // Ready pod at 20 % of 80 % → ratio 0.25; the missing pod counts as 100 % (not the
+        // 80 % target): mean 60 % → 0.75 × 2 = 1.5 → 2 = current → keep 2.
+        let pods = [ready(0.2), missing()];
+        assert_eq!(resource_replicas(&pods, 2, 80, 0.1), Some(2));
+        // Three ready at 20 % and one missing: (20 × 3 + 100) / 4 = 40 % → 0.5 × 4 = 2.
+        let pods = [ready(0.2), ready(0.2), ready(0.2), missing()];
+        assert_eq!(resource_replicas(&pods, 4, 80, 0.1), Some(2));
     }
 
     #[test]
     fn no_metrics_means_no_proposal() {
-        assert_eq!(
-            plain_metric_replicas(&[missing(false)], 1, 4.0, 0.1, false),
-            None
-        );
+        assert_eq!(plain_metric_replicas(&[missing()], 1, 4.0, 0.1), None);
+        assert_eq!(resource_replicas(&[unready(0.5)], 1, 80, 0.1), None);
     }
 
     #[test]
     fn external_average_value() {
+        // Total 40 over 4/pod → 10 (the current count only decides the band).
         assert_eq!(external_per_pod_replicas(40.0, 2, 4.0, 0.1), 10);
+        // 8.5 / (4 × 2) = 1.0625, inside the band → status replicas.
         assert_eq!(external_per_pod_replicas(8.5, 2, 4.0, 0.1), 2);
+        // 0 → ceil(0) = 0; minReplicas is the normaliser's business.
+        assert_eq!(external_per_pod_replicas(0.0, 3, 4.0, 0.1), 0);
     }
 
     #[test]
@@ -528,7 +723,36 @@ mod tests {
         // Proposals drop to 2, but the 300 s window still holds the 10.
         assert_eq!(n.normalize(2, 10, 15.0), 10);
         assert_eq!(n.normalize(2, 10, 299.0), 10);
+        // At 301 s the 10 from t = 0 is out of the window: the highest left is 2.
         assert_eq!(n.normalize(2, 10, 301.0), 2);
+    }
+
+    #[test]
+    fn scale_down_takes_highest_recommendation_in_window() {
+        let mut n = Normalizer::new(Behavior::default(), 1, 100);
+        assert_eq!(n.normalize(6, 10, 0.0), 6);
+        assert_eq!(n.normalize(8, 6, 100.0), 8);
+        // 3 proposed, but 8 (t = 100) is within 300 s: stay at max(6, 8, 3) = 8.
+        assert_eq!(n.normalize(3, 8, 200.0), 8);
+        // At 401 s only the 3 from t = 200 remains (plus this 4): highest 4.
+        assert_eq!(n.normalize(4, 8, 401.0), 4);
+    }
+
+    #[test]
+    fn scale_up_window_takes_lowest_recommendation() {
+        let behavior = Behavior {
+            scale_up: ScalingRules {
+                stabilization_secs: 60.0,
+                ..Behavior::default().scale_up
+            },
+            ..Behavior::default()
+        };
+        let mut n = Normalizer::new(behavior, 1, 100);
+        assert_eq!(n.normalize(4, 4, 0.0), 4);
+        // 9 proposed but 4 within the last 60 s → stay at 4.
+        assert_eq!(n.normalize(9, 4, 30.0), 4);
+        // At 61 s the lowest within the window is 9 (t = 30) → 8 allowed by the rate: 4 × 2.
+        assert_eq!(n.normalize(9, 4, 61.0), 8);
     }
 
     #[test]
@@ -540,5 +764,88 @@ mod tests {
         assert_eq!(n.normalize(50, 5, 10.0), 5);
         // Next period: from 5 → max(10, 9) = 10.
         assert_eq!(n.normalize(50, 5, 16.0), 10);
+    }
+
+    #[test]
+    fn scale_down_rate_is_100_percent_per_15s() {
+        let behavior = Behavior {
+            scale_down: ScalingRules {
+                stabilization_secs: 0.0,
+                policies: vec![ScalingPolicy::Percent {
+                    value: 50,
+                    period_secs: 15.0,
+                }],
+                select: SelectPolicy::Max,
+            },
+            ..Behavior::default()
+        };
+        let mut n = Normalizer::new(behavior, 1, 100);
+        // 50 % of 10 → floor(5) = 5.
+        assert_eq!(n.normalize(1, 10, 0.0), 5);
+        // Same period: the period started at 10, 5 already removed → limit 5 → stay.
+        assert_eq!(n.normalize(1, 5, 10.0), 5);
+        // Next period: 50 % of 5 → floor(2.5) = 2.
+        assert_eq!(n.normalize(1, 5, 16.0), 2);
+        // The default (100 %) allows any scale-down once stabilised.
+        let mut d = Normalizer::new(Behavior::default(), 1, 100);
+        assert_eq!(d.normalize(1, 10, 0.0), 1);
+    }
+
+    #[test]
+    fn rate_limit_never_reverses_direction() {
+        // Scale-up policy of +1 pod per 60 s; a scale-down of 3 inside the period makes the
+        // period start 10, limit 11; after scaling 10 → 11 → ... the limit cannot fall below
+        // the current count.
+        let behavior = Behavior {
+            scale_up: ScalingRules {
+                stabilization_secs: 0.0,
+                policies: vec![ScalingPolicy::Pods {
+                    value: 1,
+                    period_secs: 60.0,
+                }],
+                select: SelectPolicy::Max,
+            },
+            scale_down: ScalingRules {
+                stabilization_secs: 0.0,
+                ..Behavior::default().scale_down
+            },
+        };
+        let mut n = Normalizer::new(behavior, 1, 100);
+        assert_eq!(n.normalize(6, 5, 0.0), 6);
+        // Someone else set spec.replicas to 4 (current 4 < 6 − 1 added): limit = 4 − 1 + 0 = 3
+        // is below current, so it is raised to current: no scale-up, and never a scale-down.
+        assert_eq!(n.normalize(9, 4, 15.0), 4);
+    }
+
+    #[test]
+    fn min_and_max_bound_the_result() {
+        let mut n = Normalizer::new(Behavior::default(), 2, 6);
+        assert_eq!(n.normalize(50, 5, 0.0), 6);
+        let mut n = Normalizer::new(
+            Behavior {
+                scale_down: ScalingRules {
+                    stabilization_secs: 0.0,
+                    ..Behavior::default().scale_down
+                },
+                ..Behavior::default()
+            },
+            2,
+            6,
+        );
+        assert_eq!(n.normalize(0, 5, 0.0), 2);
+    }
+
+    #[test]
+    fn select_min_takes_the_smallest_change() {
+        let behavior = Behavior {
+            scale_up: ScalingRules {
+                select: SelectPolicy::Min,
+                ..Behavior::default().scale_up
+            },
+            ..Behavior::default()
+        };
+        let mut n = Normalizer::new(behavior, 1, 100);
+        // From 10: min(10 × 2, 10 + 4) = 14.
+        assert_eq!(n.normalize(50, 10, 0.0), 14);
     }
 }

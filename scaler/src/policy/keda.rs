@@ -66,8 +66,15 @@ impl Policy for Keda {
         }
         let total = self.cached.map_or(0.0, |(_, v)| v);
         let current = obs.desired_serving;
-        let proposal =
-            external_per_pod_replicas(total, current, self.threshold_per_replica, HPA_TOLERANCE);
+        // The replica calculator divides by `status.currentReplicas` (pods that exist, starting
+        // ones included); the normaliser works from `spec.replicas`.
+        let status_replicas = obs.ready + obs.starting;
+        let proposal = external_per_pod_replicas(
+            total,
+            status_replicas,
+            self.threshold_per_replica,
+            HPA_TOLERANCE,
+        );
         Decision::serving(self.normalizer.normalize(proposal, current, obs.now))
     }
 }

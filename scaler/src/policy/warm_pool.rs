@@ -279,6 +279,9 @@ impl Policy for WarmPool {
             .max()
             .unwrap_or(total_far)
             .min(self.config.max);
+        if std::env::var_os("WP_DEBUG").is_some() && (now as u64) % 30 == 0 {
+            eprintln!("t={now:.0} rate={rate:.2} actual={actual:.2} level={:.2} trend={:.4} far={forecast_far:.2} near={near:.2} margin={margin:.2} ttr={horizon:.0} queued={queued} ready={} serving={serving} total={total}", self.level, self.trend, obs.ready);
+        }
         Decision {
             serving,
             warm: total.saturating_sub(serving),
