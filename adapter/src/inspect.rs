@@ -69,22 +69,14 @@ pub fn fetch(source: &str, taken_at: f64) -> Result<Scrape, InspectError> {
             })?;
         let response = client
             .get(source)
-            .header(
-                reqwest::header::ACCEPT,
-                "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4",
-            )
+            .header(reqwest::header::ACCEPT, crate::scrape::ACCEPT)
             .send()
             .and_then(|r| r.error_for_status())
             .map_err(|e| InspectError::Scrape {
                 url: source.into(),
                 reason: e.to_string(),
             })?;
-        let format = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(Format::from_content_type)
-            .unwrap_or_default();
+        let format = crate::scrape::format_of(response.headers());
         let body = response.bytes().map_err(|e| InspectError::Scrape {
             url: source.into(),
             reason: e.to_string(),

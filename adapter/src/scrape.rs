@@ -220,22 +220,14 @@ impl Scraper {
         let response = self
             .client
             .get(url)
-            .header(
-                reqwest::header::ACCEPT,
-                "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5",
-            )
+            .header(reqwest::header::ACCEPT, ACCEPT)
             .send()
             .await
             .map_err(classify)?;
         if !response.status().is_success() {
             return Err(ScrapeFailure::HttpStatus);
         }
-        let format = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(Format::from_content_type)
-            .unwrap_or_default();
+        let format = format_of(response.headers());
         if response
             .content_length()
             .is_some_and(|len| len as usize > self.config.max_body_bytes)
@@ -253,6 +245,20 @@ impl Scraper {
         }
         Ok((body, format))
     }
+}
+
+/// What we ask targets for: the Prometheus text format first (what vLLM and dcgm-exporter
+/// serve), OpenMetrics accepted.
+pub const ACCEPT: &str =
+    "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5";
+
+/// The exposition dialect a response declares.
+pub fn format_of(headers: &reqwest::header::HeaderMap) -> Format {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(Format::from_content_type)
+        .unwrap_or_default()
 }
 
 fn classify(error: reqwest::Error) -> ScrapeFailure {

@@ -158,6 +158,19 @@ pub struct ScrapeHealth {
     pub consecutive_failures: u32,
 }
 
+impl ScrapeHealth {
+    /// Health after a successful scrape completed at `at`.
+    fn succeeded(at: f64, duration_secs: f64) -> ScrapeHealth {
+        ScrapeHealth {
+            last_attempt: Some(at),
+            last_success: Some(at),
+            last_failure: None,
+            last_duration_secs: Some(duration_secs),
+            consecutive_failures: 0,
+        }
+    }
+}
+
 /// One pod as the API sees it.
 #[derive(Debug, Clone)]
 pub struct PodView {
@@ -367,13 +380,7 @@ impl ScrapeSink for Store {
         };
         state.history = history;
         state.signals = signals;
-        state.health = ScrapeHealth {
-            last_attempt: Some(taken_at),
-            last_success: Some(taken_at),
-            last_failure: None,
-            last_duration_secs: Some(duration_secs),
-            consecutive_failures: 0,
-        };
+        state.health = ScrapeHealth::succeeded(taken_at, duration_secs);
     }
 
     fn record_gpu_scrape(
@@ -389,13 +396,7 @@ impl ScrapeSink for Store {
             return;
         };
         state.gpus = gpus;
-        state.health = ScrapeHealth {
-            last_attempt: Some(taken_at),
-            last_success: Some(taken_at),
-            last_failure: None,
-            last_duration_secs: Some(duration_secs),
-            consecutive_failures: 0,
-        };
+        state.health = ScrapeHealth::succeeded(taken_at, duration_secs);
         Store::rejoin_gpus(&mut inner);
     }
 
