@@ -2,7 +2,9 @@
 //!
 //! Owns: the window averages, panic mode and rate limits of Knative Serving's
 //! `pkg/autoscaler/scaling/autoscaler.go` (stable window 60 s, panic window 10 % of it,
-//! panic threshold 200 %, max scale-up rate 1000, max scale-down rate 2, 2 s tick), and the
+//! panic threshold 200 % of ceil(panic value / target) over ready pods, in panic the larger of
+//! the stable and panic counts ratcheted up from 0, max scale-up rate 1000, max scale-down
+//! rate 2, 2 s tick), and the
 //! AIBrix-like flavour: the same windows over KV-cache usage with a ±10 % tolerance band and a
 //! scale-down delay. "AIBrix-like" because it follows the shape of AIBrix's KPA, not its code.
 //! Does not own: the metric arithmetic (the metrics crate's fleet sums and means).
@@ -190,11 +192,10 @@ impl Policy for Kpa {
         };
         let stable_pods = pods_for(stable);
         let panic_pods = pods_for(panic);
-        let over_threshold = panic / ready >= target * KPA_PANIC_THRESHOLD;
+        // `autoscaler.go` `Scale`: the threshold compares the unclamped panic pod count,
+        // ceil(panic value / target), with the ready pods.
+        let over_threshold = (panic / target).ceil() / ready >= KPA_PANIC_THRESHOLD;
         if over_threshold {
-            if self.panic_since.is_none() {
-                self.max_panic_pods = current;
-            }
             self.panic_since = Some(now);
         } else if self
             .panic_since
@@ -204,8 +205,9 @@ impl Policy for Kpa {
             self.max_panic_pods = 0;
         }
         let mut desired = if self.panic_since.is_some() {
-            // Panic mode never scales down.
-            self.max_panic_pods = self.max_panic_pods.max(panic_pods);
+            // In panic the larger of the stable and panic counts, ratcheted from 0 (upstream
+            // starts `maxPanicPods` at 0, not at the current scale): panic never scales down.
+            self.max_panic_pods = self.max_panic_pods.max(stable_pods.max(panic_pods));
             self.max_panic_pods
         } else {
             stable_pods
