@@ -102,10 +102,11 @@ pub struct SimulateArgs {
     /// HPA-CPU target utilisation (fraction).
     #[arg(long, default_value_t = DEFAULT_CPU_TARGET)]
     pub cpu_target: f64,
-    /// Warm pool: busy fraction per replica it plans for.
+    /// Warm pool: prior per-replica capacity (replica-seconds of work per second) until it has
+    /// learned one.
     #[arg(long, default_value_t = DEFAULT_WARM_POOL_UTILISATION)]
     pub warm_utilisation: f64,
-    /// Warm pool: cost of a replica-hour short of demand over an idle replica-hour.
+    /// Warm pool: penalty per request that misses the TTFT objective over the GPU-hour price.
     #[arg(long, default_value_t = DEFAULT_COST_RATIO)]
     pub cost_ratio: f64,
     /// Seed of every random draw.
@@ -314,10 +315,10 @@ impl Resolved {
             PolicyKind::Aibrix => Box::new(Kpa::aibrix(self.kv_target, min, max)?),
             PolicyKind::WarmPool => Box::new(WarmPool::new(WarmPoolConfig {
                 prior_time_to_ready: f.time_to_ready.quantile(0.9),
-                wake_secs: f.wake.quantile(0.9),
                 prefill_secs_per_token: oracle::prefill_secs_per_token(&f.profile),
                 decode_secs_per_token: oracle::decode_secs_per_token(&f.profile),
-                target_utilisation: self.warm_utilisation,
+                prior_capacity: self.warm_utilisation,
+                slo_ttft_secs: self.config.slo_ttft_secs,
                 cost_ratio: self.cost_ratio,
                 min,
                 max,
