@@ -598,6 +598,33 @@ mod discovery {
     }
 
     #[tokio::test]
+    async fn aggregated_discovery_requests_get_406_so_the_apiserver_falls_back() {
+        let response = router(state(true))
+            .oneshot(
+                Request::get("/apis")
+                    .header(
+                        "Accept",
+                        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+                    )
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+        let with_fallback = router(state(true))
+            .oneshot(
+                Request::get("/apis")
+                    .header("Accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(with_fallback.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
     async fn openapi_documents() {
         let (status, v2) = get(state(true), "/openapi/v2").await;
         assert_eq!(status, StatusCode::OK);

@@ -7,7 +7,7 @@
 use super::{ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
 use crate::names::METRICS;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -47,14 +47,53 @@ fn served_groups(state: &AppState) -> Vec<Value> {
     groups
 }
 
-pub async fn group_list(State(state): State<AppState>) -> Json<Value> {
+/// True when the client accepts the legacy discovery documents (plain JSON).
+///
+/// kube-apiserver asks every aggregated server for the aggregated discovery type
+/// (`application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList`) first. Answering
+/// that request with a plain `APIGroupList` makes it mark our group versions Stale, and
+/// client-go (the HPA) then drops them; answering 406 makes it fall back to the per-version
+/// documents, which is what it does for servers without aggregated discovery.
+fn accepts_legacy_discovery(headers: &HeaderMap) -> bool {
+    let accepts: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    accepts.is_empty()
+        || accepts.iter().any(|range| {
+            let media = range.split(';').next().unwrap_or("").trim();
+            let plain = !range.contains("as=");
+            plain && matches!(media, "application/json" | "application/*" | "*/*")
+        })
+}
+
+fn not_acceptable() -> Response {
+    super::status::status_response(
+        StatusCode::NOT_ACCEPTABLE,
+        "NotAcceptable",
+        "only application/json discovery documents are served".into(),
+    )
+}
+
+pub async fn group_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !accepts_legacy_discovery(&headers) {
+        return not_acceptable();
+    }
     Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": served_groups(&state)}))
+        .into_response()
 }
 
 pub async fn group(
     State(state): State<AppState>,
     Path(group): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !accepts_legacy_discovery(&headers) {
+        return Ok(not_acceptable());
+    }
     let versions: &[&str] = match group.as_str() {
         CUSTOM_GROUP => &CUSTOM_VERSIONS,
         EXTERNAL_GROUP if state.external_metrics => &EXTERNAL_VERSIONS,
@@ -63,7 +102,7 @@ pub async fn group(
     let mut body = group_json(&group, versions);
     body["kind"] = json!("APIGroup");
     body["apiVersion"] = json!("v1");
-    Ok(Json(body))
+    Ok(Json(body).into_response())
 }
 
 pub async fn custom_resources(Path(version): Path<String>) -> Result<Json<Value>, ApiError> {

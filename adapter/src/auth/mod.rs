@@ -65,6 +65,24 @@ pub struct UserInfo {
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
+/// The group Kubernetes gives every authenticated user.
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
+
+impl UserInfo {
+    /// Adds `system:authenticated`, as k8s.io/apiserver's `AuthenticatedGroupAdder` does
+    /// after every successful authentication. Without it, the aggregator's own identities
+    /// (`system:kube-aggregator`, `system:aggregator`), which arrive through the front proxy
+    /// with no group headers, are refused discovery and OpenAPI that the built-in
+    /// `system:discovery` role grants to all authenticated users.
+    pub fn with_authenticated_group(mut self) -> UserInfo {
+        if self.name != "system:anonymous" && !self.groups.iter().any(|g| g == AUTHENTICATED_GROUP)
+        {
+            self.groups.push(AUTHENTICATED_GROUP.to_owned());
+        }
+        self
+    }
+}
+
 /// What a request asks to do, in the terms of a Kubernetes authorizer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Attributes {
@@ -381,7 +399,7 @@ pub async fn auth_middleware(
             peer_certificates,
         };
         let user = match state.authenticator.authenticate(&request_parts).await {
-            Ok(user) => user,
+            Ok(user) => user.with_authenticated_group(),
             Err(error) => {
                 match &error {
                     AuthError::Unauthenticated(reason) => debug!(%reason, "unauthenticated"),
@@ -475,6 +493,20 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn authenticated_users_join_system_authenticated_once() {
+        let user = UserInfo {
+            name: "system:aggregator".into(),
+            uid: String::new(),
+            groups: vec![],
+            extra: BTreeMap::new(),
+        }
+        .with_authenticated_group();
+        assert_eq!(user.groups, vec![AUTHENTICATED_GROUP.to_owned()]);
+        assert_eq!(user.clone().with_authenticated_group().groups.len(), 1);
+    }
+
     use super::*;
     use axum::body::Body;
     use axum::routing::get;
