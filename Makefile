@@ -3,10 +3,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 help: ## List the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-demo: ## Run the main job on the embedded default (see README)
-	hack/demo.sh
+demo: ## The main job on the embedded default: local control plane, simulated vLLM fleet, HPA live
+	hack/e2e-demo.sh
+
+inspect-demo: ## adapter inspect on hand-written scrapes (no cluster)
+	hack/inspect-demo.sh
 
 test: ## The whole test suite, as CI runs it
 	hack/test.sh
@@ -30,4 +33,7 @@ fuzz: ## Fuzz the exposition parser for FUZZ_SECONDS (default 120)
 binaries: ## Build and cache the Kubernetes test binaries (kube-apiserver, etcd, kwok, ...)
 	hack/build-binaries.sh
 
-.PHONY: help demo test setup fmt clippy bench fuzz binaries
+e2e: ## End-to-end tests: real control plane, HPA, simulated vLLM fleet (tests/e2e)
+	hack/e2e-test.sh
+
+.PHONY: help demo inspect-demo test setup fmt clippy bench fuzz binaries e2e

@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# The embedded default: what the adapter computes for one vLLM pod.
-#
-# Until the local control-plane demo lands, this runs `adapter inspect` over two successive
-# scrapes of a data-parallel vLLM server (a hand-written fixture and a copy 15 s later with
-# four more requests), then over a pod-attributed dcgm-exporter scrape.
+# What the adapter computes for one vLLM pod, without a cluster: `adapter inspect` over two
+# successive scrapes of a data-parallel vLLM server (a hand-written fixture and a copy 15 s
+# later with four more requests), then over a pod-attributed dcgm-exporter scrape.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet -p inferscale-adapter

@@ -12,3 +12,13 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 # Python reference implementation for the golden tests (tests/golden/requirements.txt).
 python3 -m pip install --quiet --disable-pip-version-check -r tests/golden/requirements.txt
+
+# The end-to-end harness makes its certificates with openssl (Debian package).
+if ! command -v openssl >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    apt-get install -y openssl >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y openssl >/dev/null; }
+  else
+    echo "setup: openssl not found; install it" >&2
+    exit 1
+  fi
+fi

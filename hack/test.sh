@@ -19,4 +19,7 @@ step "golden tests against the independent Python reference"
 cargo build --quiet -p inferscale-adapter
 ADAPTER_BIN="$PWD/target/debug/adapter" python3 -m pytest tests/golden -q
 
+step "end-to-end: real control plane, HPA, simulated vLLM fleet"
+hack/e2e-test.sh
+
 step "done"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# End-to-end tests against a real control plane (etcd, kube-apiserver with the aggregation
+# layer, kube-controller-manager, kube-scheduler, kwok) with a simulated vLLM fleet and the
+# adapter on the host: tests/e2e (see tests/e2e/cluster.py). Everything listens on loopback
+# and is torn down at the end, whatever happens.
+#
+# Usage: hack/e2e-test.sh [pytest args...]      e.g. hack/e2e-test.sh -k test_b
+# Env: INFERSCALE_E2E_KEEP=1 keeps the work directory (logs of every component);
+#      INFERSCALE_E2E_PROFILE=release tests release builds;
+#      INFERSCALE_E2E_ADAPTER_BIN / INFERSCALE_E2E_SIM_BIN run other binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Built here, in the open, so a cold cache (~15 min for the Kubernetes binaries) shows its
+# progress; the harness runs both again and finds everything built.
+hack/build-binaries.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
+profile_flag=()
+[[ "${INFERSCALE_E2E_PROFILE:-debug}" == release ]] && profile_flag=(--release)
+cargo build --quiet "${profile_flag[@]}" -p inferscale-adapter -p inferscale-sim
+
+exec python3 -m pytest tests/e2e -x -q -p no:cacheprovider "$@"
