@@ -362,23 +362,24 @@ impl ScrapeSink for Store {
 
     fn record_engine_scrape(&self, key: &PodKey, snapshot: EngineSnapshot, duration_secs: f64) {
         let taken_at = snapshot.taken_at;
-        // Compute signals outside the lock: clone the history, push, compute, then swap in.
-        let history = {
+        // Signals are computed under the read lock (readers are not blocked) from the kept
+        // history plus the new scrape; the write lock only stores the results.
+        let signals = {
             let inner = self.read();
             let Some(state) = inner.targets.get(key) else {
                 return;
             };
-            let mut history = state.history.clone();
-            history.push(snapshot);
-            history
+            state
+                .history
+                .signals_after(&snapshot, SingleScrape::Missing)
+                .map(Arc::new)
         };
-        let signals = history.signals(SingleScrape::Missing).map(Arc::new);
         let mut inner = self.write();
         inner.last_scrape_completed = Some(taken_at);
         let Some(state) = inner.targets.get_mut(key) else {
             return;
         };
-        state.history = history;
+        state.history.push(snapshot);
         state.signals = signals;
         state.health = ScrapeHealth::succeeded(taken_at, duration_secs);
     }

@@ -517,7 +517,29 @@ impl ScrapeHistory {
 
     /// Signals of the newest scrape.
     pub fn signals(&self, single_scrape: SingleScrape) -> Option<ReplicaSignals> {
-        let history: Vec<&EngineSnapshot> = self.scrapes.iter().collect();
+        self.signals_of(self.scrapes.iter(), single_scrape)
+    }
+
+    /// Signals `next` would have once pushed, computed without changing or cloning the
+    /// history (scrapes `push` would drop are older than the window and do not change the
+    /// baseline choice).
+    pub fn signals_after(
+        &self,
+        next: &EngineSnapshot,
+        single_scrape: SingleScrape,
+    ) -> Option<ReplicaSignals> {
+        self.signals_of(
+            self.scrapes.iter().chain(std::iter::once(next)),
+            single_scrape,
+        )
+    }
+
+    fn signals_of<'a>(
+        &self,
+        scrapes: impl Iterator<Item = &'a EngineSnapshot>,
+        single_scrape: SingleScrape,
+    ) -> Option<ReplicaSignals> {
+        let history: Vec<&EngineSnapshot> = scrapes.collect();
         replica_signals(
             &history,
             SignalOptions {
@@ -675,6 +697,10 @@ mod tests {
             h.push(scrape(i as f64 * 5.0, 0.0, 0.0, &[]));
         }
         assert!(h.len() <= 15, "kept {}", h.len());
+        let next = scrape(500.0, 0.0, 0.0, &[]);
+        let predicted = h.signals_after(&next, SingleScrape::Missing);
+        h.push(next);
+        assert_eq!(predicted, h.signals(SingleScrape::Missing));
         let s = h.signals(SingleScrape::Missing).unwrap();
         assert!(s.window.seconds.unwrap() >= 60.0 - 1e-9);
     }
