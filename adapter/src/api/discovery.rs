@@ -4,7 +4,7 @@
 //! `/apis/<group>/<version>`; the aggregator also fetches `/openapi/v2` and `/openapi/v3` to
 //! merge into the cluster's spec, so those answer with valid (small) documents.
 
-use super::{ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
+use super::{check_version, ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
 use crate::names::METRICS;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -105,30 +105,45 @@ pub async fn group(
     Ok(Json(body).into_response())
 }
 
-pub async fn custom_resources(Path(version): Path<String>) -> Result<Json<Value>, ApiError> {
-    if !CUSTOM_VERSIONS.contains(&version.as_str()) {
-        return Err(ApiError::UnknownVersion { version });
-    }
-    let resources: Vec<Value> = LISTED_RESOURCES
-        .iter()
-        .flat_map(|(resource, namespaced)| {
-            METRICS.iter().map(move |m| {
-                json!({
-                    "name": format!("{resource}/{}", m.name),
-                    "singularName": "",
-                    "namespaced": namespaced,
-                    "kind": "MetricValueList",
-                    "verbs": ["get"],
-                })
+/// `APIResourceList` of one served group version; every resource is a read-only list kind.
+fn resource_list(
+    group: &str,
+    version: &str,
+    kind: &str,
+    resources: impl Iterator<Item = (String, bool)>,
+) -> Json<Value> {
+    let resources: Vec<Value> = resources
+        .map(|(name, namespaced)| {
+            json!({
+                "name": name,
+                "singularName": "",
+                "namespaced": namespaced,
+                "kind": kind,
+                "verbs": ["get"],
             })
         })
         .collect();
-    Ok(Json(json!({
+    Json(json!({
         "kind": "APIResourceList",
         "apiVersion": "v1",
-        "groupVersion": format!("{CUSTOM_GROUP}/{version}"),
+        "groupVersion": format!("{group}/{version}"),
         "resources": resources,
-    })))
+    }))
+}
+
+pub async fn custom_resources(Path(version): Path<String>) -> Result<Json<Value>, ApiError> {
+    check_version(&version, &CUSTOM_VERSIONS)?;
+    let resources = LISTED_RESOURCES.iter().flat_map(|(resource, namespaced)| {
+        METRICS
+            .iter()
+            .map(move |m| (format!("{resource}/{}", m.name), *namespaced))
+    });
+    Ok(resource_list(
+        CUSTOM_GROUP,
+        &version,
+        "MetricValueList",
+        resources,
+    ))
 }
 
 pub async fn external_resources(
@@ -138,27 +153,14 @@ pub async fn external_resources(
     if !state.external_metrics {
         return Err(ApiError::NotFound);
     }
-    if !EXTERNAL_VERSIONS.contains(&version.as_str()) {
-        return Err(ApiError::UnknownVersion { version });
-    }
-    let resources: Vec<Value> = METRICS
-        .iter()
-        .map(|m| {
-            json!({
-                "name": m.name,
-                "singularName": "",
-                "namespaced": true,
-                "kind": "ExternalMetricValueList",
-                "verbs": ["get"],
-            })
-        })
-        .collect();
-    Ok(Json(json!({
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": format!("{EXTERNAL_GROUP}/{version}"),
-        "resources": resources,
-    })))
+    check_version(&version, &EXTERNAL_VERSIONS)?;
+    let resources = METRICS.iter().map(|m| (m.name.to_owned(), true));
+    Ok(resource_list(
+        EXTERNAL_GROUP,
+        &version,
+        "ExternalMetricValueList",
+        resources,
+    ))
 }
 
 const INFO_TITLE: &str = "inferscale-adapter";

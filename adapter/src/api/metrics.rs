@@ -6,7 +6,7 @@
 //! metric's definition says: sums, means, or percentiles of merged histograms.
 
 use super::discovery::{CUSTOM_VERSIONS, EXTERNAL_VERSIONS};
-use super::{ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
+use super::{check_version, ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
 use crate::names::{lookup, MetricDef, Source};
 use crate::quantity::format_quantity;
 use crate::selector::{Requirement, Selector};
@@ -167,16 +167,6 @@ fn value_list(version: &str, items: Vec<Value>) -> Json<Value> {
         "metadata": {},
         "items": items,
     }))
-}
-
-fn check_version(version: &str, allowed: &[&str]) -> Result<(), ApiError> {
-    if allowed.contains(&version) {
-        Ok(())
-    } else {
-        Err(ApiError::UnknownVersion {
-            version: version.to_owned(),
-        })
-    }
 }
 
 fn metric_def(name: &str, resource: &str) -> Result<&'static MetricDef, ApiError> {

@@ -138,6 +138,17 @@ fn metric_value_routes() -> Router<AppState> {
         )
 }
 
+/// Refuses API versions this group does not serve.
+pub(crate) fn check_version(version: &str, allowed: &[&str]) -> Result<(), ApiError> {
+    if allowed.contains(&version) {
+        Ok(())
+    } else {
+        Err(ApiError::UnknownVersion {
+            version: version.to_owned(),
+        })
+    }
+}
+
 /// Records latency by route template (never the raw path: bounded cardinality).
 async fn observe_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = route_label(
