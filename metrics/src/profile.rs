@@ -581,6 +581,11 @@ impl crate::exposition::NameFilter for &RouteIndex {
     fn wants_descriptors(&self) -> bool {
         false
     }
+
+    /// The index holds names built from the profile tables, all valid (tested).
+    fn accepts_only_valid_names(&self) -> bool {
+        true
+    }
 }
 
 /// dcgm field name → mapping.
@@ -591,6 +596,15 @@ pub fn gpu_mapping(field_name: &str) -> Option<&'static GpuMapping> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_routed_name_is_a_valid_metric_name() {
+        // The parser trusts the index to accept only valid names.
+        let index = RouteIndex::engines();
+        for name in index.routes.keys() {
+            assert!(crate::exposition::is_metric_name(name.as_bytes()), "{name}");
+        }
+    }
 
     #[test]
     fn every_signal_has_a_vllm_row() {
