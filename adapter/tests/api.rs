@@ -676,3 +676,45 @@ mod discovery {
         );
     }
 }
+
+mod response_cache {
+    use super::*;
+    use inferscale_adapter::api::cache::{ResponseCache, SERVE_STALE_FOR};
+    use std::time::Duration;
+
+    fn waiting_value(json: &serde_json::Value) -> String {
+        json["items"][0]["value"].as_str().unwrap_or("<none>").to_owned()
+    }
+
+    /// A poller (the HPA, a dashboard) must get an answer built from the latest scrapes, not
+    /// the answer built for its previous poll.
+    #[tokio::test]
+    async fn the_first_request_after_the_store_changed_gets_the_new_value() {
+        let store = Arc::new(Store::new(60.0, 18.0));
+        store.upsert_target(target("vllm-a", &[("app", "vllm")], true, "vllm"));
+        let a = PodKey::new("llm", "vllm-a");
+        store.record_engine_scrape(&a, scrape(1010.0, &[("llama", 3.0, &[])], 0.0), 0.01);
+        let mut state = AppState::new(store.clone(), Arc::new(Telemetry::new()));
+        state.heartbeat = Arc::new(AtomicU64::new(1_015_500));
+        state.clock = test_clock;
+        let uri = format!("{V2}/pods/vllm-a/vllm_num_requests_waiting");
+
+        // Default ages: within FRESH_FOR an answer is reused although the store changed.
+        let (status, first) = get(state.clone(), &uri).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        assert_eq!(waiting_value(&first), "3");
+        store.record_engine_scrape(&a, scrape(1012.0, &[("llama", 5.0, &[])], 0.0), 0.01);
+        let (_, reused) = get(state.clone(), &uri).await;
+        assert_eq!(waiting_value(&reused), "3");
+
+        // Past the freshness allowance, the next request rebuilds at once.
+        state.cache = Arc::new(ResponseCache::with_ages(Duration::ZERO, SERVE_STALE_FOR));
+        let (_, rebuilt) = get(state.clone(), &uri).await;
+        assert_eq!(waiting_value(&rebuilt), "5");
+        store.record_engine_scrape(&a, scrape(1014.0, &[("llama", 7.0, &[])], 0.0), 0.01);
+        let (_, after_change) = get(state.clone(), &uri).await;
+        assert_eq!(waiting_value(&after_change), "7");
+        let (_, unchanged) = get(state, &uri).await;
+        assert_eq!(waiting_value(&unchanged), "7");
+    }
+}

@@ -1,18 +1,21 @@
-//! A micro-cache for metric answers, with stale-while-revalidate.
+//! A micro-cache for metric answers.
 //!
 //! Why: the HPA, dashboards and `kubectl` ask the same few questions over and over, and a
 //! list over a 1,000-pod fleet costs milliseconds to build — under 100 concurrent clients on
 //! two cores that queueing, not the work, decides the latency. An answer is reused while the
-//! store has not changed, or for [`FRESH_FOR`] after it was built; until [`SERVE_STALE_FOR`]
-//! an older answer is still served while one background task rebuilds it. Answers keep the
-//! timestamps of the scrapes they were built from, so a cached answer never claims to be
-//! newer than its data.
+//! store has not changed, or for [`FRESH_FOR`] after it was built. Once it is out of date,
+//! the first request to ask rebuilds it, and only requests that arrive *while* that rebuild
+//! runs (milliseconds) get the previous answer (up to [`SERVE_STALE_FOR`] old) instead of
+//! queueing behind it. So a client that polls — the HPA every 15 s, a dashboard every 5 s —
+//! always gets an answer built for it from the latest scrapes. Answers keep the timestamps
+//! of the scrapes they were built from, so a cached answer never claims to be newer than
+//! its data.
 //!
 //! The cache sits inside the authorization layer: a request reaches it only after its user
 //! was allowed, and the key is the full path and query.
 
 use super::AppState;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -21,12 +24,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tower::ServiceExt;
 
 /// How long an answer is reused although the store changed: well below the HPA's 15 s sync
 /// and the 5 s scrape interval, so decisions see data at most one scrape older.
 pub const FRESH_FOR: Duration = Duration::from_secs(1);
-/// How long an expired answer may still be served while it is rebuilt.
+/// How long an out-of-date answer may still be served to requests that arrive while another
+/// request rebuilds it.
 pub const SERVE_STALE_FOR: Duration = Duration::from_secs(5);
 /// Most distinct queries kept: keys come from clients, so the map must be bounded.
 pub const MAX_ENTRIES: usize = 1024;
@@ -74,9 +77,16 @@ fn accepts_gzip(request: &Request) -> bool {
 }
 
 /// The cache; shared by all requests of one router.
-#[derive(Default)]
 pub struct ResponseCache {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
+    fresh_for: Duration,
+    serve_stale_for: Duration,
+}
+
+impl Default for ResponseCache {
+    fn default() -> Self {
+        ResponseCache::with_ages(FRESH_FOR, SERVE_STALE_FOR)
+    }
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -86,6 +96,16 @@ impl std::fmt::Debug for ResponseCache {
 }
 
 impl ResponseCache {
+    /// A cache with other ages than [`FRESH_FOR`] and [`SERVE_STALE_FOR`] (tests use zero
+    /// to see every change at once).
+    pub fn with_ages(fresh_for: Duration, serve_stale_for: Duration) -> ResponseCache {
+        ResponseCache {
+            entries: Mutex::default(),
+            fresh_for,
+            serve_stale_for,
+        }
+    }
+
     fn get(&self, key: &str) -> Option<Arc<Entry>> {
         self.entries
             .lock()
@@ -175,33 +195,32 @@ pub async fn cached(State(state): State<AppState>, request: Request, next: Next)
     );
     let gzip_ok = accepts_gzip(&request);
     let generation = state.view.generation();
+    let mut rebuilding = None;
     if let Some(entry) = state.cache.get(&key) {
         let age = entry.built_at.elapsed();
-        if entry.generation == generation || age < FRESH_FOR {
+        if entry.generation == generation || age < state.cache.fresh_for {
             return respond(&entry, gzip_ok);
         }
-        if age < SERVE_STALE_FOR {
-            if !entry.refreshing.swap(true, Ordering::AcqRel) {
-                refresh_in_background(state.clone(), key);
-            }
+        if entry.refreshing.swap(true, Ordering::AcqRel) && age < state.cache.serve_stale_for {
+            // Another request is rebuilding this answer right now; the previous one is
+            // milliseconds from being replaced, so serve it rather than queue.
             return respond(&entry, gzip_ok);
         }
+        rebuilding = Some(RefreshFlag(entry));
     }
     let response = next.run(request).await;
-    build(&state, key, generation, response, gzip_ok).await
+    let response = build(&state, key, generation, response, gzip_ok).await;
+    drop(rebuilding);
+    response
 }
 
-/// Rebuilds one answer through the uncached router.
-fn refresh_in_background(state: AppState, key: String) {
-    let Some(router) = state.uncached_router.get().cloned() else {
-        return;
-    };
-    tokio::spawn(async move {
-        let generation = state.view.generation();
-        let Ok(request) = Request::get(&key).body(Body::empty()) else {
-            return;
-        };
-        let Ok(response) = router.oneshot(request).await;
-        build(&state, key, generation, response, false).await;
-    });
+/// Clears an entry's "being rebuilt" mark when the rebuild ends, however it ends (an error
+/// answer that is not cached, or a client that went away mid-build), so the next request
+/// rebuilds rather than being served the old answer.
+struct RefreshFlag(Arc<Entry>);
+
+impl Drop for RefreshFlag {
+    fn drop(&mut self) {
+        self.0.refreshing.store(false, Ordering::Release);
+    }
 }

@@ -46,8 +46,6 @@ pub struct AppState {
     pub clock: fn() -> f64,
     /// Recent answers of the metric routes.
     pub cache: Arc<cache::ResponseCache>,
-    /// The metric routes without the cache, for background refreshes (set by [`router`]).
-    pub uncached_router: Arc<std::sync::OnceLock<Router>>,
 }
 
 impl AppState {
@@ -63,7 +61,6 @@ impl AppState {
             discovery_synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             clock: crate::scrape::unix_now,
             cache: Arc::new(cache::ResponseCache::default()),
-            uncached_router: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
@@ -78,11 +75,7 @@ impl AppState {
 
 /// The router with every route. Add the auth layer on top for a secure server.
 pub fn router(state: AppState) -> Router {
-    let values = metric_value_routes();
-    let _ = state
-        .uncached_router
-        .set(values.clone().with_state(state.clone()));
-    let values = values.route_layer(axum::middleware::from_fn_with_state(
+    let values = metric_value_routes().route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         cache::cached,
     ));
