@@ -23,8 +23,10 @@ Usable as a library (the pytest fixture in ``conftest.py``, the demo in ``demo.p
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -139,9 +141,29 @@ class HarnessError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the ephemeral range: a port from bind(0) may be taken as
+    the source port of any outgoing connection before its owner binds it (the adapter binds
+    again after a restart), a port below the range cannot."""
+    try:
+        lowest_ephemeral = int(
+            Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lowest_ephemeral = 32768
+    candidates = range(20000, max(20001, lowest_ephemeral))
+    for port in random.sample(candidates, min(500, len(candidates))):
+        if port in _ports_given:  # handed out already, perhaps not bound yet
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _ports_given.add(port)
+            return port
+    raise HarnessError("no free loopback port below the ephemeral range")
+
+
+_ports_given: set[int] = set()
 
 
 def run(argv: list[str], **kw) -> subprocess.CompletedProcess:
@@ -571,7 +593,8 @@ class Cluster:
 
     def get_raw(self, path: str, as_user: str | None = None) -> Any:
         """``kubectl get --raw PATH`` through the aggregator, parsed as JSON."""
-        return json.loads(self.kubectl("get", "--raw", path, as_user=as_user).stdout)
+        return json.loads(self.kubectl("get", "--raw", path, "--request-timeout=20s",
+                                       as_user=as_user).stdout)
 
     def get_raw_status(self, path: str, as_user: str | None = None,
                        kubeconfig: str = "admin") -> tuple[int, str]:
@@ -685,7 +708,8 @@ class Cluster:
                 value = cond()
                 if value:
                     return value
-            except (KubeError, HarnessError, OSError, ValueError, KeyError) as e:
+            except (KubeError, HarnessError, OSError, ValueError, KeyError,
+                    subprocess.TimeoutExpired, http.client.HTTPException) as e:
                 last_error = e
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}"
@@ -810,14 +834,18 @@ class Fleet(threading.Thread):
             wanted[pod["metadata"]["uid"]] = pod
 
         with self._lock:
-            # Stop first: a new pod may have been given a departed pod's IP.
+            # Stop first: a new pod may have been given a departed pod's IP. All departing
+            # simulators share one grace period (a scale-down of k pods must not hold the
+            # fleet for k of them).
+            departing = [(uid, sim) for uid, sim in self.procs.items()
+                         if uid not in wanted or _addr(wanted[uid]) != sim.addr]
+            self.c.procs.stop_many([sim.proc for _, sim in departing], grace=2)
+            for uid, sim in departing:
+                del self.procs[uid]
+                self._release_gpus(uid)
+                self._note(f"stopped {_pod_name(sim.pod)} at {sim.addr}")
             for uid, sim in list(self.procs.items()):
-                if uid not in wanted or _addr(wanted[uid]) != sim.addr:
-                    self.c.procs.stop(sim.proc, grace=2)
-                    del self.procs[uid]
-                    self._release_gpus(uid)
-                    self._note(f"stopped {_pod_name(sim.pod)} at {sim.addr}")
-                elif not sim.proc.alive():
+                if not sim.proc.alive():
                     # A kubelet would restart the container; do that, and say so loudly: a
                     # crashing simulator is a bug to see, not to hide.
                     code = sim.proc.popen.returncode

@@ -124,17 +124,12 @@ class ProcessGroup:
                 self._procs.remove(proc)
         return proc.popen.returncode
 
-    def stop_all(self) -> None:
-        with self._lock:
-            self._closed = True
-            procs = list(self._procs)
-        if not procs:
-            return
-        # Signal everything first, then wait: teardown takes one grace period, not one each.
+    def stop_many(self, procs: list[Proc], grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stops several processes in one grace period: signal them all, then wait."""
         for p in procs:
             if p.alive():
                 _signal_group(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        deadline = time.monotonic() + grace
         for p in procs:
             try:
                 p.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -147,7 +142,16 @@ class ProcessGroup:
             except subprocess.TimeoutExpired:
                 log(f"{p.name} (pid {p.pid}) did not die after SIGKILL")
         with self._lock:
-            self._procs.clear()
+            for p in procs:
+                if p in self._procs:
+                    self._procs.remove(p)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            self._closed = True
+            procs = list(self._procs)
+        if procs:
+            self.stop_many(procs)
 
     def running(self) -> list[Proc]:
         with self._lock:

@@ -141,7 +141,7 @@ class HpaRecorder(threading.Thread):
             try:
                 h = self.c.hpa(self.ns, self.name)
                 d = self.c.deployment(self.ns, self.deployment)
-            except (KubeError, OSError):
+            except Exception:  # noqa: BLE001 — one failed read must not end the record
                 continue
             st = h.get("status", {})
             active = condition(h, "ScalingActive") or {}
@@ -188,6 +188,12 @@ def steady_synthetic_fleet(c: Cluster, ns: str, name: str, replicas: int, **load
     addrs = wait_fleet(c, ns, name, replicas)
     for a in addrs:
         set_synthetic_load(a, **load)
+    if "waiting" in load:
+        # An HPA created next must read the load, not the simulators' idle first scrape.
+        c.wait_for(lambda: (lambda v: len(v) == replicas
+                            and all(x == load["waiting"] for x in v.values()))(
+                                pod_values(c, ns, WAITING)),
+                   f"the adapter to serve the synthetic load of {name}", 30)
     return addrs
 
 
@@ -250,8 +256,10 @@ def test_a_metric_values_follow_the_load(cluster: Cluster):
     # requests: 2 running (exactly: the batch is full) and ~3 waiting.
     c.create_deployment(ns, "busy", replicas=2, model="busy-model", max_num_seqs=2)
     # calm: room for every request (8 slots, 2 clients) -> nothing waits, and every TTFT is
-    # the simulator's 200 ms (+ a few µs of prefill).
-    c.create_deployment(ns, "calm", replicas=1, model="calm-model", max_num_seqs=8)
+    # the simulator's 150 ms (+ a few µs of prefill): the middle of vLLM's (0.1, 0.25]
+    # bucket, so a request delayed by up to 100 ms on a loaded machine still lands in it.
+    c.create_deployment(ns, "calm", replicas=1, model="calm-model", max_num_seqs=8,
+                        ttft="150ms")
     # fixed: exact synthetic gauges, and 2 GPUs per pod.
     c.create_deployment(ns, "fixed", replicas=1, model="fixed-model", max_num_seqs=4, gpus=2)
     wait_fleet(c, ns, "busy", 2)
@@ -270,14 +278,24 @@ def test_a_metric_values_follow_the_load(cluster: Cluster):
         time.sleep(22)
 
         for version in ("v1beta1", "v1beta2"):
-            running = pod_values(c, ns, RUNNING, version)
-            waiting = pod_values(c, ns, WAITING, version)
-            assert set(running) == set(busy_pods + calm_pods + [fixed_pod]), running
-            for p in busy_pods:
-                assert running[p] == 2, (version, p, running)
-                assert 2 <= waiting[p] <= 4, (version, p, waiting)
+            # Gauges are instants: two requests of a full batch finish together and their
+            # clients take a moment to send the next, so one scrape in a few hundred may
+            # catch a pod between requests. Retry briefly until a scrape shows the steady
+            # state; a wrong value that persists still fails.
+            def steady_gauges():
+                running = pod_values(c, ns, RUNNING, version)
+                waiting = pod_values(c, ns, WAITING, version)
+                assert set(running) == set(busy_pods + calm_pods + [fixed_pod]), running
+                ok = (all(running[p] == 2 and 2 <= waiting[p] <= 4 for p in busy_pods)
+                      and waiting[calm_pods[0]] == 0 and 1 <= running[calm_pods[0]] <= 2)
+                return (running, waiting) if ok else None
+            try:
+                running, waiting = c.wait_for(steady_gauges, "the steady-state gauges", 15)
+            except AssertionError:
+                raise AssertionError(
+                    f"{version}: running {pod_values(c, ns, RUNNING, version)}, waiting "
+                    f"{pod_values(c, ns, WAITING, version)}") from None
             assert waiting[fixed_pod] == 7 and running[fixed_pod] == 3, (waiting, running)
-            assert waiting[calm_pods[0]] == 0 and 1 <= running[calm_pods[0]] <= 2, running
 
             # One pod by name, and the Deployment (sum over its pods).
             one = c.get_raw(f"{CUSTOM}/{version}/namespaces/{ns}/pods/{fixed_pod}/{WAITING}")
@@ -288,12 +306,12 @@ def test_a_metric_values_follow_the_load(cluster: Cluster):
             assert dep["items"][0]["describedObject"]["kind"] == "Deployment"
             dep_waiting = single_value(c.get_raw(
                 f"{CUSTOM}/{version}/namespaces/{ns}/deployments.apps/busy/{WAITING}"))
-            assert 4 <= dep_waiting <= 8, dep_waiting
+            assert 3 <= dep_waiting <= 8, dep_waiting
 
             # The namespace object: every scraped pod of the namespace.
             nsv = single_value(c.get_raw(f"{CUSTOM}/{version}/namespaces/{ns}/metrics/"
                                          f"{RUNNING}"))
-            assert 4 + 3 + 1 <= nsv <= 4 + 3 + 2, nsv
+            assert 4 + 3 <= nsv <= 4 + 3 + 2, nsv  # calm's 1-2 may read 0 for an instant
 
         # A node object: every scraped pod on the node (here only this test's pods run).
         pod_nodes = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in c.pods(ns)}
@@ -304,10 +322,10 @@ def test_a_metric_values_follow_the_load(cluster: Cluster):
         assert abs(node_value - on_node) <= 1, (node, node_value, running, pod_nodes)
         assert node_value >= 3
 
-        # TTFT p95 in milliseconds. calm: every observation ~0.2 s, inside vLLM's
+        # TTFT p95 in milliseconds. calm: every observation ~0.15 s, inside vLLM's
         # (0.1, 0.25] bucket -> histogram_quantile gives 100 + 150 * 0.95 = 242.5 ms.
         ttft = pod_values(c, ns, TTFT_P95)
-        assert ttft[calm_pods[0]] == pytest.approx(p95_of_constant(0.2), abs=0.5), ttft
+        assert ttft[calm_pods[0]] == pytest.approx(p95_of_constant(0.15), abs=0.5), ttft
         # busy: requests queue behind the full batch, so TTFT is well above 200 ms.
         for p in busy_pods:
             assert ttft[p] > 500, ttft
@@ -342,7 +360,7 @@ def test_a_metric_values_follow_the_load(cluster: Cluster):
         assert 7 + 4 <= all_ns <= 7 + 8, all_ns
         ext_ttft = single_value(c.get_raw(f"{EXTERNAL}/namespaces/{ns}/{TTFT_P95}?"
                                           f"labelSelector={q('model_name=calm-model')}"))
-        assert ext_ttft == pytest.approx(p95_of_constant(0.2), abs=0.5)
+        assert ext_ttft == pytest.approx(p95_of_constant(0.15), abs=0.5)
         assert busy.errors == 0 and calm.errors == 0, (busy.last_error, calm.last_error)
 
 
@@ -372,18 +390,30 @@ def test_b_hpa_scales_on_queue_depth(cluster: Cluster):
                 n = c.deployment(ns, name)["spec"]["replicas"]
                 return n >= 3 and len(running_pods(c, ns, name)) == n
             c.wait_for(converged, "the new replicas to run", 60)
-            time.sleep(8)
-            h = c.hpa(ns, name)
+
+            # What the HPA saw is what the adapter serves: the mean over the Ready pods.
+            # The fleet moves while it settles (pods turning Ready, clients re-spread, the
+            # first pod draining) and the HPA reads every few seconds, so wait for a moment
+            # when the HPA, the API and the adapter describe the same fleet.
+            def settled():
+                h = c.hpa(ns, name)
+                st = h.get("status", {})
+                avg = hpa_average(h, WAITING)
+                if avg is None or st.get("desiredReplicas") != st.get("currentReplicas"):
+                    return None
+                ready = set(running_pods(c, ns, name, ready=True))
+                if len(ready) != st["currentReplicas"]:
+                    return None
+                values = pod_values(c, ns, WAITING)
+                if set(values) != ready:
+                    return None
+                mean = sum(values.values()) / len(values)
+                return (h, avg) if abs(mean - avg) <= 1.5 else None
+            h, avg = c.wait_for(settled, "the HPA, the API and the adapter to agree", 60)
             assert condition(h, "ScalingActive")["status"] == "True", h["status"]
             assert condition(h, "AbleToScale")["status"] == "True", h["status"]
-            avg = hpa_average(h, WAITING)
-            assert avg is not None and avg > 0, h["status"]
+            assert avg > 0, h["status"]
             assert 3 <= h["status"]["desiredReplicas"] <= 6, rec.summary(t0)
-            # What the HPA saw is what the adapter serves: the mean over the Ready pods.
-            values = pod_values(c, ns, WAITING)
-            assert set(values) == set(running_pods(c, ns, name, ready=True)), values
-            mean = sum(values.values()) / len(values)
-            assert abs(mean - avg) <= 1.5, (mean, avg, values)
             # A replica removed mid-request drops its connections (kwok deletes pods at
             # once); anything the simulators answered must have succeeded.
             assert load.http_errors == 0, load.last_error
@@ -392,9 +422,11 @@ def test_b_hpa_scales_on_queue_depth(cluster: Cluster):
         c.wait_for(lambda: c.deployment(ns, name)["spec"]["replicas"] == 1,
                    "the HPA to scale back down to 1 after the load", 90)
         assert hpa_average(c.hpa(ns, name), WAITING) == 0
+        # The HPA controller records events asynchronously, after it scaled.
+        c.wait_for(lambda: any("below target" in m for m in rescale_events(c, ns, name)),
+                   "the scale-down event", 15)
         assert any("above target" in m for m in rescale_events(c, ns, name)), \
             rescale_events(c, ns, name)
-        assert any("below target" in m for m in rescale_events(c, ns, name))
         assert all(s["spec"] <= 6 for s in rec.since(t0)), rec.summary(t0)
     finally:
         rec.stop()
@@ -405,10 +437,12 @@ def test_b_hpa_scales_on_queue_depth(cluster: Cluster):
 
 def test_c_hpa_scales_on_ttft_p95_milliseconds(cluster: Cluster):
     c, ns, name = cluster, "e2e-ttft", "vllm"
-    c.create_deployment(ns, name, replicas=1, model="ttft-model", max_num_seqs=2)
+    c.create_deployment(ns, name, replicas=1, model="ttft-model", max_num_seqs=2,
+                        ttft="150ms")
     wait_fleet(c, ns, name, 1)
-    # Target 800 (milliseconds). Unqueued requests take 200 ms to the first token (p95 242.5
-    # by vLLM's buckets); 12 clients on one replica of 2 slots queue for seconds.
+    # Target 800 (milliseconds). Unqueued requests take 150 ms to the first token (p95 242.5
+    # by vLLM's buckets, with 100 ms of the bucket to spare for a loaded machine); 12 clients
+    # on one replica of 2 slots queue for seconds.
     c.create_hpa(ns, name, name, TTFT_P95, "800", min_replicas=1, max_replicas=5,
                  scale_down_window=10)
     rec = HpaRecorder(c, ns, name, name)
@@ -421,9 +455,10 @@ def test_c_hpa_scales_on_ttft_p95_milliseconds(cluster: Cluster):
                        "the HPA to scale up on TTFT", 90)
             # The HPA controller scales the Deployment first and writes its own status after,
             # so the metric it acted on shows up in the HPA a moment later.
-            c.wait_for(lambda: hpa_average(c.hpa(ns, name), TTFT_P95) is not None,
-                       "the HPA status to carry the TTFT it scaled on", 30)
-            h = c.hpa(ns, name)
+            def status_with_ttft():
+                h = c.hpa(ns, name)
+                return h if hpa_average(h, TTFT_P95) is not None else None
+            h = c.wait_for(status_with_ttft, "the HPA status to carry the TTFT it scaled on", 30)
             assert condition(h, "ScalingActive")["status"] == "True", h["status"]
             peak_avg = max([hpa_average(h, TTFT_P95)]
                            + [quantity(s["metrics"][TTFT_P95]) for s in rec.since(t0)
@@ -436,12 +471,12 @@ def test_c_hpa_scales_on_ttft_p95_milliseconds(cluster: Cluster):
         with ClosedLoopLoad(lambda: addresses(c, ns, name), "ttft-model", concurrency=1,
                             name="ttft-light", spread="round-robin") as light:
             c.wait_for(lambda: c.deployment(ns, name)["spec"]["replicas"] == 1,
-                       "the HPA to scale down once TTFT is back to 200 ms", 120)
-            c.wait_for(lambda: hpa_average(c.hpa(ns, name), TTFT_P95) is not None
-                       and hpa_average(c.hpa(ns, name), TTFT_P95) < 300,
-                       "the HPA to see the light-load TTFT", 60)
-            assert hpa_average(c.hpa(ns, name), TTFT_P95) == pytest.approx(
-                p95_of_constant(0.2), abs=1)
+                       "the HPA to scale down once TTFT is back to 150 ms", 120)
+            # Once the queued requests left the window, the HPA sees exactly the p95 of
+            # unqueued requests (all in one bucket).
+            want = p95_of_constant(0.15)
+            c.wait_for(lambda: abs((hpa_average(c.hpa(ns, name), TTFT_P95) or 0) - want) <= 1,
+                       f"the HPA to see the light-load TTFT ({want} ms)", 60)
             # Only requests cut off by a replica being removed may fail.
             assert light.http_errors == 0, light.last_error
     finally:
@@ -660,6 +695,7 @@ def test_f_adapter_restart_no_wrong_decision(cluster: Cluster):
         time.sleep(15)
         for n, r in recs.items():
             samples = r.since(t_stop)
+            assert samples, f"no HPA samples recorded for {n}"
             assert all(s["spec"] == 3 for s in samples), (n, r.summary(t_stop))
             assert all(s["desired"] == 3 for s in samples), (n, r.summary(t_stop))
             assert rescale_events(c, ns, n) == [], rescale_events(c, ns, n)
