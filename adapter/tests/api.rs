@@ -683,7 +683,10 @@ mod response_cache {
     use std::time::Duration;
 
     fn waiting_value(json: &serde_json::Value) -> String {
-        json["items"][0]["value"].as_str().unwrap_or("<none>").to_owned()
+        json["items"][0]["value"]
+            .as_str()
+            .unwrap_or("<none>")
+            .to_owned()
     }
 
     /// A poller (the HPA, a dashboard) must get an answer built from the latest scrapes, not
