@@ -92,6 +92,8 @@ pub struct Sample<'a> {
     pub name: &'a str,
     /// Raw, already validated text between `{` and `}` (empty when there are no labels).
     raw_labels: &'a str,
+    /// Where each label lies in `raw_labels`, recorded while the parser validated them.
+    spans: LabelSpans,
     pub value: f64,
     /// Milliseconds since the Unix epoch, when the line carries a timestamp.
     pub timestamp_ms: Option<i64>,
@@ -101,7 +103,10 @@ impl<'a> Sample<'a> {
     /// Iterates over the labels in the order they were written.
     pub fn labels(&self) -> LabelIter<'a> {
         LabelIter {
+            raw: self.raw_labels,
             rest: self.raw_labels,
+            spans: self.spans,
+            next: 0,
         }
     }
 
@@ -149,16 +154,89 @@ pub struct Label<'a> {
     pub value: Cow<'a, str>,
 }
 
+/// Most labels whose positions a sample keeps. vLLM series carry up to 5 labels and
+/// dcgm-exporter series up to 12; a longer set is walked again instead.
+const KEPT_LABEL_SPANS: usize = 12;
+
+/// Positions of a sample's labels in its raw label text, found once by the validating scan
+/// so that reading labels is slicing, not scanning again (reading labels was the largest
+/// cost of the filtered parse after validating them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LabelSpans {
+    /// Labels recorded; `u8::MAX` when the set had too many labels or was too long for
+    /// 16-bit offsets, and is walked instead.
+    len: u8,
+    /// Bit `i`: value `i` holds escape sequences.
+    escaped: u16,
+    /// Per label: name start, name end, value start, value end (after the quotes).
+    at: [[u16; 4]; KEPT_LABEL_SPANS],
+}
+
+impl LabelSpans {
+    const UNRECORDED: u8 = u8::MAX;
+
+    const EMPTY: LabelSpans = LabelSpans {
+        len: 0,
+        escaped: 0,
+        at: [[0; 4]; KEPT_LABEL_SPANS],
+    };
+
+    /// Records one label (offsets relative to the label text), or gives up recording.
+    #[inline]
+    fn push(&mut self, name: (usize, usize), value: (usize, usize), escaped: bool) {
+        let len = usize::from(self.len);
+        if self.len == Self::UNRECORDED {
+            return;
+        }
+        if len == KEPT_LABEL_SPANS || value.1 > usize::from(u16::MAX) {
+            self.len = Self::UNRECORDED;
+            return;
+        }
+        // In range: every offset is at most value.1, checked above.
+        self.at[len] = [name.0 as u16, name.1 as u16, value.0 as u16, value.1 as u16];
+        self.escaped |= u16::from(escaped) << len;
+        self.len += 1;
+    }
+}
+
 /// Walks a label set that [`Parser`] already validated.
 #[derive(Debug, Clone)]
 pub struct LabelIter<'a> {
+    raw: &'a str,
+    /// What is left to walk, when the spans were not recorded.
     rest: &'a str,
+    spans: LabelSpans,
+    next: u8,
 }
 
 impl<'a> Iterator for LabelIter<'a> {
     type Item = Label<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Label<'a>> {
+        if self.spans.len != LabelSpans::UNRECORDED {
+            if self.next >= self.spans.len {
+                return None;
+            }
+            let i = usize::from(self.next);
+            self.next += 1;
+            let [name_start, name_end, value_start, value_end] = self.spans.at[i].map(usize::from);
+            let name = self.raw.get(name_start..name_end)?;
+            let raw_value = self.raw.get(value_start..value_end)?;
+            let value = if self.spans.escaped & (1 << i) != 0 {
+                Cow::Owned(unescape(raw_value))
+            } else {
+                Cow::Borrowed(raw_value)
+            };
+            return Some(Label { name, value });
+        }
+        self.walk()
+    }
+}
+
+impl<'a> LabelIter<'a> {
+    /// The next label, found by scanning (label sets whose spans were not recorded).
+    fn walk(&mut self) -> Option<Label<'a>> {
         let bytes = self.rest.as_bytes();
         let mut i = skip_blanks(bytes, 0);
         if i >= bytes.len() {
@@ -481,8 +559,9 @@ impl<'a, F: NameFilter> Parser<'a, F> {
         }
         let mut i = name_end;
         let mut raw_labels = "";
+        let mut spans = LabelSpans::EMPTY;
         if next == Some(b'{') {
-            match scan_label_set(bytes, i + 1) {
+            match scan_label_set(bytes, i + 1, &mut spans) {
                 Ok(close) => {
                     raw_labels = &line[i + 1..close];
                     i = close + 1;
@@ -523,6 +602,7 @@ impl<'a, F: NameFilter> Parser<'a, F> {
         Some(Record::Sample(Sample {
             name,
             raw_labels,
+            spans,
             value,
             timestamp_ms,
         }))
@@ -692,8 +772,13 @@ fn scan_quoted(bytes: &[u8], start: usize) -> Result<(usize, bool), LineErrorKin
     Err(LineErrorKind::InvalidLabelValue)
 }
 
-/// Validates `name="value", ...}` starting just after `{`; returns the index of the `}`.
-fn scan_label_set(bytes: &[u8], start: usize) -> Result<usize, LineErrorKind> {
+/// Validates `name="value", ...}` starting just after `{`; returns the index of the `}` and
+/// records where each label lies (relative to `start`) in `spans`.
+fn scan_label_set(
+    bytes: &[u8],
+    start: usize,
+    spans: &mut LabelSpans,
+) -> Result<usize, LineErrorKind> {
     let mut i = skip_blanks(bytes, start);
     loop {
         match bytes.get(i) {
@@ -701,6 +786,7 @@ fn scan_label_set(bytes: &[u8], start: usize) -> Result<usize, LineErrorKind> {
             None => return Err(LineErrorKind::InvalidLabelSet),
             _ => {}
         }
+        let name_start = i;
         let name_end = scan_label_name(bytes, i).ok_or(LineErrorKind::InvalidLabelSet)?;
         i = skip_blanks(bytes, name_end);
         if bytes.get(i) != Some(&b'=') {
@@ -710,7 +796,12 @@ fn scan_label_set(bytes: &[u8], start: usize) -> Result<usize, LineErrorKind> {
         if bytes.get(i) != Some(&b'"') {
             return Err(LineErrorKind::InvalidLabelSet);
         }
-        let (close, _) = scan_quoted(bytes, i + 1)?;
+        let (close, escaped) = scan_quoted(bytes, i + 1)?;
+        spans.push(
+            (name_start - start, name_end - start),
+            (i + 1 - start, close - start),
+            escaped,
+        );
         i = skip_blanks(bytes, close + 1);
         match bytes.get(i) {
             Some(b',') => i = skip_blanks(bytes, i + 1),
@@ -996,6 +1087,52 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert_eq!(parser.stats().filtered_out, 1);
         assert_eq!(parser.stats().skipped(), 0);
+    }
+
+    #[test]
+    fn recorded_label_spans_read_the_same_as_a_walk() {
+        let many: Vec<String> = (0..14).map(|i| format!("l{i}=\"v{i}\"")).collect();
+        let twelve = many[..12].join(",");
+        let fourteen = many.join(",");
+        let long_value = "x".repeat(70_000);
+        let cases = [
+            (r#"m{a="1",b="x\"y\\z\nw", c = "}" ,d="a,b=c",} 1"#.to_owned(), 4, true),
+            (format!("m{{{twelve}}} 1"), 12, true),
+            (format!("m{{{fourteen}}} 1"), 14, false),
+            (format!("m{{a=\"{long_value}\",b=\"2\"}} 1"), 2, false),
+            ("m{} 1".to_owned(), 0, true),
+            ("m 1".to_owned(), 0, true),
+        ];
+        for (line, count, recorded) in cases {
+            let (samples, stats) = samples(&line);
+            assert_eq!(stats.skipped(), 0, "{line:.80}");
+            let sample = &samples[0];
+            assert_eq!(sample.spans.len != LabelSpans::UNRECORDED, recorded, "{line:.80}");
+            let by_spans: Vec<Label<'_>> = sample.labels().collect();
+            let walked: Vec<Label<'_>> = LabelIter {
+                raw: sample.raw_labels,
+                rest: sample.raw_labels,
+                spans: LabelSpans {
+                    len: LabelSpans::UNRECORDED,
+                    ..LabelSpans::EMPTY
+                },
+                next: 0,
+            }
+            .collect();
+            assert_eq!(by_spans.len(), count, "{line:.80}");
+            assert_eq!(by_spans, walked, "{line:.80}");
+        }
+        let (samples, _) = samples(r#"m{a="1",b="x\"y\\z\nw", c = "}"} 1"#);
+        let labels: Vec<(&str, String)> = samples[0]
+            .labels()
+            .map(|l| (l.name, l.value.into_owned()))
+            .collect();
+        let expected = [("a", "1"), ("b", "x\"y\\z\nw"), ("c", "}")];
+        assert_eq!(
+            labels,
+            expected.map(|(n, v)| (n, v.to_owned())).to_vec(),
+            "escapes undone"
+        );
     }
 
     #[test]
