@@ -6,12 +6,15 @@
 //! metric's definition says: sums, means, or percentiles of merged histograms.
 
 use super::discovery::{CUSTOM_VERSIONS, EXTERNAL_VERSIONS};
+use super::status::status_response;
 use super::{check_version, ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
 use crate::names::{lookup, MetricDef, Source};
 use crate::quantity::format_quantity;
 use crate::selector::{Requirement, Selector};
 use crate::store::{OwnerRef, PodView};
 use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use inferscale_metrics::signals::{ModelSignals, Reading};
@@ -124,49 +127,124 @@ fn timestamp(unix: f64) -> String {
 /// `v1.ObjectReference` of the described object.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct DescribedObject {
-    kind: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    namespace: String,
-    name: String,
-    api_version: String,
+struct DescribedObject<'a> {
+    kind: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    namespace: &'a str,
+    name: &'a str,
+    api_version: &'a str,
 }
 
-fn metric_value(
-    version: &str,
-    def: &MetricDef,
-    object: DescribedObject,
-    measured: &Measured,
-) -> Value {
-    let value = format_quantity(measured.value);
-    let ts = timestamp(measured.taken_at);
-    if version == "v1beta1" {
-        json!({
-            "describedObject": object,
-            "metricName": def.name,
-            "timestamp": ts,
-            "window": measured.window_secs,
-            "value": value,
-            "selector": null,
+/// `MetricIdentifier` (v1beta2): the metric's name; we never echo a selector.
+#[derive(Debug, Serialize)]
+struct MetricIdentifier<'a> {
+    name: &'a str,
+}
+
+/// One item of a `MetricValueList`, in the shape of the version asked for. Typed and
+/// borrowed rather than a `serde_json::Value` tree: a 1,000-pod list built as maps spent
+/// most of its time allocating and freeing them.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum MetricValue<'a> {
+    #[serde(rename_all = "camelCase")]
+    V1beta1 {
+        described_object: DescribedObject<'a>,
+        metric_name: &'a str,
+        timestamp: String,
+        window: i64,
+        value: String,
+        /// Always null: the value is not for a label-selected series.
+        selector: Option<()>,
+    },
+    #[serde(rename_all = "camelCase")]
+    V1beta2 {
+        described_object: DescribedObject<'a>,
+        metric: MetricIdentifier<'a>,
+        timestamp: String,
+        window_seconds: i64,
+        value: String,
+    },
+}
+
+impl<'a> MetricValue<'a> {
+    fn new(
+        version: &str,
+        def: &'a MetricDef,
+        described_object: DescribedObject<'a>,
+        measured: &Measured,
+    ) -> Option<MetricValue<'a>> {
+        // A value with no quantity form (never produced by `measure`) is left out, not null.
+        let value = format_quantity(measured.value)?;
+        let timestamp = timestamp(measured.taken_at);
+        Some(if version == "v1beta1" {
+            MetricValue::V1beta1 {
+                described_object,
+                metric_name: def.name,
+                timestamp,
+                window: measured.window_secs,
+                value,
+                selector: None,
+            }
+        } else {
+            MetricValue::V1beta2 {
+                described_object,
+                metric: MetricIdentifier { name: def.name },
+                timestamp,
+                window_seconds: measured.window_secs,
+                value,
+            }
         })
-    } else {
-        json!({
-            "describedObject": object,
-            "metric": {"name": def.name},
-            "timestamp": ts,
-            "windowSeconds": measured.window_secs,
-            "value": value,
-        })
+    }
+
+    fn described_object(&self) -> &DescribedObject<'a> {
+        match self {
+            MetricValue::V1beta1 {
+                described_object, ..
+            }
+            | MetricValue::V1beta2 {
+                described_object, ..
+            } => described_object,
+        }
     }
 }
 
-fn value_list(version: &str, items: Vec<Value>) -> Json<Value> {
-    Json(json!({
-        "kind": "MetricValueList",
-        "apiVersion": format!("{CUSTOM_GROUP}/{version}"),
-        "metadata": {},
-        "items": items,
-    }))
+/// `ListMeta` of our lists: always empty (no continue token, no resource version).
+#[derive(Debug, Serialize)]
+struct EmptyListMeta {}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MetricValueList<'a> {
+    kind: &'static str,
+    api_version: String,
+    metadata: EmptyListMeta,
+    items: Vec<MetricValue<'a>>,
+}
+
+/// About what one serialized item takes, to size the buffer once (a 1,000-pod list is
+/// ~200 KB; growing from empty copied it a dozen times).
+const ITEM_JSON_BYTES: usize = 256;
+
+/// The list as a JSON response, serialized while the pods it borrows from are alive.
+fn value_list(version: &str, items: Vec<MetricValue<'_>>) -> Response {
+    let mut body = Vec::with_capacity(ITEM_JSON_BYTES * (items.len() + 1));
+    let list = MetricValueList {
+        kind: "MetricValueList",
+        api_version: format!("{CUSTOM_GROUP}/{version}"),
+        metadata: EmptyListMeta {},
+        items,
+    };
+    match serde_json::to_writer(&mut body, &list) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        // Serializing our own structs of strings and integers cannot fail; if it ever
+        // does, say so rather than send half a body.
+        Err(e) => status_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("could not encode the metric list: {e}"),
+        ),
+    }
 }
 
 fn metric_def(name: &str, resource: &str) -> Result<&'static MetricDef, ApiError> {
@@ -206,12 +284,12 @@ impl WorkloadResource {
     }
 }
 
-fn describe_pod(pod: &PodView) -> DescribedObject {
+fn describe_pod<'a>(pod: &'a PodView) -> DescribedObject<'a> {
     DescribedObject {
-        kind: "Pod".into(),
-        namespace: pod.target.key.namespace.clone(),
-        name: pod.target.key.name.clone(),
-        api_version: "/v1".into(),
+        kind: "Pod",
+        namespace: &pod.target.key.namespace,
+        name: &pod.target.key.name,
+        api_version: "/v1",
     }
 }
 
@@ -226,7 +304,7 @@ pub async fn namespaced_object_metric(
         String,
     )>,
     Query(options): Query<ListOptions>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     check_version(&version, &CUSTOM_VERSIONS)?;
     let def = metric_def(&metric, &resource)?;
     let selector = parse_selector(options.label_selector.as_deref())?;
@@ -240,30 +318,26 @@ pub async fn namespaced_object_metric(
 
     if resource == "pods" {
         if name == "*" {
-            let mut items: Vec<(String, Value)> = pods
+            let mut items: Vec<MetricValue<'_>> = pods
                 .iter()
                 .filter_map(|pod| {
                     let measured = measure(def, &[pod], &model)?;
-                    Some((
-                        pod.target.key.name.clone(),
-                        metric_value(&version, def, describe_pod(pod), &measured),
-                    ))
+                    MetricValue::new(&version, def, describe_pod(pod), &measured)
                 })
                 .collect();
-            items.sort_by(|a, b| a.0.cmp(&b.0));
-            return Ok(value_list(
-                &version,
-                items.into_iter().map(|(_, v)| v).collect(),
-            ));
+            items.sort_by(|a, b| a.described_object().name.cmp(b.described_object().name));
+            return Ok(value_list(&version, items));
         }
-        let pod = pods.iter().find(|p| p.target.key.name == name);
-        let measured = pod.and_then(|pod| measure(def, &[pod], &model));
-        return match (pod, measured) {
-            (Some(pod), Some(m)) => Ok(value_list(
-                &version,
-                vec![metric_value(&version, def, describe_pod(pod), &m)],
-            )),
-            _ => Err(ApiError::NoValue {
+        let item = pods
+            .iter()
+            .find(|p| p.target.key.name == name)
+            .and_then(|pod| {
+                let measured = measure(def, &[pod], &model)?;
+                MetricValue::new(&version, def, describe_pod(pod), &measured)
+            });
+        return match item {
+            Some(item) => Ok(value_list(&version, vec![item])),
+            None => Err(ApiError::NoValue {
                 metric: metric.clone(),
                 resource,
                 name,
@@ -281,17 +355,17 @@ pub async fn namespaced_object_metric(
             }
         }
     }
-    let items: Vec<Value> = by_owner
+    let items: Vec<MetricValue<'_>> = by_owner
         .iter()
         .filter_map(|(owner, pods)| {
             let measured = measure(def, pods, &model)?;
             let object = DescribedObject {
-                kind: owner.kind.clone(),
-                namespace: namespace.clone(),
-                name: owner.name.clone(),
-                api_version: owner.api_version.clone(),
+                kind: &owner.kind,
+                namespace: &namespace,
+                name: &owner.name,
+                api_version: &owner.api_version,
             };
-            Some(metric_value(&version, def, object, &measured))
+            MetricValue::new(&version, def, object, &measured)
         })
         .collect();
     if items.is_empty() && name != "*" {
@@ -310,7 +384,7 @@ pub async fn namespace_metric(
     State(state): State<AppState>,
     Path((version, namespace, metric)): Path<(String, String, String)>,
     Query(options): Query<ListOptions>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     object_over_pods(
         &state,
         &version,
@@ -329,7 +403,7 @@ pub async fn cluster_object_metric(
     State(state): State<AppState>,
     Path((version, resource, name, metric)): Path<(String, String, String, String)>,
     Query(options): Query<ListOptions>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     match resource.as_str() {
         "namespaces" => {
             let ns = name.clone();
@@ -374,7 +448,7 @@ fn object_over_pods(
     options: &ListOptions,
     keep: impl Fn(&PodView) -> bool,
     kind: &str,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     check_version(version, &CUSTOM_VERSIONS)?;
     let def = metric_def(metric, resource)?;
     let selector = parse_selector(options.label_selector.as_deref())?;
@@ -386,21 +460,20 @@ fn object_over_pods(
         .iter()
         .filter(|p| keep(p) && selector.matches(&p.target.labels))
         .collect();
-    let measured = measure(def, &pods, &model).ok_or_else(|| ApiError::NoValue {
-        metric: metric.to_owned(),
-        resource: resource.to_owned(),
-        name: name.to_owned(),
-    })?;
     let object = DescribedObject {
-        kind: kind.to_owned(),
-        namespace: String::new(),
-        name: name.to_owned(),
-        api_version: "/v1".into(),
+        kind,
+        namespace: "",
+        name,
+        api_version: "/v1",
     };
-    Ok(value_list(
-        version,
-        vec![metric_value(version, def, object, &measured)],
-    ))
+    let item = measure(def, &pods, &model)
+        .and_then(|measured| MetricValue::new(version, def, object, &measured))
+        .ok_or_else(|| ApiError::NoValue {
+            metric: metric.to_owned(),
+            resource: resource.to_owned(),
+            name: name.to_owned(),
+        })?;
+    Ok(value_list(version, vec![item]))
 }
 
 /// `GET /apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}?labelSelector=`:
