@@ -6,10 +6,11 @@
 //! store has not changed, or for [`FRESH_FOR`] after it was built. Once it is out of date,
 //! the first request to ask rebuilds it, and only requests that arrive *while* that rebuild
 //! runs (milliseconds) get the previous answer (up to [`SERVE_STALE_FOR`] old) instead of
-//! queueing behind it. So a client that polls — the HPA every 15 s, a dashboard every 5 s —
-//! always gets an answer built for it from the latest scrapes. Answers keep the timestamps
-//! of the scrapes they were built from, so a cached answer never claims to be newer than
-//! its data.
+//! queueing behind it. So an answer is at most [`FRESH_FOR`] behind the store, or up to
+//! [`SERVE_STALE_FOR`] for a request that arrives while another request rebuilds it; a
+//! client that polls alone — the HPA every 15 s — gets an answer built for it. Answers keep
+//! the timestamps of the scrapes they were built from, so a cached answer never claims to
+//! be newer than its data.
 //!
 //! The cache sits inside the authorization layer: a request reaches it only after its user
 //! was allowed, and the key is the full path and query.
@@ -198,20 +199,48 @@ pub async fn cached(State(state): State<AppState>, request: Request, next: Next)
     let mut rebuilding = None;
     if let Some(entry) = state.cache.get(&key) {
         let age = entry.built_at.elapsed();
-        if entry.generation == generation || age < state.cache.fresh_for {
-            return respond(&entry, gzip_ok);
+        let answer = if entry.generation == generation || age < state.cache.fresh_for {
+            Decision::Serve
+        } else {
+            let claimed = !entry.refreshing.swap(true, Ordering::AcqRel);
+            decide_out_of_date(age, claimed, state.cache.serve_stale_for)
+        };
+        match answer {
+            Decision::Serve => return respond(&entry, gzip_ok),
+            Decision::RebuildAndRelease => rebuilding = Some(RefreshFlag(entry)),
+            Decision::Rebuild => {}
         }
-        if entry.refreshing.swap(true, Ordering::AcqRel) && age < state.cache.serve_stale_for {
-            // Another request is rebuilding this answer right now; the previous one is
-            // milliseconds from being replaced, so serve it rather than queue.
-            return respond(&entry, gzip_ok);
-        }
-        rebuilding = Some(RefreshFlag(entry));
     }
     let response = next.run(request).await;
     let response = build(&state, key, generation, response, gzip_ok).await;
     drop(rebuilding);
     response
+}
+
+/// What to do with a cached answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// Send the cached answer.
+    Serve,
+    /// Build a new answer; this request claimed the rebuild and releases the claim after.
+    RebuildAndRelease,
+    /// Build a new answer alongside a rebuild another request claimed (the cached one is too
+    /// old to serve even while it is rebuilt).
+    Rebuild,
+}
+
+/// For an answer that is out of date (the store changed and it is older than `fresh_for`):
+/// `claimed` says whether this request just claimed its rebuild.
+fn decide_out_of_date(age: Duration, claimed: bool, serve_stale_for: Duration) -> Decision {
+    if claimed {
+        Decision::RebuildAndRelease
+    } else if age < serve_stale_for {
+        // Another request is rebuilding this answer right now; the previous one is
+        // milliseconds from being replaced, so serve it rather than queue.
+        Decision::Serve
+    } else {
+        Decision::Rebuild
+    }
 }
 
 /// Clears an entry's "being rebuilt" mark when the rebuild ends, however it ends (an error
@@ -222,5 +251,57 @@ struct RefreshFlag(Arc<Entry>);
 impl Drop for RefreshFlag {
     fn drop(&mut self) {
         self.0.refreshing.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STALE: Duration = SERVE_STALE_FOR;
+
+    #[test]
+    fn the_request_that_claims_an_out_of_date_answer_rebuilds_it() {
+        for age in [Duration::ZERO, STALE / 2, STALE, STALE * 10] {
+            assert_eq!(
+                decide_out_of_date(age, true, STALE),
+                Decision::RebuildAndRelease,
+                "{age:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn others_get_the_previous_answer_while_it_is_rebuilt_unless_it_is_too_old() {
+        assert_eq!(decide_out_of_date(STALE / 2, false, STALE), Decision::Serve);
+        // Too old to serve even during a rebuild: build, and leave the claim to its owner.
+        assert_eq!(decide_out_of_date(STALE, false, STALE), Decision::Rebuild);
+        assert_eq!(
+            decide_out_of_date(STALE * 3, false, STALE),
+            Decision::Rebuild
+        );
+    }
+
+    #[test]
+    fn the_rebuild_claim_is_released_however_the_rebuild_ends() {
+        let entry = Arc::new(Entry {
+            built_at: Instant::now(),
+            generation: 1,
+            status: StatusCode::OK,
+            body: Bytes::from_static(b"{}"),
+            gzipped: None,
+            refreshing: AtomicBool::new(false),
+        });
+        assert!(
+            !entry.refreshing.swap(true, Ordering::AcqRel),
+            "first claim wins"
+        );
+        assert!(
+            entry.refreshing.swap(true, Ordering::AcqRel),
+            "second claim loses"
+        );
+        // A rebuild that fails or whose client goes away drops the guard early.
+        drop(RefreshFlag(entry.clone()));
+        assert!(!entry.refreshing.load(Ordering::Acquire));
     }
 }
