@@ -16,6 +16,7 @@
 //! Run: `cargo bench -p inferscale-adapter --bench serve`. Bounded: fixed request counts,
 //! fixed rounds and durations, loopback only.
 
+use inferscale_adapter::api::cache::{ResponseCache, SERVE_STALE_FOR};
 use inferscale_adapter::api::{router, AppState};
 use inferscale_adapter::scrape::{unix_now, ScrapeConfig, Scraper};
 use inferscale_adapter::store::{
@@ -38,6 +39,10 @@ const REQUESTS_PER_CLIENT: usize = 40;
 /// The paced run: each client asks every `PACE` (100 clients: 5,000 requests/s offered).
 const PACE: Duration = Duration::from_millis(20);
 const PACED_REQUESTS_PER_CLIENT: usize = 100;
+/// Requests that each find their answer out of date.
+const REBUILDS: usize = 100;
+/// How long scrapes land during the paced run (the run lasts PACE × requests = 2 s).
+const PACE_SECONDS_OF_SCRAPES: f64 = 2.0;
 const SCRAPE_TARGETS: usize = 300;
 const SCRAPE_ROUNDS: u64 = 10;
 
@@ -113,6 +118,15 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Pod `i`'s TTFT histogram after 50 requests.
+fn pod_ttft(i: usize) -> Histogram {
+    let mut ttft = Histogram::empty(&VLLM_TTFT_BUCKETS);
+    for k in 0..50 {
+        ttft.observe(0.05 + 0.01 * ((i + k) % 40) as f64);
+    }
+    ttft
+}
+
 async fn answer_latency() {
     // Two scrapes 15 s apart per pod, with 50 TTFT observations between them.
     let store = Arc::new(Store::new(60.0, 1e9));
@@ -121,20 +135,28 @@ async fn answer_latency() {
         let t = target(i, format!("http://127.0.0.1:1/{i}"));
         let key = t.key.clone();
         store.upsert_target(t);
-        let mut ttft = Histogram::empty(&VLLM_TTFT_BUCKETS);
-        let earlier = snapshot(now - 15.0, &ttft);
-        for k in 0..50 {
-            ttft.observe(0.05 + 0.01 * ((i + k) % 40) as f64);
-        }
+        let earlier = snapshot(now - 15.0, &Histogram::empty(&VLLM_TTFT_BUCKETS));
         store.record_engine_scrape(&key, earlier, 0.001);
-        store.record_engine_scrape(&key, snapshot(now, &ttft), 0.001);
+        store.record_engine_scrape(&key, snapshot(now, &pod_ttft(i)), 0.001);
     }
     let state = AppState::new(store.clone(), Arc::new(Telemetry::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    // The same store behind a cache that never reuses an answer the store moved past: what
+    // a request pays when it is the one that rebuilds.
+    let mut rebuilding_state = state.clone();
+    rebuilding_state.cache = Arc::new(ResponseCache::with_ages(Duration::ZERO, SERVE_STALE_FOR));
+    let addr = serve(state).await;
+    let rebuilding_addr = serve(rebuilding_state).await;
+    for metric in ["vllm_num_requests_waiting", "vllm_time_to_first_token_p95"] {
+        let path = format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm/pods/%2A/{metric}");
+        let rebuilt = rebuild_latency(&store, &format!("http://{rebuilding_addr}{path}")).await;
+        println!(
+            "rebuilt answer  {metric:<30} pods={PODS} one client, a scrape landing before each of {} requests  p50={:.2?} p99={:.2?} max={:.2?}",
+            rebuilt.len(),
+            percentile(&rebuilt, 0.5),
+            percentile(&rebuilt, 0.99),
+            rebuilt[rebuilt.len() - 1],
+        );
+    }
     for metric in ["vllm_num_requests_waiting", "vllm_time_to_first_token_p95"] {
         let url = format!(
             "http://{addr}/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm/pods/%2A/{metric}"
@@ -179,10 +201,28 @@ async fn answer_latency() {
             all.len() as f64 / wall.as_secs_f64()
         );
         // The same 100 clients at a steady pace, as pollers (HPAs, dashboards, recording
-        // rules) ask: latency when the server is not saturated by the benchmark itself.
+        // rules) ask, while scrapes keep landing as they do for 1,000 pods at a 5 s interval
+        // (one every 5 ms): every answer goes out of date each second and is rebuilt by the
+        // first request that finds it so.
+        let scrapes = tokio::spawn(land_scrapes(store.clone(), PACE_SECONDS_OF_SCRAPES));
         let (paced, wall) = run_clients(&client, &url, Some(PACE), PACED_REQUESTS_PER_CLIENT).await;
+        let landed = scrapes.await.expect("scrape writer");
+        let after: serde_json::Value = serde_json::from_slice(
+            &reqwest::get(&url)
+                .await
+                .expect("request")
+                .bytes()
+                .await
+                .expect("body"),
+        )
+        .expect("JSON list");
+        assert_eq!(
+            after["items"].as_array().map(Vec::len),
+            Some(PODS),
+            "every pod still answered after the scrapes landed"
+        );
         println!(
-            "  paced: each client every {PACE:?} ({:.0} req/s offered)  p50={:.2?} p90={:.2?} p99={:.2?} max={:.2?}  achieved {:.0} req/s",
+            "  paced: each client every {PACE:?} ({:.0} req/s offered), {landed} scrapes landing meanwhile  p50={:.2?} p90={:.2?} p99={:.2?} max={:.2?}  achieved {:.0} req/s",
             CLIENTS as f64 / PACE.as_secs_f64(),
             percentile(&paced, 0.5),
             percentile(&paced, 0.9),
@@ -192,6 +232,70 @@ async fn answer_latency() {
         );
         wrk(&url).await;
     }
+}
+
+/// Serves `state` on a loopback port.
+async fn serve(state: AppState) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    addr
+}
+
+/// Latency of answers that must be rebuilt: a scrape lands before every request.
+async fn rebuild_latency(store: &Arc<Store>, url: &str) -> Vec<Duration> {
+    let client = reqwest::Client::builder()
+        .no_gzip()
+        .default_headers(
+            [(
+                reqwest::header::ACCEPT_ENCODING,
+                reqwest::header::HeaderValue::from_static("gzip"),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .expect("client");
+    let mut latencies = Vec::with_capacity(REBUILDS);
+    for round in 0..=REBUILDS {
+        let i = round % PODS;
+        let mut ttft = pod_ttft(i);
+        ttft.observe(0.2 * (round + 1) as f64);
+        let key = PodKey::new("llm", format!("vllm-{i:04}"));
+        store.record_engine_scrape(&key, snapshot(unix_now(), &ttft), 0.001);
+        let t = Instant::now();
+        let response = client.get(url).send().await.expect("request");
+        assert!(response.status().is_success());
+        let _ = response.bytes().await.expect("body");
+        if round > 0 {
+            // The first request also opened the connection.
+            latencies.push(t.elapsed());
+        }
+    }
+    latencies.sort();
+    latencies
+}
+
+/// Records a scrape of one pod after another, one every 5 ms (1,000 pods at a 5 s interval),
+/// for `seconds`; returns how many landed.
+async fn land_scrapes(store: Arc<Store>, seconds: f64) -> usize {
+    let mut ticks = tokio::time::interval(Duration::from_millis(5));
+    // Each pod's TTFT histogram as the set-up left it, growing by one observation per scrape
+    // (a histogram that shrank would read as a restart).
+    let mut ttft: Vec<Histogram> = (0..PODS).map(pod_ttft).collect();
+    let started = Instant::now();
+    let mut landed = 0;
+    while started.elapsed().as_secs_f64() < seconds {
+        ticks.tick().await;
+        let i = landed % PODS;
+        ttft[i].observe(0.2);
+        let key = PodKey::new("llm", format!("vllm-{i:04}"));
+        store.record_engine_scrape(&key, snapshot(unix_now(), &ttft[i]), 0.001);
+        landed += 1;
+    }
+    landed
 }
 
 /// Runs [`CLIENTS`] concurrent keep-alive clients, each sending `requests` requests back to
@@ -217,20 +321,20 @@ async fn run_clients(
                     .expect("request")
                     .bytes()
                     .await;
+                // Spread the clients over the period, as independent pollers are. The
+                // schedule holds whatever the answers take (missed ticks are caught up), and
+                // latency counts from the scheduled time, so a slow answer is not hidden by
+                // the requests it delayed.
                 let mut ticks = pace.map(|pace| {
-                    // Spread the clients over the period, as independent pollers are.
                     let offset = pace.mul_f64(i as f64 / CLIENTS as f64);
-                    let mut ticks =
-                        tokio::time::interval_at(tokio::time::Instant::now() + offset, pace);
-                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    ticks
+                    tokio::time::interval_at(tokio::time::Instant::now() + offset, pace)
                 });
                 let mut latencies = Vec::with_capacity(requests);
                 for _ in 0..requests {
-                    if let Some(ticks) = ticks.as_mut() {
-                        ticks.tick().await;
-                    }
-                    let t = Instant::now();
+                    let t = match ticks.as_mut() {
+                        Some(ticks) => ticks.tick().await.into_std(),
+                        None => Instant::now(),
+                    };
                     let response = client.get(&url).send().await.expect("request");
                     assert!(response.status().is_success());
                     let _ = response.bytes().await.expect("body");
