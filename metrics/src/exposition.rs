@@ -12,11 +12,13 @@
 //! Design points:
 //! - The parser is line oriented: it finds the end of a line with `memchr` first, so a
 //!   malformed line can never swallow the next one, and a line the caller's [`NameFilter`]
-//!   rejects costs one name scan plus the newline search — its labels are never looked at.
+//!   rejects costs a search for the end of its name, one lookup and the newline search —
+//!   its labels are never looked at.
 //! - A malformed line is skipped and counted in [`ParseStats`]; parsing goes on.
-//! - Label sets are validated once while parsing and kept as the raw text between the braces;
-//!   [`Sample::labels`] walks that text again on demand and unescapes a value only when it
-//!   holds a backslash, so the common case allocates nothing.
+//! - Label sets are validated once while parsing, which records where each label lies;
+//!   [`Sample::labels`] slices those positions (or, for very long sets, walks the raw text
+//!   again) and unescapes a value only when it holds a backslash, so the common case
+//!   allocates nothing.
 
 use std::borrow::Cow;
 
@@ -154,8 +156,9 @@ pub struct Label<'a> {
     pub value: Cow<'a, str>,
 }
 
-/// Most labels whose positions a sample keeps. vLLM series carry up to 5 labels and
-/// dcgm-exporter series up to 12; a longer set is walked again instead.
+/// Most labels whose positions a sample keeps. vLLM's metric series carry up to 5 labels and
+/// dcgm-exporter's 7 to 10 (with the pod attribution); a longer set — vLLM's
+/// `cache_config_info` has one label per setting — is walked again instead.
 const KEPT_LABEL_SPANS: usize = 12;
 
 /// Positions of a sample's labels in its raw label text, found once by the validating scan
@@ -1096,7 +1099,11 @@ mod tests {
         let fourteen = many.join(",");
         let long_value = "x".repeat(70_000);
         let cases = [
-            (r#"m{a="1",b="x\"y\\z\nw", c = "}" ,d="a,b=c",} 1"#.to_owned(), 4, true),
+            (
+                r#"m{a="1",b="x\"y\\z\nw", c = "}" ,d="a,b=c",} 1"#.to_owned(),
+                4,
+                true,
+            ),
             (format!("m{{{twelve}}} 1"), 12, true),
             (format!("m{{{fourteen}}} 1"), 14, false),
             (format!("m{{a=\"{long_value}\",b=\"2\"}} 1"), 2, false),
@@ -1107,7 +1114,11 @@ mod tests {
             let (samples, stats) = samples(&line);
             assert_eq!(stats.skipped(), 0, "{line:.80}");
             let sample = &samples[0];
-            assert_eq!(sample.spans.len != LabelSpans::UNRECORDED, recorded, "{line:.80}");
+            assert_eq!(
+                sample.spans.len != LabelSpans::UNRECORDED,
+                recorded,
+                "{line:.80}"
+            );
             let by_spans: Vec<Label<'_>> = sample.labels().collect();
             let walked: Vec<Label<'_>> = LabelIter {
                 raw: sample.raw_labels,

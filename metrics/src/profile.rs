@@ -598,6 +598,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_profile_names_at_most_two_model_labels() {
+        // The snapshot builder reads a sample's labels in one walk with two model slots.
+        for profile in ENGINE_PROFILES {
+            assert!(profile.model_labels.len() <= 2, "{:?}", profile.engine);
+        }
+    }
+
+    #[test]
     fn every_routed_name_is_a_valid_metric_name() {
         // The parser trusts the index to accept only valid names.
         let index = RouteIndex::engines();

@@ -7,7 +7,7 @@
 //! Expected values for them were worked out by hand and by an independent implementation
 //! (Python `prometheus_client` 0.26.0 plus `tests/golden/reference.py`), never by this code.
 
-use inferscale_metrics::exposition::{parse_all, Format, Parser, Record};
+use inferscale_metrics::exposition::{parse_all, parse_float, Format, Parser, Record};
 use inferscale_metrics::gpu::{join_gpus, read_gpus, PodRef};
 use inferscale_metrics::histogram::Histogram;
 use inferscale_metrics::profile::{CounterSignal, GaugeSignal, HistogramSignal, RouteIndex};
@@ -430,6 +430,16 @@ mod properties {
     }
 
     proptest! {
+        /// The parser's fast path for short decimals must give the very double the general
+        /// float parser gives, for every decimal text exporters print and a few they don't.
+        #[test]
+        fn sample_values_parse_like_the_general_float_parser(
+            text in "[-+]?[0-9]{0,18}(\\.[0-9]{0,18})?([eE][-+]?[0-9]{1,3})?",
+        ) {
+            let general = text.parse::<f64>().ok().map(f64::to_bits);
+            prop_assert_eq!(parse_float(&text).map(f64::to_bits), general, "{}", text);
+        }
+
         #[test]
         fn percentiles_are_monotone_in_q(
             bounds in bounds(),

@@ -141,16 +141,17 @@ class HarnessError(RuntimeError):
 
 
 def free_port() -> int:
-    """A free loopback port below the ephemeral range: a port from bind(0) may be taken as
+    """A free loopback port outside the ephemeral range: a port from bind(0) may be taken as
     the source port of any outgoing connection before its owner binds it (the adapter binds
-    again after a restart), a port below the range cannot."""
+    again after a restart); a port outside the range cannot. Falls back to bind(0) on a
+    host whose ephemeral range leaves no room."""
     try:
-        lowest_ephemeral = int(
-            Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        lowest_ephemeral = 32768
-    candidates = range(20000, max(20001, lowest_ephemeral))
-    for port in random.sample(candidates, min(500, len(candidates))):
+        low, high = (int(v) for v in
+                     Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[:2])
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    outside = [*range(max(1024, low - 12000), low), *range(high + 1, min(65536, high + 4000))]
+    for port in random.sample(outside, min(500, len(outside))):
         if port in _ports_given:  # handed out already, perhaps not bound yet
             continue
         with socket.socket() as s:
@@ -160,7 +161,12 @@ def free_port() -> int:
                 continue
             _ports_given.add(port)
             return port
-    raise HarnessError("no free loopback port below the ephemeral range")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log(f"no free port outside the ephemeral range {low}-{high}; using {port}")
+    _ports_given.add(port)
+    return port
 
 
 _ports_given: set[int] = set()

@@ -188,12 +188,21 @@ def steady_synthetic_fleet(c: Cluster, ns: str, name: str, replicas: int, **load
     addrs = wait_fleet(c, ns, name, replicas)
     for a in addrs:
         set_synthetic_load(a, **load)
-    if "waiting" in load:
-        # An HPA created next must read the load, not the simulators' idle first scrape.
-        c.wait_for(lambda: (lambda v: len(v) == replicas
-                            and all(x == load["waiting"] for x in v.values()))(
-                                pod_values(c, ns, WAITING)),
-                   f"the adapter to serve the synthetic load of {name}", 30)
+    # An HPA created next must read the load, not the simulators' idle first scrapes.
+    pods = set(running_pods(c, ns, name))
+
+    def served() -> bool:
+        if "waiting" in load:
+            values = pod_values(c, ns, WAITING)
+            if any(values.get(p) != load["waiting"] for p in pods):
+                return False
+        if "ttft_seconds" in load:
+            values = pod_values(c, ns, TTFT_P95)
+            want = p95_of_constant(load["ttft_seconds"])
+            if any(abs(values.get(p, -1) - want) > 0.5 for p in pods):
+                return False
+        return True
+    c.wait_for(served, f"the adapter to serve the synthetic load of {name}", 30)
     return addrs
 
 
@@ -282,19 +291,22 @@ def test_a_metric_values_follow_the_load(cluster: Cluster):
             # clients take a moment to send the next, so one scrape in a few hundred may
             # catch a pod between requests. Retry briefly until a scrape shows the steady
             # state; a wrong value that persists still fails.
+            seen: list[tuple[dict, dict]] = []
+
             def steady_gauges():
                 running = pod_values(c, ns, RUNNING, version)
                 waiting = pod_values(c, ns, WAITING, version)
-                assert set(running) == set(busy_pods + calm_pods + [fixed_pod]), running
-                ok = (all(running[p] == 2 and 2 <= waiting[p] <= 4 for p in busy_pods)
+                seen.append((running, waiting))
+                ok = (set(running) == set(busy_pods + calm_pods + [fixed_pod])
+                      and set(waiting) == set(running)
+                      and all(running[p] == 2 and 2 <= waiting[p] <= 4 for p in busy_pods)
                       and waiting[calm_pods[0]] == 0 and 1 <= running[calm_pods[0]] <= 2)
                 return (running, waiting) if ok else None
             try:
                 running, waiting = c.wait_for(steady_gauges, "the steady-state gauges", 15)
-            except AssertionError:
-                raise AssertionError(
-                    f"{version}: running {pod_values(c, ns, RUNNING, version)}, waiting "
-                    f"{pod_values(c, ns, WAITING, version)}") from None
+            except AssertionError as e:
+                raise AssertionError(f"{version}: {e}; last running/waiting seen: "
+                                     f"{seen[-1] if seen else None}") from None
             assert waiting[fixed_pod] == 7 and running[fixed_pod] == 3, (waiting, running)
 
             # One pod by name, and the Deployment (sum over its pods).
