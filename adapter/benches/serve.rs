@@ -23,6 +23,7 @@ use inferscale_adapter::store::{
     PodKey, ScrapeSink, SignalView, Store, Target, TargetKind, TargetRegistry,
 };
 use inferscale_adapter::telemetry::Telemetry;
+use inferscale_adapter::tls::serve_plain;
 use inferscale_metrics::histogram::Histogram;
 use inferscale_metrics::profile::{
     CounterSignal, Engine, GaugeSignal, HistogramSignal, VLLM_TTFT_BUCKETS,
@@ -234,13 +235,15 @@ async fn answer_latency() {
     }
 }
 
-/// Serves `state` on a loopback port.
+/// Serves `state` on a loopback port with the adapter's own plain-HTTP accept loop (what
+/// standalone mode runs; the secure server adds TLS and the auth layer around the same
+/// router).
 async fn serve(state: AppState) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    tokio::spawn(serve_plain(listener, router(state), std::future::pending()));
     addr
 }
 
