@@ -546,18 +546,15 @@ impl<'a, F: NameFilter> Parser<'a, F> {
         let name_end = memchr::memchr3(b'{', b' ', b'\t', bytes).unwrap_or(bytes.len());
         let next = bytes.get(name_end).copied();
         let name = &line[..name_end];
-        if !self.filter.accepts(name) {
-            if is_metric_name(name.as_bytes()) {
-                self.stats.filtered_out += 1;
-            } else {
-                self.stats
-                    .record_error(self.line_no, LineErrorKind::InvalidMetricName);
-            }
-            return None;
-        }
-        if !self.filter.accepts_only_valid_names() && !is_metric_name(name.as_bytes()) {
+        let accepted = self.filter.accepts(name);
+        let vouched = accepted && self.filter.accepts_only_valid_names();
+        if !vouched && !is_metric_name(name.as_bytes()) {
             self.stats
                 .record_error(self.line_no, LineErrorKind::InvalidMetricName);
+            return None;
+        }
+        if !accepted {
+            self.stats.filtered_out += 1;
             return None;
         }
         let mut i = name_end;
@@ -577,7 +574,7 @@ impl<'a, F: NameFilter> Parser<'a, F> {
         }
         let rest = &line[i..];
         let (value_text, rest) = split_token(rest);
-        let Some(value) = parse_value(value_text) else {
+        let Some(value) = parse_float(value_text) else {
             self.stats
                 .record_error(self.line_no, LineErrorKind::InvalidValue);
             return None;
@@ -829,16 +826,9 @@ fn split_token(text: &str) -> (&str, &str) {
 }
 
 /// Parses a float as the text format writes it (sample values, `le` and `quantile` label
-/// values): what Go's `strconv.ParseFloat` accepts, `+Inf`/`-Inf`/`NaN` included.
+/// values): what Go's `strconv.ParseFloat` accepts, `+Inf`, `-Inf` and `NaN` in any case.
 #[inline]
 pub fn parse_float(text: &str) -> Option<f64> {
-    parse_value(text)
-}
-
-/// Parses a sample value. Accepts what Prometheus' Go parser accepts for floats, including
-/// `+Inf`, `-Inf` and `NaN` in any case.
-#[inline]
-fn parse_value(text: &str) -> Option<f64> {
     if let Some(value) = parse_short_decimal(text.as_bytes()) {
         return Some(value);
     }
@@ -1213,7 +1203,7 @@ mod tests {
         ];
         for text in cases {
             let general = text.parse::<f64>().ok();
-            let value = parse_value(text);
+            let value = parse_float(text);
             assert_eq!(
                 value.map(f64::to_bits),
                 general.map(f64::to_bits),
@@ -1233,7 +1223,7 @@ mod tests {
                     };
                     let general: f64 = text.parse().unwrap();
                     assert_eq!(
-                        parse_value(&text).map(f64::to_bits),
+                        parse_float(&text).map(f64::to_bits),
                         Some(general.to_bits()),
                         "{text}"
                     );
