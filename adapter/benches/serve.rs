@@ -162,18 +162,7 @@ async fn answer_latency() {
         let url = format!(
             "http://{addr}/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm/pods/%2A/{metric}"
         );
-        // Like client-go, the client asks for gzip; it does not inflate here, so the figure
-        // is the time to receive the whole answer, not the client's own decoding.
-        let accept_gzip = [(
-            reqwest::header::ACCEPT_ENCODING,
-            reqwest::header::HeaderValue::from_static("gzip"),
-        )];
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(CLIENTS)
-            .no_gzip()
-            .default_headers(accept_gzip.into_iter().collect())
-            .build()
-            .expect("client");
+        let client = gzip_client();
         // Warm up connections and caches.
         let first = client
             .get(&url)
@@ -235,6 +224,21 @@ async fn answer_latency() {
     }
 }
 
+/// A keep-alive client that, like client-go, asks for gzip. It does not inflate, so a
+/// figure is the time to receive the whole answer, not the client's own decoding.
+fn gzip_client() -> reqwest::Client {
+    let accept_gzip = [(
+        reqwest::header::ACCEPT_ENCODING,
+        reqwest::header::HeaderValue::from_static("gzip"),
+    )];
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .no_gzip()
+        .default_headers(accept_gzip.into_iter().collect())
+        .build()
+        .expect("client")
+}
+
 /// Serves `state` on a loopback port with the adapter's own plain-HTTP accept loop (what
 /// standalone mode runs; the secure server adds TLS and the auth layer around the same
 /// router).
@@ -249,18 +253,7 @@ async fn serve(state: AppState) -> std::net::SocketAddr {
 
 /// Latency of answers that must be rebuilt: a scrape lands before every request.
 async fn rebuild_latency(store: &Arc<Store>, url: &str) -> Vec<Duration> {
-    let client = reqwest::Client::builder()
-        .no_gzip()
-        .default_headers(
-            [(
-                reqwest::header::ACCEPT_ENCODING,
-                reqwest::header::HeaderValue::from_static("gzip"),
-            )]
-            .into_iter()
-            .collect(),
-        )
-        .build()
-        .expect("client");
+    let client = gzip_client();
     let mut latencies = Vec::with_capacity(REBUILDS);
     for round in 0..=REBUILDS {
         let i = round % PODS;
