@@ -675,6 +675,25 @@ mod discovery {
             "{text}"
         );
     }
+
+    /// `/version` says the release the image and the chart are pinned to: the version line
+    /// of adapter/Cargo.toml, read from the file (not from the compiler's copy of it).
+    #[tokio::test]
+    async fn version_is_the_crate_version() {
+        let manifest =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+        let declared = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("version = \""))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .expect("a version line in adapter/Cargo.toml");
+        let mut parts = declared.split('.');
+        let (status, body) = get(state(true), "/version").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["gitVersion"], format!("v{declared}"), "{body}");
+        assert_eq!(body["major"], parts.next().unwrap(), "{body}");
+        assert_eq!(body["minor"], parts.next().unwrap(), "{body}");
+    }
 }
 
 mod response_cache {

@@ -215,10 +215,12 @@ pub async fn openapi_v3(
     })))
 }
 
+/// The crate version, in the shape of Kubernetes' `version.Info` (what `/version` of any
+/// apiserver answers).
 pub async fn version() -> Json<Value> {
     Json(json!({
-        "major": "0",
-        "minor": "1",
+        "major": env!("CARGO_PKG_VERSION_MAJOR"),
+        "minor": env!("CARGO_PKG_VERSION_MINOR"),
         "gitVersion": concat!("v", env!("CARGO_PKG_VERSION")),
         "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
     }))
