@@ -145,7 +145,8 @@ def test_render(name, values):
             assert bundles[svc["metadata"]["name"]].startswith("-----BEGIN CERTIFICATE-----")
     if mode == "existing-secret":
         assert set(bundles.values()) == {EXISTING_CA}
-        assert not by_kind(objs, "Secret") and not by_kind(objs, "Certificate")
+        assert not [s for s in by_kind(objs, "Secret") if s["type"] == "kubernetes.io/tls"]
+        assert not by_kind(objs, "Certificate")
 
     deployment = one(objs, "Deployment", "inferscale-adapter")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -176,6 +177,18 @@ def test_render(name, values):
         assert sm["spec"]["jobLabel"] == "inferscale.dev/metrics-job"
         service = one(objs, "Service", "inferscale-adapter")
         assert service["metadata"]["labels"]["inferscale.dev/metrics-job"] == "inferscale-adapter"
+        # The PodMonitor cannot send Prometheus' token file: it sends its own ServiceAccount's,
+        # bound to the same ClusterRole.
+        pm = [o for o in by_kind(objs, "PodMonitor") if o["metadata"]["name"] == "inferscale-adapter"][0]
+        pm_endpoint = pm["spec"]["podMetricsEndpoints"][0]
+        assert "bearerTokenFile" not in pm_endpoint
+        assert pm_endpoint["authorization"]["credentials"] == {
+            "name": "inferscale-adapter-metrics-scraper-token", "key": "token"}
+        token = one(objs, "Secret", "inferscale-adapter-metrics-scraper-token")
+        assert token["type"] == "kubernetes.io/service-account-token"
+        scraper = one(objs, "ClusterRoleBinding", "inferscale-adapter-metrics-scraper")
+        assert scraper["roleRef"]["name"] == "inferscale-adapter-metrics"
+        assert pm_endpoint["tlsConfig"] == endpoint["tlsConfig"]
         binding = one(objs, "ClusterRoleBinding", "inferscale-adapter-metrics")
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus-k8s",
                                         "namespace": "monitoring"}]
