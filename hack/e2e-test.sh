@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 # Built here, in the open, so a cold cache (~15 min for the Kubernetes binaries) shows its
 # progress; the harness runs both again and finds everything built.
 hack/build-binaries.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
+# The observability and deploy tests (tests/e2e/test_observability.py, test_deploy.py).
+hack/build-binaries.sh prometheus helm
 profile_flag=()
 [[ "${INFERSCALE_E2E_PROFILE:-debug}" == release ]] && profile_flag=(--release)
 cargo build --quiet "${profile_flag[@]}" -p inferscale-adapter -p inferscale-sim
