@@ -30,10 +30,17 @@ bench: ## Parser and signal benchmarks (criterion), then the replay benchmark
 fuzz: ## Fuzz the exposition parser for FUZZ_SECONDS (default 120)
 	hack/fuzz.sh $(or $(FUZZ_SECONDS),120)
 
-binaries: ## Build and cache the Kubernetes test binaries (kube-apiserver, etcd, kwok, ...)
+binaries: ## Build and cache the test binaries (kube-apiserver, etcd, kwok, prometheus, promtool, helm, ...)
 	hack/build-binaries.sh
 
 e2e: ## End-to-end tests: real control plane, HPA, simulated vLLM fleet (tests/e2e)
 	hack/e2e-test.sh
 
-.PHONY: help demo inspect-demo test setup fmt clippy bench fuzz binaries e2e
+image: ## Container images of adapter and scaler (static musl, FROM scratch), no registry needed
+	hack/image.sh
+
+dashboards: ## Regenerate dashboards/ and the chart's and kustomize's copies of dashboards and alerts
+	hack/gen-dashboards.py
+	hack/gen-deploy-files.py
+
+.PHONY: help demo inspect-demo test setup fmt clippy bench fuzz binaries e2e image dashboards

@@ -19,7 +19,15 @@ step "golden tests against the independent Python reference"
 cargo build --quiet -p inferscale-adapter
 ADAPTER_BIN="$PWD/target/debug/adapter" python3 -m pytest tests/golden -q
 
-step "end-to-end: real control plane, HPA, simulated vLLM fleet"
+step "install: chart, kustomize, alerts (promtool), dashboards"
+hack/build-binaries.sh helm promtool kubectl
+python3 -m pytest tests/deploy -q -p no:cacheprovider
+
+step "container images (make image) and what they contain"
+hack/image.sh
+python3 -m pytest tests/image -q -p no:cacheprovider -rs
+
+step "end-to-end: real control plane, HPA, simulated vLLM fleet, Prometheus on it"
 hack/e2e-test.sh
 
 step "done"
