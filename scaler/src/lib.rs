@@ -8,10 +8,11 @@
 
 pub mod calibration;
 pub mod cli;
+pub mod decision;
 pub mod observe;
 pub mod policy;
+pub mod replay;
 pub mod replica;
 pub mod report;
-pub mod sim;
 pub mod svg;
 pub mod trace;
