@@ -321,11 +321,6 @@ impl Resolved {
             PolicyKind::Aibrix => Box::new(Kpa::aibrix(self.kv_target, min, max)?),
             PolicyKind::WarmPool => {
                 let cold = f.time_to_ready;
-                let prior = |median: f64, sigma: f64| TimeToReady {
-                    p50_secs: median,
-                    p95_secs: median * (sigma * 1.644_853_6).exp(),
-                    samples: 0,
-                };
                 Box::new(WarmPool::new(
                     Settings {
                         objective: Objective {
@@ -350,12 +345,11 @@ impl Resolved {
                         decision_period_secs: WARM_POOL_PERIOD_SECS,
                     },
                     TierTimes {
-                        cold: prior(cold.median_secs, cold.log_sigma),
-                        placeholder: prior(
+                        cold: TimeToReady::prior(cold.median_secs),
+                        placeholder: TimeToReady::prior(
                             cold.median_secs * (1.0 - f.node_provisioning_share),
-                            cold.log_sigma,
                         ),
-                        wake: prior(f.wake.median_secs, f.wake.log_sigma),
+                        wake: TimeToReady::prior(f.wake.median_secs),
                     },
                 )?)
             }

@@ -21,9 +21,13 @@
 //!   [`Snapshot`]; `now_secs` is any monotone clock in seconds (Unix time is fine).
 //! * [`State::default()`] to start; the state is `serde` (de)serialisable, so a controller may
 //!   keep it across restarts (it is also fine to start afresh: the first minute only holds).
-//! * Time-to-ready is learned by the caller with [`readiness::ReadinessLearner`] (one per tier)
+//! * Time-to-ready is learned by the caller with [`readiness::TimeToReady`] (one per tier)
 //!   from pod lifecycle (created → Ready) and timed wake calls, and passed in as
-//!   [`TierTimes`]; its p50/p95/sample count is what a status keeps.
+//!   [`TierTimes`]; its four numbers round-trip through a status.
+//! * Sleepers: `serving_replicas` counts awake serving replicas only. Where sleeping replicas
+//!   are pods of the workload (vLLM sleep mode in place), the workload's `spec.replicas` is
+//!   `serving_replicas + sleeping_wanted`, and [`Capacity::desired_serving`] is `spec.replicas`
+//!   minus the sleeping pods.
 //! * Demand is rates over the interval since the previous call (requests, prompt tokens and
 //!   generated tokens per second). Missing rates make the decision hold the current scale: a
 //!   decision never removes capacity on data it does not have.
@@ -75,10 +79,11 @@ pub const WARM_UP_SECS: f64 = 60.0;
 /// Learning rate of the per-replica capacity per decision: ~20 decisions (100 s) to move most
 /// of the way — slower than a burst, faster than a trace's hour.
 const CAPACITY_LEARNING_RATE: f64 = 0.05;
-/// Bounds of the learned capacity (replica-seconds of work per second per replica): a replica
-/// cannot do much more than its costed work per second, and below 0.1 the learning has been
-/// fooled by a cold fleet.
-const CAPACITY_BOUNDS: (f64, f64) = (0.1, 1.5);
+/// Bounds of the learned capacity relative to the prior: the work model may be off by a
+/// constant factor (a controller's default token costs for an unknown model and GPU), but a
+/// capacity learned below a fifth of the prior has been fooled by a cold fleet, and above
+/// three times it by a fleet that never saw load.
+const CAPACITY_BOUNDS: (f64, f64) = (0.2, 3.0);
 /// TTFT p95 below this share of the objective counts as "easily met" and lets the capacity
 /// rise toward the load that met it.
 const COMFORTABLE_SHARE_OF_OBJECTIVE: f64 = 0.5;
@@ -161,8 +166,9 @@ pub struct WorkModel {
     pub prefill_secs_per_token: f64,
     /// Replica-seconds one generated token costs in a busy batch.
     pub decode_secs_per_token: f64,
-    /// Work one replica sustains within the objective (replica-seconds per second, 0–1.5)
-    /// until the decision has learned it from the fleet's TTFT.
+    /// Work one replica sustains within the objective (replica-seconds per second) until the
+    /// decision has learned it from the fleet's TTFT; the learned value stays within 0.2–3×
+    /// of this.
     pub prior_capacity: f64,
 }
 
@@ -290,7 +296,8 @@ pub struct Pending {
 /// Capacity by tier right now.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Capacity {
-    /// The workload's `spec.replicas` now.
+    /// Serving replicas asked for now: the workload's `spec.replicas`, minus its sleeping pods
+    /// where sleepers are pods of the workload.
     pub desired_serving: u32,
     /// Serving replicas that are Ready.
     pub ready: u32,
@@ -373,7 +380,7 @@ pub struct ExpectedCost {
 /// The answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
-    /// Recommended `spec.replicas` of the workload.
+    /// Recommended awake serving replicas (sleepers not included: see the module docs).
     pub serving_replicas: u32,
     /// Sleeping replicas to wake now (before asking for new pods).
     pub wake: u32,
@@ -451,8 +458,7 @@ fn learn_capacity(capacity: f64, objective: f64, load_per_replica: f64, ttft_p95
     } else {
         capacity
     };
-    (capacity + CAPACITY_LEARNING_RATE * (target - capacity))
-        .clamp(CAPACITY_BOUNDS.0, CAPACITY_BOUNDS.1)
+    capacity + CAPACITY_LEARNING_RATE * (target - capacity)
 }
 
 /// The decision. See the module docs for the contract and the method.
@@ -488,10 +494,12 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
         .observe(&settings.forecast, now, work_now, requests_now);
 
     // 3. Per-replica capacity.
+    let prior = settings.work.prior_capacity;
+    let bounds_of_cap = (prior * CAPACITY_BOUNDS.0, prior * CAPACITY_BOUNDS.1);
     let mut cap = state
         .capacity
-        .unwrap_or(settings.work.prior_capacity)
-        .clamp(CAPACITY_BOUNDS.0, CAPACITY_BOUNDS.1);
+        .unwrap_or(prior)
+        .clamp(bounds_of_cap.0, bounds_of_cap.1);
     if let (Some(ttft), true) = (snapshot.signals.ttft_p95_secs, capacity.ready > 0) {
         let window_work = state
             .forecaster
@@ -502,13 +510,14 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
             settings.objective.ttft_secs,
             window_work / capacity.ready as f64,
             ttft,
-        );
+        )
+        .clamp(bounds_of_cap.0, bounds_of_cap.1);
     }
     state.capacity = Some(cap);
 
     // 4. Forecast over the cold-start horizon and the cheapest fleet for its scenarios.
     let times = &snapshot.time_to_ready;
-    let horizon = times.cold.p95_secs;
+    let horizon = times.cold.p95();
     let fs = &settings.forecast;
     let (work_forecast, request_forecast) = state.forecaster.estimate(fs, now, horizon);
     let scenarios = state.forecaster.scenarios(fs, now, horizon);
@@ -540,7 +549,7 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
     // Never below what the smoothed level needs now, nor what the fast term needs by the time
     // a wake (the quickest capacity) could land.
     let level_needs = (state.forecaster.level() / cap).ceil() as u32;
-    let fast_needs = (state.forecaster.fast(times.wake.p95_secs) / cap).ceil() as u32;
+    let fast_needs = (state.forecaster.fast(times.wake.p95()) / cap).ceil() as u32;
     let mut target = by_cost.max(level_needs).max(fast_needs);
     let _ = write!(
         reason,
@@ -564,7 +573,7 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
     target = target.clamp(bounds.min_replicas, bounds.max_replicas);
 
     // 5. Hold the highest target of the last median cold start before scaling down.
-    let hold_for = times.cold.p50_secs;
+    let hold_for = times.cold.p50();
     state.holds.push_back((now, target));
     while state.holds.front().is_some_and(|h| h.0 <= now - hold_for) {
         state.holds.pop_front();

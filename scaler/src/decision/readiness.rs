@@ -1,135 +1,117 @@
-//! Time-to-ready per readiness tier: a log-normal learned from observed durations.
+//! Time-to-ready learned as a distribution: a log-normal fitted to observed durations,
+//! weighted toward recent ones. One learner for the live controller and the simulator's
+//! warm-pool policy (written by the controller engineer on i11-controller, moved here so
+//! there is one home).
 //!
-//! Owns: [`TimeToReady`] (the p50/p95/sample-count summary a controller keeps in its status so a
-//! restart does not forget) and [`ReadinessLearner`] (bounded samples → that summary).
-//! Does not own: timing pods (the caller measures created → Ready, or a wake call) or deciding
-//! which tier to use (see [`super::decide`]).
+//! Owns: the fit ([`TimeToReady`]) — its update from one observation, its quantiles (through
+//! statrs' `LogNormal`), and the small state that survives a restart (mean and variance of
+//! ln(seconds), effective weight, sample count), which the controller keeps in the WarmPool's
+//! status.
+//! Does not own: where the durations come from (pod lifecycle and wake calls in a cluster,
+//! the replay's pod events in the simulator) or what horizon is chosen from them (see
+//! [`super::decide`]).
 //!
-//! Why log-normal: a cold start is a sum of stages each with a floor and a right tail (node
-//! provisioning, image pull, weight load, CUDA-graph capture); its logarithm is close to normal,
-//! and two quantiles (p50, p95) pin the distribution down, so the status needs no raw samples.
+//! Why log-normal: a cold start is a sum of stages that each scale (node provisioning, image
+//! pull, weight load, graph capture), so its logarithm is close to normal and its right tail
+//! is long — the p95, not the mean, is what must be covered. Why weighted: the same workload
+//! gets faster (a cached image, a warm node pool) or slower (a bigger model) over its life;
+//! an effective memory of [`MAX_WEIGHT`] observations follows such a change within a day of
+//! scale-ups, while one outlier moves the fit by at most 1/[`MAX_WEIGHT`].
+//!
+//! Before any observation the fit is the prior; with few, the spread is shrunk toward the
+//! prior spread ([`PRIOR_SPREAD_WEIGHT`] pseudo-observations), so two similar cold starts do
+//! not claim a p95 equal to their median.
 
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{ContinuousCDF, Normal};
-use std::collections::VecDeque;
+use statrs::distribution::{ContinuousCDF, LogNormal};
 
-/// z-score of the 95th percentile of a standard normal.
-const Z95: f64 = 1.644_853_626_951_472_2;
-/// Samples a learner keeps: enough for a stable p95 (one sample in 20 is the tail), few enough
-/// that a changed node pool or image shows within a day of scale-ups.
-pub const MAX_READINESS_SAMPLES: usize = 64;
+/// Effective number of observations remembered: older ones decay geometrically beyond it.
+pub const MAX_WEIGHT: f64 = 30.0;
+/// Pseudo-observations of the prior spread mixed into the fitted spread.
+pub const PRIOR_SPREAD_WEIGHT: f64 = 2.0;
+/// Prior spread of ln(seconds): cold starts within ×1.5 of their median two times in three,
+/// as the simulator's calibration assumes.
+pub const PRIOR_LOG_SIGMA: f64 = 0.25;
+/// Shortest duration taken as an observation: a clock rounded to seconds reports 0 for a
+/// wake that took 300 ms, and ln(0) is not a number.
+pub const MIN_SECONDS: f64 = 0.05;
 
-/// A learned (or prior) time-to-ready distribution: log-normal with this median and p95.
+/// A log-normal fit of one tier's time-to-ready.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TimeToReady {
-    /// Median, seconds.
-    pub p50_secs: f64,
-    /// 95th percentile, seconds (≥ `p50_secs`).
-    pub p95_secs: f64,
-    /// Observations behind the estimate; 0 for a prior.
-    pub samples: u32,
+    /// Observations so far (not decayed).
+    pub samples: u64,
+    /// Effective weight of the observations (≤ [`MAX_WEIGHT`]).
+    pub weight: f64,
+    /// Weighted mean of ln(seconds).
+    pub log_mean: f64,
+    /// Weighted variance of ln(seconds).
+    pub log_variance: f64,
 }
 
 impl TimeToReady {
-    /// A prior before anything was observed (spread: p95 = 1.5 × median, the spread between a
-    /// cached image on a warm node and a fresh pull).
-    pub fn prior(median_secs: f64) -> TimeToReady {
-        let median = if median_secs.is_finite() && median_secs > 0.0 {
-            median_secs
-        } else {
-            1.0
-        };
+    /// A fit that knows only the prior median.
+    pub fn prior(median_seconds: f64) -> TimeToReady {
         TimeToReady {
-            p50_secs: median,
-            p95_secs: median * 1.5,
             samples: 0,
+            weight: 0.0,
+            log_mean: median_seconds.max(MIN_SECONDS).ln(),
+            log_variance: 0.0,
         }
     }
 
-    /// Log-sd of the distribution.
-    pub fn log_sigma(&self) -> f64 {
-        if self.p50_secs <= 0.0 || self.p95_secs <= self.p50_secs {
-            return 0.0;
+    /// Adds one observed duration. Non-finite or negative durations are ignored (returns
+    /// false): a clock skew between the apiserver and a node is not a cold start.
+    pub fn observe(&mut self, seconds: f64) -> bool {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return false;
         }
-        (self.p95_secs / self.p50_secs).ln() / Z95
+        let y = seconds.max(MIN_SECONDS).ln();
+        if self.samples == 0 {
+            self.weight = 1.0;
+            self.log_mean = y;
+            self.log_variance = 0.0;
+        } else {
+            // Weighted Welford update, with the old weight capped so the memory stays finite.
+            let old = self.weight.min(MAX_WEIGHT - 1.0);
+            let weight = old + 1.0;
+            let delta = y - self.log_mean;
+            let mean = self.log_mean + delta / weight;
+            self.log_variance = (old * self.log_variance + delta * (y - mean)) / weight;
+            self.log_mean = mean;
+            self.weight = weight;
+        }
+        self.samples += 1;
+        true
+    }
+
+    /// The spread used for quantiles: the fitted one shrunk toward the prior.
+    pub fn log_sigma(&self) -> f64 {
+        let fitted = self.weight * self.log_variance.max(0.0);
+        let prior = PRIOR_SPREAD_WEIGHT * PRIOR_LOG_SIGMA * PRIOR_LOG_SIGMA;
+        ((fitted + prior) / (self.weight + PRIOR_SPREAD_WEIGHT)).sqrt()
+    }
+
+    /// The fitted distribution.
+    pub fn distribution(&self) -> LogNormal {
+        // Both parameters are finite by construction (ln of a positive number; a sigma that
+        // includes the positive prior), which is all LogNormal::new requires.
+        LogNormal::new(self.log_mean, self.log_sigma()).unwrap_or_else(|_| {
+            LogNormal::new(0.0, PRIOR_LOG_SIGMA).expect("constant parameters are valid")
+        })
     }
 
     /// The `q`-quantile, seconds.
     pub fn quantile(&self, q: f64) -> f64 {
-        let sigma = self.log_sigma();
-        if sigma == 0.0 {
-            return self.p50_secs;
-        }
-        let z = Normal::new(0.0, 1.0).map_or(0.0, |n| n.inverse_cdf(q.clamp(1e-6, 1.0 - 1e-6)));
-        self.p50_secs * (sigma * z).exp()
+        self.distribution().inverse_cdf(q.clamp(1e-6, 1.0 - 1e-6))
     }
 
-    /// Probability a start takes at most `secs`.
-    pub fn cdf(&self, secs: f64) -> f64 {
-        if secs <= 0.0 {
-            return 0.0;
-        }
-        let sigma = self.log_sigma();
-        if sigma == 0.0 {
-            return if secs >= self.p50_secs { 1.0 } else { 0.0 };
-        }
-        Normal::new(0.0, 1.0).map_or(0.5, |n| n.cdf((secs / self.p50_secs).ln() / sigma))
-    }
-}
-
-/// Learns a [`TimeToReady`] from observed durations, starting from a prior (or from a summary
-/// read back from a status after a restart).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReadinessLearner {
-    prior: TimeToReady,
-    samples: VecDeque<f64>,
-}
-
-impl ReadinessLearner {
-    pub fn new(prior: TimeToReady) -> ReadinessLearner {
-        ReadinessLearner {
-            prior,
-            samples: VecDeque::new(),
-        }
+    pub fn p50(&self) -> f64 {
+        self.log_mean.exp()
     }
 
-    /// Records one observed duration (seconds); non-positive or non-finite values are ignored.
-    pub fn observe(&mut self, secs: f64) {
-        if !(secs.is_finite() && secs > 0.0) {
-            return;
-        }
-        self.samples.push_back(secs);
-        if self.samples.len() > MAX_READINESS_SAMPLES {
-            self.samples.pop_front();
-        }
-    }
-
-    /// The current estimate: the prior until two samples exist, then the log-normal fitted to
-    /// the samples (mean and sd of the logs), with the prior's weight fading as samples come.
-    pub fn estimate(&self) -> TimeToReady {
-        let n = self.samples.len();
-        if n < 2 {
-            return match self.samples.front() {
-                Some(&only) => TimeToReady {
-                    p50_secs: only.max(self.prior.p50_secs.min(only * 2.0)),
-                    p95_secs: only.max(self.prior.p95_secs),
-                    samples: 1,
-                },
-                None => self.prior,
-            };
-        }
-        let logs: Vec<f64> = self.samples.iter().map(|s| s.ln()).collect();
-        let mean = logs.iter().sum::<f64>() / n as f64;
-        let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        // A prior observation's worth of the prior's spread keeps a handful of identical
-        // samples from claiming a zero tail.
-        let prior_sigma = self.prior.log_sigma();
-        let sigma = ((var * (n - 1) as f64 + prior_sigma * prior_sigma) / n as f64).sqrt();
-        TimeToReady {
-            p50_secs: mean.exp(),
-            p95_secs: (mean + Z95 * sigma).exp(),
-            samples: n as u32,
-        }
+    pub fn p95(&self) -> f64 {
+        self.quantile(0.95)
     }
 }
 
@@ -137,49 +119,84 @@ impl ReadinessLearner {
 mod tests {
     use super::*;
 
-    #[test]
-    fn prior_spread_and_quantiles() {
-        let t = TimeToReady::prior(120.0);
-        assert_eq!(t.p95_secs, 180.0);
-        // σ = ln 1.5 / 1.6449 = 0.24650.
-        assert!((t.log_sigma() - 0.246_50).abs() < 1e-5);
-        assert!((t.quantile(0.5) - 120.0).abs() < 1e-9);
-        assert!((t.quantile(0.95) - 180.0).abs() < 1e-6);
-        assert!((t.cdf(180.0) - 0.95).abs() < 1e-6);
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol * b.abs().max(1e-9)
     }
 
     #[test]
-    fn fits_median_and_tail_of_samples() {
-        let mut l = ReadinessLearner::new(TimeToReady::prior(60.0));
-        // Logs of 100, 100, 400, 400: mean ln 200 → median 200; sample sd of logs
-        // = ln 2 × sqrt(4/3) = 0.80035; blended with the prior's σ 0.2465 as one more
-        // observation: sqrt((0.80035² × 3 + 0.2465²) / 4) = 0.70402 → p95 = 200 × e^(1.6449σ).
-        for s in [100.0, 400.0, 100.0, 400.0] {
-            l.observe(s);
+    fn prior_median_with_prior_spread() {
+        let fit = TimeToReady::prior(120.0);
+        assert_eq!(fit.samples, 0);
+        assert!(close(fit.p50(), 120.0, 1e-12));
+        // p95 = 120 · exp(1.6448536 · 0.25) = 181.038 (Python's statistics.NormalDist)
+        assert!(close(fit.p95(), 181.038, 1e-4), "{}", fit.p95());
+    }
+
+    #[test]
+    fn fits_mean_and_variance_of_logs() {
+        let mut fit = TimeToReady::prior(1.0);
+        for s in [60.0, 90.0, 120.0, 150.0, 180.0] {
+            assert!(fit.observe(s));
         }
-        let e = l.estimate();
-        assert_eq!(e.samples, 4);
-        assert!((e.p50_secs - 200.0).abs() < 1e-9);
-        let sample_sd = 2f64.ln() * (4.0f64 / 3.0).sqrt();
-        let prior = TimeToReady::prior(60.0).log_sigma();
-        let sigma = ((sample_sd.powi(2) * 3.0 + prior.powi(2)) / 4.0).sqrt();
+        // Expected values from Python (math.log, two-pass mean and population variance):
+        // mean 4.717048, variance 0.150519.
+        assert!(close(fit.log_mean, 4.717048, 1e-6), "{}", fit.log_mean);
         assert!(
-            (e.p95_secs - 200.0 * (Z95 * sigma).exp()).abs() < 1e-9,
-            "{e:?}"
+            close(fit.log_variance, 0.150519, 1e-5),
+            "{}",
+            fit.log_variance
         );
-        assert!((sigma - 0.704_02).abs() < 1e-5);
+        assert_eq!(fit.samples, 5);
+        // Spread shrunk toward the prior: sqrt((5 · 0.150519 + 2 · 0.0625) / 7) = 0.354078.
+        assert!(
+            close(fit.log_sigma(), 0.354078, 1e-5),
+            "{}",
+            fit.log_sigma()
+        );
+        // p95 = exp(4.717048 + 1.6448536 · 0.354078) = 200.227
+        assert!(close(fit.p95(), 200.227, 1e-5), "{}", fit.p95());
     }
 
     #[test]
-    fn bad_samples_are_ignored_and_memory_is_bounded() {
-        let mut l = ReadinessLearner::new(TimeToReady::prior(60.0));
-        l.observe(f64::NAN);
-        l.observe(-1.0);
-        assert_eq!(l.estimate(), TimeToReady::prior(60.0));
-        for _ in 0..200 {
-            l.observe(30.0);
+    fn forgets_old_observations_geometrically() {
+        let mut fit = TimeToReady::prior(1.0);
+        for _ in 0..100 {
+            fit.observe(200.0);
         }
-        assert_eq!(l.estimate().samples as usize, MAX_READINESS_SAMPLES);
-        assert!((l.estimate().p50_secs - 30.0).abs() < 1e-9);
+        assert_eq!(fit.weight, MAX_WEIGHT);
+        // The workload got faster: 60 s from now on. After MAX_WEIGHT more observations the
+        // old regime keeps (29/30)^30 = 36 % of the weight in the mean of logs.
+        for _ in 0..30 {
+            fit.observe(60.0);
+        }
+        let old_share = (29.0f64 / 30.0).powi(30);
+        let expected = (old_share * 200f64.ln() + (1.0 - old_share) * 60f64.ln()).exp();
+        assert!(
+            close(fit.p50(), expected, 1e-9),
+            "{} vs {expected}",
+            fit.p50()
+        );
+        assert!(fit.p50() < 100.0);
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_duration() {
+        let mut fit = TimeToReady::prior(120.0);
+        assert!(!fit.observe(-3.0));
+        assert!(!fit.observe(f64::NAN));
+        assert_eq!(fit.samples, 0);
+        // A zero-second wake (a clock rounded to seconds) is kept, at the floor.
+        assert!(fit.observe(0.0));
+        assert!(close(fit.p50(), MIN_SECONDS, 1e-12));
+    }
+
+    #[test]
+    fn survives_a_round_trip_through_json() {
+        let mut fit = TimeToReady::prior(1.0);
+        fit.observe(30.0);
+        fit.observe(45.0);
+        let back: TimeToReady =
+            serde_json::from_str(&serde_json::to_string(&fit).unwrap()).unwrap();
+        assert_eq!(back, fit);
     }
 }

@@ -4,7 +4,7 @@
 //! [`crate::decision::decide`] — the very function the live controller calls.
 //!
 //! Owns: what a controller in the cluster would do around the decision — learn time-to-ready
-//! per tier from pods that became ready ([`ReadinessLearner`]), turn the gateway's counters
+//! per tier from pods that became ready ([`TimeToReady`]), turn the gateway's counters
 //! into rates over the decision period, and keep the decision's [`State`].
 //! Does not own: the decision (see [`crate::decision`]) or acting on it (see [`crate::replay`]).
 //!
@@ -13,7 +13,7 @@
 //! in a cluster reads the same rates from the adapter.
 
 use super::{Decision, Policy, PolicyError};
-use crate::decision::readiness::{ReadinessLearner, TimeToReady};
+use crate::decision::readiness::TimeToReady;
 use crate::decision::{
     decide, Capacity, Demand, Recommendation, ServingSignals, Settings, Snapshot, State, Tier,
     TierTimes, DEFAULT_DECISION_PERIOD_SECS,
@@ -34,9 +34,9 @@ pub const DEFAULT_WARM_POOL_UTILISATION: f64 = 0.5;
 pub struct WarmPool {
     settings: Settings,
     state: State,
-    cold: ReadinessLearner,
-    placeholder: ReadinessLearner,
-    wake: ReadinessLearner,
+    cold: TimeToReady,
+    placeholder: TimeToReady,
+    wake: TimeToReady,
     /// Gateway counters at the previous decision: (time, prompt tokens, arrivals).
     last: Option<(f64, f64, u64)>,
     last_recommendation: Option<Recommendation>,
@@ -54,9 +54,9 @@ impl WarmPool {
         Ok(WarmPool {
             settings,
             state: State::default(),
-            cold: ReadinessLearner::new(priors.cold),
-            placeholder: ReadinessLearner::new(priors.placeholder),
-            wake: ReadinessLearner::new(priors.wake),
+            cold: priors.cold,
+            placeholder: priors.placeholder,
+            wake: priors.wake,
             last: None,
             last_recommendation: None,
         })
@@ -69,7 +69,7 @@ impl WarmPool {
 
     /// Learned cold-start time.
     pub fn time_to_ready(&self) -> TimeToReady {
-        self.cold.estimate()
+        self.cold
     }
 
     /// The snapshot a controller would build from what this observation shows.
@@ -79,8 +79,8 @@ impl WarmPool {
                 Tier::Cold => self.cold.observe(secs),
                 Tier::Placeholder => self.placeholder.observe(secs),
                 Tier::Sleeping => self.wake.observe(secs),
-                Tier::Awake => {}
-            }
+                Tier::Awake => false,
+            };
         }
         let rates = match self.last {
             Some((t, tokens, arrivals)) if obs.now > t => Some((
@@ -113,9 +113,9 @@ impl WarmPool {
                 placeholders: obs.placeholders,
             },
             time_to_ready: TierTimes {
-                cold: self.cold.estimate(),
-                placeholder: self.placeholder.estimate(),
-                wake: self.wake.estimate(),
+                cold: self.cold,
+                placeholder: self.placeholder,
+                wake: self.wake,
             },
         }
     }
@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn time_to_ready_is_learned_per_tier_from_ready_pods() {
         let mut wp = policy();
-        assert_eq!(wp.time_to_ready().p50_secs, 120.0);
+        assert!((wp.time_to_ready().p50() - 120.0).abs() < 1e-9);
         let mut obs = observation(0.0, 0.0, 0, 1);
         obs.new_ready_durations = vec![
             (Tier::Cold, 100.0),
@@ -220,9 +220,9 @@ mod tests {
         ];
         wp.decide(&obs);
         // Median of the logs of 100 and 400: 200.
-        assert!((wp.time_to_ready().p50_secs - 200.0).abs() < 1e-9);
-        assert_eq!(wp.wake.estimate().samples, 1);
-        assert_eq!(wp.placeholder.estimate().samples, 0);
+        assert!((wp.time_to_ready().p50() - 200.0).abs() < 1e-9);
+        assert_eq!(wp.wake.samples, 1);
+        assert_eq!(wp.placeholder.samples, 0);
     }
 
     #[test]
