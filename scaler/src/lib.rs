@@ -6,6 +6,7 @@
 //! `inferscale-metrics`), scaled by [`policy`] state machines, and summarised by [`report`]
 //! and [`svg`]. [`cli`] turns `scaler simulate` arguments into a validated run.
 
+pub mod bound;
 pub mod calibration;
 pub mod cli;
 pub mod decision;
@@ -15,4 +16,5 @@ pub mod replay;
 pub mod replica;
 pub mod report;
 pub mod svg;
+pub mod sweep;
 pub mod trace;

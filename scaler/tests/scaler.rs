@@ -5,7 +5,9 @@
 use inferscale_scaler::calibration::{CostModel, ModelProfile, StartupTime};
 use inferscale_scaler::observe::{Observation, PodPhase, SignalPath};
 use inferscale_scaler::policy::{Decision, Policy};
-use inferscale_scaler::replay::{simulate, FleetConfig, Routing, RunResult, SimConfig};
+use inferscale_scaler::replay::{
+    simulate, ClientConfig, FleetConfig, Routing, RunResult, SimConfig,
+};
 use inferscale_scaler::trace::{Request, Synthetic, Trace};
 
 /// A policy that holds a fixed size and remembers what it saw.
@@ -46,6 +48,8 @@ fn config(profile: ModelProfile, replicas: (u32, u32, u32), routing: Routing) ->
                 gpu_cost_per_hour: 2.0,
             },
             routing,
+            client: ClientConfig::default(),
+            termination_grace_secs: 30.0,
         },
         slo_ttft_secs: 2.0,
         seed: 7,
@@ -165,11 +169,7 @@ mod queueing {
                 while rng.random::<f64>() > p {
                     output += 1;
                 }
-                Request {
-                    arrival: t,
-                    prompt_tokens: 1,
-                    output_tokens: output,
-                }
+                Request::new(t, 1, output)
             })
             .collect();
         let trace = Trace::new("mmc", requests).unwrap();

@@ -141,6 +141,7 @@ impl Policy for WarmPool {
             serving: r.serving_replicas,
             sleeping: r.sleeping_wanted,
             placeholders: r.placeholders_wanted,
+            activator: None,
         };
         self.last_recommendation = Some(r);
         decision
