@@ -584,3 +584,105 @@ mod tests {
         assert_eq!(r.kv_usage(), 0.0);
     }
 }
+
+#[cfg(test)]
+mod v1_and_prefix_tests {
+    use super::*;
+
+    fn state(n: usize) -> Vec<RequestState> {
+        vec![
+            RequestState {
+                arrival: 0.0,
+                first_token: f64::NAN,
+                scheduled: f64::NAN,
+                enqueued: 0.0,
+            };
+            n
+        ]
+    }
+
+    #[test]
+    fn a_step_that_preempts_admits_nothing() {
+        // 10 blocks of 16 tokens. Two running sequences fill the cache; a third waits. When
+        // the second needs a block, the newest running one is preempted, and in that step the
+        // waiting queue is not admitted from (vLLM V1 `schedule`: no readmission in the same
+        // step) — the preempted sequence is back at the head of the queue.
+        let mut p = ModelProfile::fixed_step(0.01, 8);
+        p.kv_blocks = 10;
+        let mut r = Replica::new(&p);
+        let mut reqs = state(3);
+        r.enqueue(Sequence::new(0, 64, 40)); // 4 blocks
+        r.enqueue(Sequence::new(1, 80, 40)); // 5 blocks
+        r.start_step(0.0, &p, &mut reqs, PrefixHashes::NONE);
+        r.finish_step(0.01, &mut reqs, PrefixHashes::NONE);
+        r.enqueue(Sequence::new(2, 8, 5));
+        let mut t = 0.01;
+        let preempted_before = r.preemptions();
+        while r.preemptions() == preempted_before {
+            let waiting_before = r.waiting_len();
+            r.start_step(t, &p, &mut reqs, PrefixHashes::NONE);
+            if r.preemptions() > preempted_before {
+                // The step that preempted admitted nothing: the queue grew by the victim.
+                assert_eq!(r.waiting_len(), waiting_before + 1);
+                assert_eq!(r.waiting.front().map(|s| s.id), Some(1));
+            }
+            t += 0.01;
+            r.finish_step(t, &mut reqs, PrefixHashes::NONE);
+        }
+    }
+
+    #[test]
+    fn a_cached_prefix_skips_its_prefill() {
+        // Two 4,096-token prompts sharing their first 3 hash blocks of 1,024 tokens: the
+        // second prefills only 1,024 tokens (the last block is never taken from the cache).
+        let p = ModelProfile::llama31_8b_h100();
+        let table = [11u64, 12, 13, 14, 11, 12, 13, 99];
+        let hashes = PrefixHashes {
+            table: &table,
+            block_tokens: 1024,
+        };
+        let mut r = Replica::new(&p);
+        r.enable_prefix_cache(&p, 1024);
+        let mut reqs = state(2);
+        let run = |r: &mut Replica, reqs: &mut Vec<RequestState>, id: u32, start: u32| {
+            r.enqueue(Sequence::new(id, 4096, 1).with_hashes(start, 4));
+            let mut t = 0.0;
+            while let Some(d) = r.start_step(t, &p, reqs, hashes) {
+                t += d;
+                r.finish_step(t, reqs, hashes);
+            }
+            t
+        };
+        let cold = run(&mut r, &mut reqs, 0, 0);
+        assert_eq!(r.cached_prefix_tokens(&table[4..8], 1024), 3 * 1024);
+        let warm = run(&mut r, &mut reqs, 1, 4);
+        // Cold: 4,096 tokens in one chunk; warm: 1,024 tokens attending to 4,096.
+        let expect_cold = p.step_secs(0, 0, 4096, 4096.0 * 2048.0);
+        let expect_warm = p.step_secs(0, 0, 1024, 1024.0 * (3072.0 + 512.0));
+        assert!(
+            (cold - expect_cold).abs() < 1e-12,
+            "{cold} vs {expect_cold}"
+        );
+        assert!(
+            (warm - expect_warm).abs() < 1e-12,
+            "{warm} vs {expect_warm}"
+        );
+        assert_eq!(r.pending_prefill_tokens(), 0);
+    }
+
+    #[test]
+    fn abort_frees_the_blocks_and_the_queue() {
+        let p = ModelProfile::fixed_step(0.01, 8);
+        let mut r = Replica::new(&p);
+        let mut reqs = state(2);
+        r.enqueue(Sequence::new(0, 100, 50));
+        r.enqueue(Sequence::new(1, 100, 50));
+        r.start_step(0.0, &p, &mut reqs, PrefixHashes::NONE);
+        r.finish_step(0.01, &mut reqs, PrefixHashes::NONE);
+        assert!(r.kv_usage() > 0.0);
+        assert!(r.abort(0) && r.abort(1));
+        assert!(!r.abort(1), "already gone");
+        assert_eq!((r.outstanding(), r.kv_usage()), (0, 0.0));
+        assert_eq!(r.pending_prefill_tokens(), 0);
+    }
+}

@@ -47,10 +47,12 @@
 //!    windows, each scaled by the baseline forecast at the horizon over the baseline it was
 //!    seen at (a slow ~5 min Holt, seasonal when configured), are the scenarios; for every candidate
 //!    replica count `n` the expected cost per hour is `n × GPU price + miss price × expected
-//!    misses per hour`, where a window with work `w` has the share `n × capacity / w` of its
-//!    requests served in time (all of them when that is ≥ 1). The cheapest `n` that also
+//!    misses per hour`, where a window of `L` seconds with work `w` has the share
+//!    `n × capacity × (L + objective) / (w × L)` of its requests served in time (all of them
+//!    when that is ≥ 1: an isolated burst may queue up to the objective). The cheapest `n` that also
 //!    meets the attainment objective (when any does) is the target; never below what the
-//!    smoothed level needs now or what the fast (derivative) term needs within a wake.
+//!    smoothed level needs now. The fast (derivative) term only wakes sleepers: a cold start
+//!    lands long after a burst of seconds is over.
 //! 5. Scale-down waits one median time-to-ready (ski rental: a replica released and needed
 //!    again within a cold start costs more than keeping it).
 //! 6. Tiers: a sleeping replica (vLLM sleep mode) and a placeholder (a low-priority pod that
@@ -428,13 +430,22 @@ pub fn offered_work(work: &WorkModel, demand: &Demand) -> Option<f64> {
 }
 
 /// Expected misses per second of a fleet of `n` replicas of `capacity` each against scenarios
-/// of (work, request) rates: a window whose work exceeds what the fleet sustains within the
-/// objective misses that excess share of its requests.
-pub fn expected_misses_per_sec(scenarios: &[(f64, f64)], n: f64, capacity: f64) -> f64 {
+/// of (work, request) rates measured over windows of `window` seconds, with a TTFT objective
+/// of `objective` seconds: the fleet clears a window's work by the deadline of its last
+/// request if `n × capacity × (window + objective) ≥ work × window` (an isolated burst may
+/// queue for up to the objective); a window with more work misses the excess share of its
+/// requests. (Sustained load gets no such slack: see the level floor in [`decide`].)
+pub fn expected_misses_per_sec(
+    scenarios: &[(f64, f64)],
+    n: f64,
+    capacity: f64,
+    window: f64,
+    objective: f64,
+) -> f64 {
     if scenarios.is_empty() {
         return 0.0;
     }
-    let sustained = n * capacity;
+    let sustained = n * capacity * (window + objective) / window.max(1e-9);
     scenarios
         .iter()
         .map(|&(work, requests)| {
@@ -527,15 +538,17 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
         scenarios.iter().map(|s| s.1).sum::<f64>() / scenarios.len() as f64
     };
     let price = settings.cost.gpu_price_per_replica_hour;
+    let window = fs.burst_window_secs;
+    let objective = settings.objective.ttft_secs;
     let cost_of = |n: u32| {
-        let misses = expected_misses_per_sec(&scenarios, n as f64, cap) * 3600.0;
+        let misses = expected_misses_per_sec(&scenarios, n as f64, cap, window, objective) * 3600.0;
         n as f64 * price + misses * settings.cost.miss_price
     };
     let attainment_of = |n: u32| {
         if request_rate <= 0.0 {
             return 1.0;
         }
-        1.0 - expected_misses_per_sec(&scenarios, n as f64, cap) / request_rate
+        1.0 - expected_misses_per_sec(&scenarios, n as f64, cap, window, objective) / request_rate
     };
     let cheapest = (bounds.min_replicas..=bounds.max_replicas)
         .min_by(|&a, &b| cost_of(a).total_cmp(&cost_of(b)).then(a.cmp(&b)))
@@ -548,9 +561,13 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
     };
     // Never below what the smoothed level needs now, nor what the fast term needs by the time
     // a wake (the quickest capacity) could land.
+    // Never below what the smoothed level needs now. The fast (derivative) term asks only for
+    // capacity that lands in time: a wake takes seconds, a cold start minutes, so a burst of
+    // seconds justifies waking a sleeper but never a new pod (it would arrive after the burst
+    // and be held for a cold start: the waste a reactive policy pays).
     let level_needs = (state.forecaster.level() / cap).ceil() as u32;
     let fast_needs = (state.forecaster.fast(times.wake.p95()) / cap).ceil() as u32;
-    let mut target = by_cost.max(level_needs).max(fast_needs);
+    let mut target = by_cost.max(level_needs);
     let _ = write!(
         reason,
         "work {:.2} now, {:.2} forecast in {:.0} s (90% in {:.2}–{:.2}); capacity {:.2}/replica; \
@@ -609,7 +626,15 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
         reason.push_str("; warm capacity kept awake (a sleeping or placeholder GPU costs as much)");
     }
     let serving_now = capacity.ready + capacity.pending.len() as u32;
-    let wake = serving.saturating_sub(serving_now).min(capacity.sleeping);
+    let wanted_now = serving.max(fast_needs.min(bounds.max_replicas));
+    let wake = wanted_now
+        .saturating_sub(serving_now)
+        .min(capacity.sleeping);
+    let serving = if wake > 0 {
+        serving.max((serving_now + wake).min(bounds.max_replicas))
+    } else {
+        serving
+    };
     let put_to_sleep = if sleeping_wanted > capacity.sleeping {
         capacity
             .desired_serving
@@ -632,7 +657,8 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
     }
 
     // Expected cost of what is recommended.
-    let misses_per_hour = expected_misses_per_sec(&scenarios, serving as f64, cap) * 3600.0;
+    let misses_per_hour =
+        expected_misses_per_sec(&scenarios, serving as f64, cap, window, objective) * 3600.0;
     let gpu_per_hour = price
         * (serving as f64
             + sleeping_wanted as f64 * tiers.sleeping.price_share
