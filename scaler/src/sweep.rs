@@ -121,7 +121,7 @@ pub fn frontier(points: &[&Point]) -> Vec<Point> {
 }
 
 /// The cheapest point of a frontier reaching `level`.
-fn cheapest_at<'a>(frontier: &'a [Point], level: f64) -> Option<&'a Point> {
+fn cheapest_at(frontier: &[Point], level: f64) -> Option<&Point> {
     frontier.iter().find(|p| p.attainment >= level)
 }
 
@@ -158,14 +158,14 @@ pub fn run(resolved: &Resolved, progress: &mut dyn FnMut(&str, f64)) -> Result<S
             config.fleet.time_to_ready.median_secs = ttr;
             let config = resolved.sized_for(&trace, config);
             let scenario = sweep_scenario(&trace, &config, resolved, progress)?;
-            write_scenario(&out, &scenario, &trace, &config, resolved)?;
+            write_scenario(&out, &scenario, &trace, &config)?;
             scenarios.push(scenario);
         }
     }
     let summary = summary(&scenarios, &out);
     write(&out.join("README.md"), &summary)?;
     if let Some(readme) = &resolved.readme {
-        regenerate_readme(readme, &summary, &out)?;
+        regenerate_readme(readme, &summary)?;
     }
     Ok(summary)
 }
@@ -192,7 +192,6 @@ fn sweep_scenario(
     let total = specs.len();
     // The warm pool's misses are priced by its cost ratio, the knob swept; an attainment
     // floor would pin every setting to the same fleet.
-    let _ = resolved.slo_attainment;
     let attainment = SWEEP_ATTAINMENT_FLOOR;
     let run_one = |spec: &PolicySpec| -> Result<Point, CliError> {
         let mut policy = spec.build(trace, config, attainment)?;
@@ -409,7 +408,6 @@ fn write_scenario(
     s: &Scenario,
     trace: &Trace,
     config: &SimConfig,
-    resolved: &Resolved,
 ) -> Result<(), CliError> {
     let dir = out.join(&s.slug);
     create_dir(&dir)?;
@@ -501,6 +499,12 @@ fn summary(scenarios: &[Scenario], out: &Path) -> String {
             dir.join("frontier.svg").display(),
             dir.join("runs.md").display()
         );
+        let _ = writeln!(
+            t,
+            "![attainment against GPU-hours, every policy's frontier and the lower bound — {}]({})\n",
+            s.name,
+            dir.join("frontier.svg").display()
+        );
         if let Err(e) = &s.bound {
             let _ = writeln!(t, "Lower bound not computed: {e}.\n");
         }
@@ -516,7 +520,7 @@ fn summary(scenarios: &[Scenario], out: &Path) -> String {
 }
 
 /// Replaces the README's section between the markers with `summary`.
-fn regenerate_readme(readme: &Path, summary: &str, out: &Path) -> Result<(), CliError> {
+fn regenerate_readme(readme: &Path, summary: &str) -> Result<(), CliError> {
     let text = std::fs::read_to_string(readme).map_err(|source| CliError::Write {
         path: readme.to_owned(),
         source,
@@ -527,7 +531,6 @@ fn regenerate_readme(readme: &Path, summary: &str, out: &Path) -> Result<(), Cli
             readme.display()
         )]));
     };
-    let _ = out;
     let new = format!(
         "{}{README_BEGIN}\n{summary}\n{}",
         &text[..begin],

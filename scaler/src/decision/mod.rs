@@ -51,8 +51,9 @@
 //!    `n × capacity × (L + objective) / (w × L)` of its requests served in time (all of them
 //!    when that is ≥ 1: an isolated burst may queue up to the objective). The cheapest `n` that also
 //!    meets the attainment objective (when any does) is the target; never below what the
-//!    smoothed level needs now. The fast (derivative) term only wakes sleepers: a cold start
-//!    lands long after a burst of seconds is over.
+//!    smoothed level needs now, nor — while the fleet's TTFT p95 is over the objective — the
+//!    ready replicas scaled by how far over it is. The fast (derivative) term only wakes
+//!    sleepers: a cold start lands long after a burst of seconds is over.
 //! 5. Scale-down waits one median time-to-ready (ski rental: a replica released and needed
 //!    again within a cold start costs more than keeping it).
 //! 6. Tiers: a sleeping replica (vLLM sleep mode) and a placeholder (a low-priority pod that
@@ -567,7 +568,16 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
     // and be held for a cold start: the waste a reactive policy pays).
     let level_needs = (state.forecaster.level() / cap).ceil() as u32;
     let fast_needs = (state.forecaster.fast(times.wake.p95()) / cap).ceil() as u32;
-    let mut target = by_cost.max(level_needs);
+    // The fleet's TTFT p95 over the objective is shortfall measured, whatever the model
+    // says: ask for the ready replicas scaled by how far it is over (an HPA's ratio rule on
+    // the objective itself).
+    let pressure_needs = match snapshot.signals.ttft_p95_secs {
+        Some(p95) if p95 > settings.objective.ttft_secs && capacity.ready > 0 => {
+            (capacity.ready as f64 * p95 / settings.objective.ttft_secs).ceil() as u32
+        }
+        _ => 0,
+    };
+    let mut target = by_cost.max(level_needs).max(pressure_needs);
     let _ = write!(
         reason,
         "work {:.2} now, {:.2} forecast in {:.0} s (90% in {:.2}–{:.2}); capacity {:.2}/replica; \
@@ -580,7 +590,12 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
         cap,
         by_cost
     );
-    if target > by_cost {
+    if pressure_needs > by_cost.max(level_needs) {
+        let _ = write!(
+            reason,
+            "; {pressure_needs} because TTFT p95 is over the objective"
+        );
+    } else if target > by_cost {
         let _ = write!(reason, "; {target} for the load arriving now");
     }
     if now - first_at < WARM_UP_SECS && target < capacity.desired_serving {
