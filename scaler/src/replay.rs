@@ -575,19 +575,22 @@ impl<'a> Fleet<'a> {
         }
     }
 
+    /// Puts the current attempt of `request` into pod `id`'s engine queue.
+    fn place(&mut self, request: u32, id: usize, now: f64) {
+        let r = self.trace.requests[request as usize];
+        self.requests[request as usize].enqueued = now;
+        self.clients[request as usize].pod = id as u32;
+        self.pods[id].replica.enqueue(
+            Sequence::new(request, r.prompt_tokens, r.output_tokens)
+                .with_hashes(r.hashes.0, r.hashes.1),
+        );
+        self.kick(id, now);
+    }
+
     /// Sends an attempt: to a pod now, or to the gateway's queue.
     fn route(&mut self, request: u32, now: f64) {
         match self.pick_pod(request) {
-            Some(id) => {
-                let r = self.trace.requests[request as usize];
-                self.requests[request as usize].enqueued = now;
-                self.clients[request as usize].pod = id as u32;
-                self.pods[id].replica.enqueue(
-                    Sequence::new(request, r.prompt_tokens, r.output_tokens)
-                        .with_hashes(r.hashes.0, r.hashes.1),
-                );
-                self.kick(id, now);
-            }
+            Some(id) => self.place(request, id, now),
             None => {
                 let attempt = self.clients[request as usize].attempt;
                 self.clients[request as usize].pod = NOWHERE;
@@ -616,14 +619,7 @@ impl<'a> Fleet<'a> {
                 break;
             };
             self.gateway.pop_front();
-            let r = self.trace.requests[request as usize];
-            self.requests[request as usize].enqueued = now;
-            self.clients[request as usize].pod = id as u32;
-            self.pods[id].replica.enqueue(
-                Sequence::new(request, r.prompt_tokens, r.output_tokens)
-                    .with_hashes(r.hashes.0, r.hashes.1),
-            );
-            self.kick(id, now);
+            self.place(request, id, now);
         }
     }
 

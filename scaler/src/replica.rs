@@ -522,7 +522,7 @@ impl Replica {
 mod tests {
     use super::*;
 
-    fn state(n: usize) -> Vec<RequestState> {
+    pub(super) fn state(n: usize) -> Vec<RequestState> {
         vec![
             RequestState {
                 arrival: 0.0,
@@ -587,19 +587,8 @@ mod tests {
 
 #[cfg(test)]
 mod v1_and_prefix_tests {
+    use super::tests::state;
     use super::*;
-
-    fn state(n: usize) -> Vec<RequestState> {
-        vec![
-            RequestState {
-                arrival: 0.0,
-                first_token: f64::NAN,
-                scheduled: f64::NAN,
-                enqueued: 0.0,
-            };
-            n
-        ]
-    }
 
     #[test]
     fn a_step_that_preempts_admits_nothing() {

@@ -108,9 +108,13 @@ fn axes(out: &mut String, x_label: &str, y_left: &str, y_right: Option<&str>) {
 }
 
 fn legend(out: &mut String, entries: &[(&str, &str, bool)]) {
+    legend_at(out, entries, LEFT + 12.0);
+}
+
+/// The legend with its lines starting at `x`.
+fn legend_at(out: &mut String, entries: &[(&str, &str, bool)], x: f64) {
     for (i, (name, colour, dashed)) in entries.iter().enumerate() {
         let y = TOP + 8.0 + i as f64 * 16.0;
-        let x = LEFT + 12.0;
         let dash = if *dashed {
             r#" stroke-dasharray="5,3""#
         } else {
@@ -335,23 +339,7 @@ pub fn frontiers(curves: &[(&str, Vec<(f64, f64)>)], bound: &[(f64, f64)], title
         polyline(&mut out, &xy, "#000000", true);
         entries.push(("lower bound (LP)", "#000000", true));
     }
-    for (i, (name, colour, dashed)) in entries.iter().enumerate() {
-        let ly = TOP + 8.0 + i as f64 * 16.0;
-        let lx = WIDTH - RIGHT - 100.0;
-        let dash = if *dashed {
-            r#" stroke-dasharray="5,3""#
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
-            lx + 20.0,
-            lx + 26.0,
-            ly + 4.0,
-            escape(name)
-        );
-    }
+    legend_at(&mut out, &entries, WIDTH - RIGHT - 100.0);
     out.push_str("</svg>\n");
     out
 }

@@ -106,13 +106,7 @@ impl Trace {
     /// Reads a JSONL trace (see the module docs); `block_tokens` is the tokens one hash id
     /// covers.
     pub fn from_jsonl_file(path: &Path, block_tokens: u32) -> Result<Trace, TraceError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TraceError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let name = path
-            .file_stem()
-            .map_or_else(|| "trace".to_owned(), |s| s.to_string_lossy().into_owned());
+        let (name, text) = read_trace_file(path)?;
         parse_jsonl(&name, &text, block_tokens)
     }
 
@@ -178,13 +172,7 @@ impl Trace {
 
     /// Reads a CSV trace file.
     pub fn from_csv_file(path: &Path) -> Result<Trace, TraceError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TraceError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let name = path
-            .file_stem()
-            .map_or_else(|| "trace".to_owned(), |s| s.to_string_lossy().into_owned());
+        let (name, text) = read_trace_file(path)?;
         Trace::new(name, parse_csv(&text)?)
     }
 }
@@ -248,6 +236,18 @@ pub fn parse_csv(text: &str) -> Result<Vec<Request>, TraceError> {
         return Err(TraceError::Empty);
     }
     Ok(requests)
+}
+
+/// A trace file's name (its stem) and text.
+fn read_trace_file(path: &Path) -> Result<(String, String), TraceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let name = path
+        .file_stem()
+        .map_or_else(|| "trace".to_owned(), |s| s.to_string_lossy().into_owned());
+    Ok((name, text))
 }
 
 /// Tokens one hash id covers in Mooncake's published traces.
