@@ -38,7 +38,9 @@
 //! # How it decides
 //!
 //! 1. Offered work now (replica-seconds per second): prompt tokens × prefill cost per token +
-//!    generated tokens × decode cost per token ([`WorkModel`]).
+//!    generated tokens × decode cost per token ([`WorkModel`]), plus the requests waiting in
+//!    the engines (throughput saturates while demand queues) as work due within one burst
+//!    window at the recent work per request.
 //! 2. The forecaster ([`forecast::Forecaster`]) updates a Holt level/trend (and a seasonal
 //!    profile when a period is configured) and remembers short-window (burst-grain) samples.
 //! 3. Per-replica capacity is learned from the fleet's TTFT p95 against the objective: a miss
@@ -501,6 +503,19 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
         };
     };
     let requests_now = snapshot.demand.request_rate.unwrap_or(0.0);
+    // In a cluster the rates are throughput (vLLM counts prompt tokens as it prefills), which
+    // stops rising once the fleet is full. Requests waiting in the engines are demand too:
+    // counted as work due within one burst window, at the recent work per request.
+    let queued = snapshot.signals.queue_depth.unwrap_or(0.0).max(0.0);
+    let per_request = state.forecaster.work_per_request().unwrap_or(0.0);
+    let queued_work = queued * per_request / settings.forecast.burst_window_secs;
+    let work_now = work_now + queued_work;
+    if queued_work > 0.0 {
+        let _ = write!(
+            reason,
+            "{queued:.0} queued count as {queued_work:.2} of work; "
+        );
+    }
     state
         .forecaster
         .observe(&settings.forecast, now, work_now, requests_now);

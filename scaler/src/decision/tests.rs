@@ -257,6 +257,34 @@ fn state_round_trips_through_json_and_decides_the_same() {
 }
 
 #[test]
+fn queued_requests_count_as_demand() {
+    // Throughput flat at 1.0 of work (10,000 prompt tokens/s, 10 req/s → 0.1 per request);
+    // then 200 requests wait: 200 × 0.1 / 10 s window = 2.0 more work → more replicas.
+    let s = settings();
+    let mut state = State::default();
+    let mut flat = None;
+    for i in 0..30 {
+        flat = Some(decide(
+            &s,
+            &mut state,
+            &snapshot(i as f64 * 5.0, 10_000.0, 2),
+        ));
+    }
+    let mut snap = snapshot(150.0, 10_000.0, 2);
+    snap.demand.request_rate = Some(10.0);
+    snap.signals.queue_depth = Some(200.0);
+    let queued = decide(&s, &mut state, &snap);
+    assert!(
+        queued
+            .reason
+            .starts_with("200 queued count as 2.00 of work"),
+        "{}",
+        queued.reason
+    );
+    assert!(queued.serving_replicas > flat.unwrap().serving_replicas);
+}
+
+#[test]
 fn settings_are_validated() {
     let mut s = settings();
     assert_eq!(s.validate(), Ok(()));
