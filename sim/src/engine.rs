@@ -14,7 +14,7 @@
 //!   `kv_cache_usage_perc` is the sum over running requests divided by `kv_blocks` (capped at
 //!   1; there is no preemption, so `num_preemptions_total` stays 0).
 
-use crate::exposition::{render, EngineInfo, EngineStats, FinishReason, LiveGauges};
+use crate::vllm_metrics::{render, EngineInfo, EngineStats, FinishReason, LiveGauges};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;

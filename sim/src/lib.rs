@@ -10,7 +10,7 @@
 //!   lines, sorted label names, `_total` counters each followed by a `_created` gauge
 //!   family, pre-created `finished_reason` series, `vllm:cache_config_info`,
 //!   `process_start_time_seconds`, Python float formatting and the ≥ 0.8.4 bucket bounds
-//!   ([`exposition`]);
+//!   ([`vllm_metrics`]);
 //! - **continuous batching**: at most `max_num_seqs` requests run, the rest wait in FIFO
 //!   order; TTFT = queue wait + fixed TTFT + per-prompt-token prefill; decode steps slow
 //!   down 2 % per extra running sequence; KV blocks follow prompt + generated tokens
@@ -26,7 +26,7 @@
 pub mod dcgm;
 pub mod dcgm_server;
 pub mod engine;
-pub mod exposition;
+pub mod vllm_metrics;
 pub mod openai;
 pub mod pyfloat;
 pub mod server;

@@ -3,7 +3,7 @@
 //! Owns: the axum router (OpenAI endpoints, `/metrics`, `/health`, `/v1/models`, `/version`,
 //! admin endpoints), vLLM-shaped error bodies, SSE streaming, and serving until shutdown.
 //! Does not own: the timing model ([`crate::engine`]) or the text format
-//! ([`crate::exposition`]).
+//! ([`crate::vllm_metrics`]).
 //!
 //! Admin endpoints (for tests; the process only ever listens on loopback addresses):
 //! - `POST /admin/metrics-down` — `/metrics` answers 503 until
@@ -12,7 +12,7 @@
 //!   synthetic TTFT observations; `{}` clears it.
 
 use crate::engine::{unix_now, Engine, EngineError, SyntheticLoad};
-use crate::exposition::CONTENT_TYPE;
+use crate::vllm_metrics::CONTENT_TYPE;
 use crate::openai::{response_body, stream_chunk, Api, RawRequest, RequestError};
 use axum::body::{Body, Bytes};
 use axum::extract::State;

@@ -1,4 +1,5 @@
-//! The vLLM V1 (0.13+) `/metrics` body, built from plain counters and histograms.
+//! The vLLM V1 `/metrics` body (the renderer; the parser is `inferscale_metrics::exposition`),
+//! built from plain counters and histograms.
 //!
 //! Owns: the metric families a single-engine vLLM 0.13 server prints, in its order, with its
 //! HELP texts, sorted label names (`engine`, `finished_reason`, `le`, `model_name`), counters
