@@ -26,7 +26,7 @@
 pub mod dcgm;
 pub mod dcgm_server;
 pub mod engine;
-pub mod vllm_metrics;
 pub mod openai;
 pub mod pyfloat;
 pub mod server;
+pub mod vllm_metrics;

@@ -12,8 +12,8 @@
 //!   synthetic TTFT observations; `{}` clears it.
 
 use crate::engine::{unix_now, Engine, EngineError, SyntheticLoad};
-use crate::vllm_metrics::CONTENT_TYPE;
 use crate::openai::{response_body, stream_chunk, Api, RawRequest, RequestError};
+use crate::vllm_metrics::CONTENT_TYPE;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
