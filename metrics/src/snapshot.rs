@@ -80,7 +80,7 @@ impl Default for SnapshotLimits {
 /// Why the snapshot builder left something out. Closed set so it can label the adapter's
 /// own metrics (e.g. `..._dropped_total{kind}`), like [`crate::exposition::LineErrorKind`].
 ///
-/// The first five count **samples**, the last five count **histograms** (one per model and
+/// The first six count **samples**, the last four count **histograms** (one per model and
 /// signal whose buckets could not form a histogram; that signal then reads missing with
 /// reason `incomplete_histogram`, never a made-up value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,9 +94,12 @@ pub enum DropKind {
     /// Sample with the same name and label text as an earlier one in the body; the first
     /// one is kept (as Prometheus keeps the first of duplicate samples).
     DuplicateSeries,
-    /// Gauge, counter or process-start sample whose value is `NaN` or ±Inf; a bucket
-    /// sample without a usable `le` label also counts here.
+    /// Gauge, counter or process-start sample whose value is `NaN` or ±Inf (a cache-config
+    /// sample whose blocks × block size overflows too).
     NonFiniteValue,
+    /// Bucket sample whose `le` label is missing, not a number or `NaN`; the histogram is
+    /// read from its other buckets.
+    InvalidBucketBound,
     /// Histogram whose cumulative counts fall as the bound grows.
     NonMonotoneBuckets,
     /// Histogram with a `NaN`, infinite or negative bucket count.
@@ -105,8 +108,6 @@ pub enum DropKind {
     MissingInfBucket,
     /// Histogram with more than [`SnapshotLimits::max_bucket_bounds`] bounds.
     TooManyBuckets,
-    /// Histogram with a `NaN` bound.
-    InvalidBucketBound,
 }
 
 impl DropKind {
@@ -117,11 +118,11 @@ impl DropKind {
         DropKind::ModelNameTooLong,
         DropKind::DuplicateSeries,
         DropKind::NonFiniteValue,
+        DropKind::InvalidBucketBound,
         DropKind::NonMonotoneBuckets,
         DropKind::InvalidBucketCount,
         DropKind::MissingInfBucket,
         DropKind::TooManyBuckets,
-        DropKind::InvalidBucketBound,
     ];
 
     /// A short, stable name for logs and metric labels.
@@ -132,11 +133,11 @@ impl DropKind {
             DropKind::ModelNameTooLong => "model_name_too_long",
             DropKind::DuplicateSeries => "duplicate_series",
             DropKind::NonFiniteValue => "non_finite_value",
+            DropKind::InvalidBucketBound => "invalid_bucket_bound",
             DropKind::NonMonotoneBuckets => "non_monotone_buckets",
             DropKind::InvalidBucketCount => "invalid_bucket_count",
             DropKind::MissingInfBucket => "missing_inf_bucket",
             DropKind::TooManyBuckets => "too_many_buckets",
-            DropKind::InvalidBucketBound => "invalid_bucket_bound",
         }
     }
 
@@ -602,8 +603,9 @@ impl<'a> Builder<'a> {
                 };
                 match route.part {
                     SamplePart::Bucket => {
-                        let Some(le) = le.and_then(|v| parse_float(&v)) else {
-                            return Err(DropKind::NonFiniteValue);
+                        let Some(le) = le.and_then(|v| parse_float(&v)).filter(|b| !b.is_nan())
+                        else {
+                            return Err(DropKind::InvalidBucketBound);
                         };
                         // Shards of one server share bounds: add counts per bound. Bodies
                         // list bounds in increasing order, so look from the end.
@@ -660,12 +662,13 @@ impl<'a> Builder<'a> {
                 } else {
                     Histogram::from_buckets(parts.buckets, parts.sum).map_err(|e| match e {
                         HistogramError::MissingInfBucket => DropKind::MissingInfBucket,
-                        HistogramError::InvalidBound => DropKind::InvalidBucketBound,
                         HistogramError::InvalidCount => DropKind::InvalidBucketCount,
-                        // One scrape's buckets cannot reset; only a window delta can.
-                        HistogramError::NonMonotonic | HistogramError::CounterReset => {
-                            DropKind::NonMonotoneBuckets
-                        }
+                        // NaN bounds were refused sample by sample and bounds of one
+                        // histogram are merged, so no bound is invalid here; one scrape's
+                        // buckets cannot reset (only a window delta can).
+                        HistogramError::NonMonotonic
+                        | HistogramError::InvalidBound
+                        | HistogramError::CounterReset => DropKind::NonMonotoneBuckets,
                     })
                 };
                 match built {
@@ -854,7 +857,7 @@ mod tests {
 
     #[test]
     fn unusable_histograms_are_dropped_counted_and_marked_the_rest_kept() {
-        let cases: [(&[(&str, &str)], &str); 5] = [
+        let cases: [(&[(&str, &str)], &str); 4] = [
             (
                 &[("0.1", "5"), ("0.5", "3"), ("+Inf", "6")],
                 "non_monotone_buckets",
@@ -862,7 +865,6 @@ mod tests {
             (&[("0.1", "NaN"), ("+Inf", "6")], "invalid_bucket_count"),
             (&[("0.1", "-1"), ("+Inf", "6")], "invalid_bucket_count"),
             (&[("0.1", "1"), ("0.5", "2")], "missing_inf_bucket"),
-            (&[("NaN", "1"), ("+Inf", "2")], "invalid_bucket_bound"),
         ];
         for (buckets, kind) in cases {
             let s = snap(&ttft(buckets));
@@ -909,15 +911,16 @@ mod tests {
     }
 
     #[test]
-    fn bucket_without_le_is_counted_and_ignored() {
-        let body = ttft(&[("0.1", "1"), ("+Inf", "2")])
+    fn buckets_without_a_numeric_le_are_counted_and_ignored() {
+        let body = ttft(&[("0.1", "1"), ("NaN", "1"), ("x", "1"), ("+Inf", "2")])
             + "vllm:time_to_first_token_seconds_bucket{model_name=\"m\"} 9\n";
         let s = snap(&body);
         let h = s.models["m"]
             .histogram(HistogramSignal::TimeToFirstToken)
             .unwrap();
         assert_eq!(h.count(), 2.0);
-        assert_eq!(kinds(&s), [("non_finite_value", 1)]);
+        assert_eq!(h.upper_bounds(), &[0.1, f64::INFINITY]);
+        assert_eq!(kinds(&s), [("invalid_bucket_bound", 3)]);
     }
 
     #[test]
