@@ -293,7 +293,8 @@ pub struct EngineSnapshot {
     /// Data-parallel engines seen per model for KV usage (to weight the all-models mean).
     #[serde(skip)]
     kv_shards: BTreeMap<String, usize>,
-    /// KV-cache capacity in tokens: `num_gpu_blocks` × `block_size` summed over engines.
+    /// KV-cache capacity in tokens: `num_gpu_blocks` × `block_size` summed over engines
+    /// (vLLM), or the KV pool size summed over series (SGLang `max_total_num_tokens`).
     pub kv_capacity_tokens: Option<f64>,
     /// `process_start_time_seconds`, when exposed.
     pub process_start: Option<f64>,
@@ -534,6 +535,12 @@ impl<'a> Builder<'a> {
                 self.engine.get_or_insert(route.profile.engine);
                 return Ok(());
             }
+            Target::KvCapacityTokens if non_finite_value => return Err(DropKind::NonFiniteValue),
+            Target::KvCapacityTokens => {
+                self.kv_capacity_tokens = Some(self.kv_capacity_tokens.unwrap_or(0.0) + value);
+                self.engine.get_or_insert(route.profile.engine);
+                return Ok(());
+            }
             Target::Gauge(_) | Target::Counter(_) if non_finite_value => {
                 return Err(DropKind::NonFiniteValue)
             }
@@ -626,7 +633,7 @@ impl<'a> Builder<'a> {
                     SamplePart::Count | SamplePart::Value | SamplePart::Created => {}
                 }
             }
-            Target::CacheConfig | Target::ProcessStart => {}
+            Target::CacheConfig | Target::KvCapacityTokens | Target::ProcessStart => {}
         }
         Ok(())
     }
