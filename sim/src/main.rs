@@ -25,13 +25,15 @@ struct Cli {
 /// The fault and admin endpoints, printed under both subcommands' `--help`.
 const ADMIN_HELP: &str = "\
 Admin endpoints (loopback test harness only; each stays until replaced or reset):
-  POST /admin/fault  {\"fault\": NAME, ...}   /metrics plays one fault:
+  POST /admin/fault  {\"fault\": NAME, PARAMETER: VALUE...}   /metrics plays one fault, e.g.
+      curl -X POST http://127.0.0.1:8000/admin/fault -d '{\"fault\":\"status\",\"code\":500}'
+    NAME and parameters ([x=...] optional, with its default):
       hang [seconds=60]            accepted, not answered for `seconds` (a reset answers it)
-      status code=500              answers that status
+      status code=N                answers that status
       html                         200 text/html error page
       garbage bytes=N              200 with N pseudo-random bytes (invalid UTF-8)
       oversized bytes=N [content_length=false]   real body padded to N bytes, streamed
-      gzip_bomb decoded_bytes=N    Content-Encoding: gzip, decodes to N bytes (~N/1000 sent)
+      gzip_bomb decoded_bytes=N    Content-Encoding: gzip, decodes to N bytes (~N/1000 on the wire)
       non_finite_gauges            queue/running/KV gauges NaN, +Inf, -Inf (dcgm: util, power, memory)
       non_monotone_buckets         each histogram's last finite bucket above +Inf   (vLLM only)
       no_inf_bucket                each histogram without +Inf bucket and _count    (vLLM only)
