@@ -372,10 +372,15 @@ fn standing(s: &Scenario) -> String {
             .iter()
             .filter(|b| best_within(wp, b.gpu_hours).is_some_and(|w| w.attainment >= b.attainment))
             .count();
-        // Warm-pool frontier points some baseline setting beats (more attainment, ≤ GPU-h).
+        // Warm-pool frontier points some baseline setting beats: more attainment for no more
+        // GPU-hours, or as much for fewer.
         let beaten = wp
             .iter()
-            .filter(|w| best_within(base, w.gpu_hours).is_some_and(|b| b.attainment > w.attainment))
+            .filter(|w| {
+                best_within(base, w.gpu_hours).is_some_and(|b| b.attainment > w.attainment)
+                    || cheapest_at(base, w.attainment)
+                        .is_some_and(|b| b.gpu_hours < w.gpu_hours - 1e-9)
+            })
             .count();
         let verdict = if beaten == 0 {
             "on or beyond"
