@@ -34,6 +34,7 @@ skipped (visibly) until its metrics are scraped.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -67,7 +68,7 @@ WARM_POOL_PREFIX = "inferscale_warmpool_"
 # adapter answered no 5xx. Their selectors are still checked to be valid and the metric to be
 # scraped; only "returns data" is waived, and only for these.
 ERROR_ONLY = [re.compile(r'inferscale_adapter_requests_total"?[,{][^}]*code=~"5\.\."')]
-SHARED = Path(__import__("os").environ.get("INFERSCALE_SHARED", REPO.parent / "shared"))
+SHARED = Path(os.environ.get("INFERSCALE_SHARED", REPO.parent / "shared"))
 
 
 # --- Prometheus -------------------------------------------------------------------------------
@@ -375,8 +376,13 @@ def test_every_rule_expression_and_its_signals_return_data(observed):
 def fixture_metric_names() -> set[str]:
     """Metric names in the real exporters' captures (../shared/fixtures), with the series
     names a histogram or counter family exposes."""
-    if not SHARED.exists():
-        pytest.fail(f"{SHARED} is missing (set INFERSCALE_SHARED): the V0 names come from it")
+    if not (SHARED / "fixtures").exists():
+        # The repository's convention: fail, unless INFERSCALE_SKIP_SHARED=1 says skipping is
+        # intended (then say SKIPPED).
+        if os.environ.get("INFERSCALE_SKIP_SHARED") == "1":
+            pytest.skip(f"SKIPPED: {SHARED}/fixtures is missing; INFERSCALE_SKIP_SHARED=1")
+        pytest.fail(f"{SHARED}/fixtures is missing (set INFERSCALE_SHARED, or "
+                    "INFERSCALE_SKIP_SHARED=1 to skip): the V0 names are checked against it")
     names = set()
     for f in SHARED.glob("fixtures/**/*.txt"):
         for line in f.read_text(errors="replace").splitlines():
