@@ -2,8 +2,8 @@
 they contain and how they run.
 
 Inspected from the OCI archive itself (index -> manifest -> config and layers): the user is
-65532:65532, the entrypoint the binary, the one layer holds the static binary and the licence
-and nothing else (no shell, no libc), the binary has no ELF interpreter (static). Then each
+65532:65532, the entrypoint the binary, the layers (one per COPY) hold the static binary and
+the licence and nothing else (no shell, no libc), the binary has no ELF interpreter (static). Then each
 image is run with Debian's podman, read-only, without network or capabilities, as a Kubernetes
 pod with deploy/'s securityContext would run it. The OCI runtime is runc: crun 1.8 (Debian 12)
 refuses to start any container on a host whose cgroup v2 hierarchy holds a controller while
@@ -91,7 +91,7 @@ def test_image_contents(name):
     labels = c["Labels"]
     assert labels["org.opencontainers.image.version"] == crate_version()
     assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
-    # FROM scratch: one layer with our binary and the licence, nothing else.
+    # FROM scratch: a layer with the licence and one with the binary, nothing else.
     assert len(manifest["layers"]) == len(config["rootfs"]["diff_ids"])
     paths = {e.name.lstrip("./").rstrip("/") for e in entries} - {""}
     assert paths == {name, "licenses", "licenses/LICENSE"}, paths
