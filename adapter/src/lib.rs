@@ -7,9 +7,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod catalogue;
 pub mod config;
 pub mod inspect;
-pub mod names;
 pub mod quantity;
 pub mod scrape;
 pub mod selector;

@@ -4,12 +4,24 @@
 //! model. Percentiles come from the bucket-wise sum of the replicas' window histograms —
 //! the mean of per-replica p95s is not a p95 of anything and is never computed here.
 //! Replicas whose value is missing are left out of that value (and counted), never averaged
-//! in as zero.
+//! in as zero. This is the only place replicas are combined: the adapter (workloads,
+//! namespaces, external metrics) and the simulator call it alike.
 
 use crate::histogram::Histogram;
 use crate::profile::HistogramSignal;
 use crate::signals::{Latency, Missing, ModelSignals, Reading};
 use serde::Serialize;
+
+/// How one value is formed from the values of several replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// Counts and rates add up.
+    Sum,
+    /// Ratios average over the replicas that have a value.
+    Mean,
+    /// The busiest replica.
+    Max,
+}
 
 /// An aggregate of one signal over the replicas that had it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -24,13 +36,15 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    /// Aggregates readings; missing ones are counted, not averaged in.
+    /// Aggregates readings; missing ones are counted, not averaged in. When no replica has
+    /// a value, the aggregate is missing for the first missing replica's reason
+    /// ([`Missing::NotExposed`] when there are no replicas at all).
     pub fn of(readings: impl IntoIterator<Item = Reading>) -> Aggregate {
         let mut sum = 0.0;
         let mut max = f64::NEG_INFINITY;
         let mut replicas = 0;
         let mut missing = 0;
-        let mut reason = Missing::NotExposed;
+        let mut reason = None;
         for reading in readings {
             match reading {
                 Reading::Value(v) => {
@@ -40,12 +54,12 @@ impl Aggregate {
                 }
                 Reading::Missing(why) => {
                     missing += 1;
-                    reason = why;
+                    reason.get_or_insert(why);
                 }
             }
         }
         if replicas == 0 {
-            let m = Reading::Missing(reason);
+            let m = Reading::Missing(reason.unwrap_or(Missing::NotExposed));
             return Aggregate {
                 sum: m,
                 mean: m,
@@ -60,6 +74,15 @@ impl Aggregate {
             max: Reading::Value(max),
             replicas,
             missing,
+        }
+    }
+
+    /// The aggregate `combine` asks for.
+    pub fn get(&self, combine: Combine) -> Reading {
+        match combine {
+            Combine::Sum => self.sum,
+            Combine::Mean => self.mean,
+            Combine::Max => self.max,
         }
     }
 }
@@ -87,7 +110,7 @@ pub fn merged_latency<'a>(
     signal: HistogramSignal,
 ) -> Latency {
     let mut merged: Option<Histogram> = None;
-    let mut reason = Missing::NotExposed;
+    let mut reason = None;
     for replica in replicas {
         let latency = replica.latency(signal);
         match (&latency.window_histogram, &mut merged) {
@@ -95,29 +118,14 @@ pub fn merged_latency<'a>(
             (Some(h), None) => merged = Some(h.clone()),
             (None, _) => {
                 if let Reading::Missing(why) = latency.p50 {
-                    reason = why;
+                    reason.get_or_insert(why);
                 }
             }
         }
     }
     match merged {
         Some(h) => Latency::from_window(h),
-        None => Latency::from_window_missing(reason),
-    }
-}
-
-impl Latency {
-    fn from_window_missing(reason: Missing) -> Latency {
-        let m = Reading::Missing(reason);
-        Latency {
-            p50: m,
-            p90: m,
-            p95: m,
-            p99: m,
-            observations: m,
-            mean: m,
-            window_histogram: None,
-        }
+        None => Latency::missing(reason.unwrap_or(Missing::NotExposed)),
     }
 }
 
@@ -157,7 +165,20 @@ mod tests {
         assert_eq!(a.mean, Reading::Value(3.0));
         assert_eq!(a.replicas, 2);
         assert_eq!(a.missing, 1);
-        let none = Aggregate::of([Reading::Missing(Missing::NotExposed)]);
-        assert_eq!(none.mean, Reading::Missing(Missing::NotExposed));
+        assert_eq!(a.get(Combine::Max), Reading::Value(4.0));
+        let none = Aggregate::of([
+            Reading::Missing(Missing::NeedsTwoScrapes),
+            Reading::Missing(Missing::NotExposed),
+        ]);
+        assert_eq!(
+            none.mean,
+            Reading::Missing(Missing::NeedsTwoScrapes),
+            "first reason"
+        );
+        assert_eq!(
+            Aggregate::of([]).sum,
+            Reading::Missing(Missing::NotExposed),
+            "no replicas"
+        );
     }
 }

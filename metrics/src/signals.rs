@@ -100,7 +100,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn missing(reason: Missing) -> Latency {
+    /// Every percentile, the mean and the count missing for `reason`.
+    pub fn missing(reason: Missing) -> Latency {
         let m = Reading::Missing(reason);
         Latency {
             p50: m,

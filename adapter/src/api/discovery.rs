@@ -5,7 +5,7 @@
 //! merge into the cluster's spec, so those answer with valid (small) documents.
 
 use super::{check_version, ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
-use crate::names::METRICS;
+use crate::catalogue::METRICS;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -8,7 +8,7 @@
 use super::discovery::{CUSTOM_VERSIONS, EXTERNAL_VERSIONS};
 use super::status::status_response;
 use super::{check_version, ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
-use crate::names::{lookup, MetricDef, Source};
+use crate::catalogue::{lookup, MetricDef, Source};
 use crate::quantity::format_quantity;
 use crate::selector::{Requirement, Selector};
 use crate::store::{OwnerRef, PodView};
