@@ -14,6 +14,7 @@ pub mod quantity;
 pub mod scrape;
 pub mod selector;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod targets;
 pub mod telemetry;

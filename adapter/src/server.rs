@@ -176,11 +176,7 @@ pub async fn run(config: ServeConfig) -> Result<(), ServerError> {
                     source,
                 })?;
             info!(%listen, "serving plain HTTP on loopback");
-            let router =
-                api::router(core.app_state(&config)).layer(axum::middleware::from_fn_with_state(
-                    AuthState::standalone(),
-                    crate::auth::auth_middleware,
-                ));
+            let router = api::router(core.app_state(&config), AuthState::standalone());
             let server = tokio::spawn(
                 crate::tls::serve_plain(listener, router, std::future::pending())
                     .instrument(info_span!("http")),
@@ -232,11 +228,7 @@ async fn run_cluster(
         },
     };
     let (auth_state, auth_config_task) = AuthState::delegated(client, options, &tls_state).await?;
-    // The auth layer goes on last so it wraps every route, fallback included.
-    let app = api::router(core.app_state(config)).layer(axum::middleware::from_fn_with_state(
-        auth_state,
-        crate::auth::auth_middleware,
-    ));
+    let app = api::router(core.app_state(config), auth_state);
     let listener = tokio::net::TcpListener::bind(cluster.listen)
         .await
         .map_err(|source| ServerError::Bind {

@@ -6,6 +6,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use inferscale_adapter::api::{router, AppState};
+use inferscale_adapter::auth::AuthState;
 use inferscale_adapter::store::{
     OwnerRef, PodKey, ScrapeSink, Store, Target, TargetKind, TargetRegistry,
 };
@@ -224,7 +225,7 @@ fn state(external: bool) -> AppState {
 }
 
 async fn get(state: AppState, uri: &str) -> (StatusCode, serde_json::Value) {
-    let response = router(state)
+    let response = router(state, AuthState::standalone())
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -445,7 +446,7 @@ mod custom_metrics {
 
     #[tokio::test]
     async fn only_get_is_allowed() {
-        let response = router(state(true))
+        let response = router(state(true), AuthState::standalone())
             .oneshot(
                 Request::post(format!("{V2}/pods/*/inferscale_queue_depth"))
                     .body(Body::empty())
@@ -599,7 +600,7 @@ mod discovery {
 
     #[tokio::test]
     async fn aggregated_discovery_requests_get_406_so_the_apiserver_falls_back() {
-        let response = router(state(true))
+        let response = router(state(true), AuthState::standalone())
             .oneshot(
                 Request::get("/apis")
                     .header(
@@ -612,7 +613,7 @@ mod discovery {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
-        let with_fallback = router(state(true))
+        let with_fallback = router(state(true), AuthState::standalone())
             .oneshot(
                 Request::get("/apis")
                     .header("Accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json")
@@ -673,6 +674,111 @@ mod discovery {
         assert!(
             text.contains("inferscale_adapter_targets{kind=\"engine\",state=\"failing\"} 1"),
             "{text}"
+        );
+    }
+}
+
+mod request_metrics {
+    use super::*;
+    use futures::future::BoxFuture;
+    use inferscale_adapter::auth::{
+        Attributes, AuthError, Authenticator, Authorizer, Decision, RequestParts, UserInfo,
+    };
+
+    /// `Authorization: Bearer <name>` is user `<name>`; no header is unauthenticated.
+    struct NameFromToken;
+
+    impl Authenticator for NameFromToken {
+        fn authenticate<'a>(
+            &'a self,
+            request: &'a RequestParts<'a>,
+        ) -> BoxFuture<'a, Result<UserInfo, AuthError>> {
+            let name = request
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_owned);
+            Box::pin(async move {
+                let name = name.ok_or_else(|| AuthError::Unauthenticated("no token".into()))?;
+                Ok(UserInfo {
+                    name,
+                    ..UserInfo::default()
+                })
+            })
+        }
+    }
+
+    /// Only `admin` may do anything.
+    struct OnlyAdmin;
+
+    impl Authorizer for OnlyAdmin {
+        fn authorize<'a>(
+            &'a self,
+            user: &'a UserInfo,
+            _attributes: &'a Attributes,
+        ) -> BoxFuture<'a, Result<Decision, AuthError>> {
+            let allowed = user.name == "admin";
+            Box::pin(async move {
+                Ok(Decision {
+                    allowed,
+                    reason: String::new(),
+                })
+            })
+        }
+    }
+
+    async fn status_code(app: &axum::Router, uri: &str, user: Option<&str>) -> StatusCode {
+        let mut request = Request::get(uri);
+        if let Some(user) = user {
+            request = request.header("authorization", format!("Bearer {user}"));
+        }
+        app.clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// Refusals are answered by the auth layer before any handler runs; they must still be
+    /// counted, under the route they were refused on.
+    #[tokio::test]
+    async fn refusals_are_counted_by_route_and_code() {
+        let auth = AuthState::new(Arc::new(NameFromToken), Arc::new(OnlyAdmin));
+        let app = router(state(true), auth);
+        let uri = format!("{V2}/pods/*/vllm_num_requests_waiting");
+        assert_eq!(
+            status_code(&app, &uri, None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status_code(&app, &uri, Some("bob")).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(status_code(&app, &uri, Some("admin")).await, StatusCode::OK);
+        let response = app
+            .clone()
+            .oneshot(
+                Request::get("/metrics")
+                    .header("authorization", "Bearer admin")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        for code in ["401", "403", "200"] {
+            let line = format!(
+                "inferscale_adapter_requests_total{{route=\"custom_object_metric\",code=\"{code}\"}} 1"
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(
+            text.contains("inferscale_adapter_request_duration_seconds_count{route=\"custom_object_metric\"} 3"),
+            "refused requests are timed too:\n{text}"
         );
     }
 }

@@ -71,11 +71,7 @@ fn accepts_legacy_discovery(headers: &HeaderMap) -> bool {
 }
 
 fn not_acceptable() -> Response {
-    super::status::status_response(
-        StatusCode::NOT_ACCEPTABLE,
-        "NotAcceptable",
-        "only application/json discovery documents are served".into(),
-    )
+    ApiError::NotAcceptable("only application/json discovery documents are served").into_response()
 }
 
 pub async fn group_list(State(state): State<AppState>, headers: HeaderMap) -> Response {

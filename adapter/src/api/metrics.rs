@@ -6,14 +6,13 @@
 //! metric's definition says: sums, means, or percentiles of merged histograms.
 
 use super::discovery::{CUSTOM_VERSIONS, EXTERNAL_VERSIONS};
-use super::status::status_response;
 use super::{check_version, ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
 use crate::catalogue::{lookup, MetricDef, Source};
 use crate::quantity::format_quantity;
 use crate::selector::{Requirement, Selector};
 use crate::store::{OwnerRef, PodView};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -239,11 +238,9 @@ fn value_list(version: &str, items: Vec<MetricValue<'_>>) -> Response {
         Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         // Serializing our own structs of strings and integers cannot fail; if it ever
         // does, say so rather than send half a body.
-        Err(e) => status_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            format!("could not encode the metric list: {e}"),
-        ),
+        Err(e) => {
+            ApiError::Internal(format!("could not encode the metric list: {e}")).into_response()
+        }
     }
 }
 

@@ -4,14 +4,16 @@
 //! Owns: routing, query decoding, and the Kubernetes JSON shapes (every body carries `kind`
 //! and `apiVersion`: the HPA's decoder requires them). Errors leave through one type,
 //! [`ApiError`], rendered as a Kubernetes `Status`.
-//! Reads the store only through [`SignalView`]; authentication and authorization are a layer
-//! added around this router (see `auth`), so handlers here never see an unauthorised request.
+//! Reads the store only through [`SignalView`]. Authentication and authorization (see
+//! `auth`) are a layer inside the request metrics and around every route, fallbacks
+//! included, so handlers here never see an unauthorised request and refusals are counted.
 
 pub mod cache;
 mod discovery;
+pub mod error;
 mod metrics;
-pub mod status;
 
+use crate::auth::{auth_middleware, AuthState};
 use crate::store::SignalView;
 use crate::telemetry::Telemetry;
 use axum::extract::{MatchedPath, Request, State};
@@ -23,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use status::ApiError;
+pub use error::ApiError;
 
 /// Group names we serve.
 pub const CUSTOM_GROUP: &str = "custom.metrics.k8s.io";
@@ -73,8 +75,12 @@ impl AppState {
     }
 }
 
-/// The router with every route. Add the auth layer on top for a secure server.
-pub fn router(state: AppState) -> Router {
+/// The router with every route, behind `auth` ([`AuthState::standalone`] lets everyone in).
+///
+/// Layers, outermost first: request metrics (so 401/403 and the time authentication and
+/// authorization took are counted), then `auth`, then the routes; the metric-value routes
+/// also pass the response cache, inside `auth`.
+pub fn router(state: AppState, auth: AuthState) -> Router {
     let values = metric_value_routes().route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         cache::cached,
@@ -103,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .merge(values)
         .fallback(discovery::not_found)
         .method_not_allowed_fallback(discovery::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(auth, auth_middleware))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe_request,

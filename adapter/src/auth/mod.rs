@@ -10,15 +10,15 @@
 //! (SubjectAccessReview).
 //!
 //! It does not terminate TLS or verify the handshake ([`crate::tls`]), and it does not serve
-//! any API itself.
+//! any API itself: [`crate::api::router`] puts the middleware around every route.
 //!
 //! ```no_run
-//! # async fn wire(client: kube::Client, tls: inferscale_adapter::tls::TlsState, api: axum::Router) -> Result<(), Box<dyn std::error::Error>> {
-//! use inferscale_adapter::auth::{auth_middleware, AuthState, DelegatedAuthOptions};
+//! # async fn wire(client: kube::Client, tls: inferscale_adapter::tls::TlsState, state: inferscale_adapter::api::AppState) -> Result<(), Box<dyn std::error::Error>> {
+//! use inferscale_adapter::auth::{AuthState, DelegatedAuthOptions};
 //!
 //! let (auth, _config_refresh) =
 //!     AuthState::delegated(client, DelegatedAuthOptions::default(), &tls).await?;
-//! let app = api.layer(axum::middleware::from_fn_with_state(auth, auth_middleware));
+//! let app = inferscale_adapter::api::router(state, auth);
 //! # let _ = app; Ok(()) }
 //! ```
 
@@ -36,14 +36,14 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use futures::future::BoxFuture;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusDetails};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusDetails;
 use rustls::pki_types::CertificateDer;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::status::failure;
 use crate::tls::{PeerCertificates, TlsState};
 
 /// Paths that are served without authentication or authorization, so the kubelet's probes
@@ -197,13 +197,13 @@ pub enum AuthError {
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         match self {
-            Self::Unauthenticated(_) => status_response(
+            Self::Unauthenticated(_) => failure(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
                 "Unauthorized".to_owned(),
                 None,
             ),
-            Self::AuthenticationUnavailable(_) => status_response(
+            Self::AuthenticationUnavailable(_) => failure(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
                 "the request could not be authenticated because the authentication backend is \
@@ -211,7 +211,7 @@ impl IntoResponse for AuthError {
                     .to_owned(),
                 None,
             ),
-            Self::AuthorizationUnavailable(_) => status_response(
+            Self::AuthorizationUnavailable(_) => failure(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",
                 "Internal error occurred: the request could not be authorized".to_owned(),
@@ -219,24 +219,6 @@ impl IntoResponse for AuthError {
             ),
         }
     }
-}
-
-/// Renders a Kubernetes `Status` object (kind Status, apiVersion v1, status Failure).
-fn status_response(
-    code: StatusCode,
-    reason: &str,
-    message: String,
-    details: Option<StatusDetails>,
-) -> Response {
-    let status = Status {
-        code: Some(i32::from(code.as_u16())),
-        details,
-        message: Some(message),
-        metadata: Default::default(),
-        reason: Some(reason.to_owned()),
-        status: Some("Failure".to_owned()),
-    };
-    (code, Json(status)).into_response()
 }
 
 /// The 403 kube-apiserver would send for `attributes` denied to `user`, with the same
@@ -290,7 +272,7 @@ fn forbidden_response(user: &UserInfo, attributes: &Attributes, reason: &str) ->
             (message, details)
         }
     };
-    status_response(StatusCode::FORBIDDEN, "Forbidden", message, Some(details))
+    failure(StatusCode::FORBIDDEN, "Forbidden", message, Some(details))
 }
 
 /// Whether `path` is one of [`UNAUTHENTICATED_PATHS`] or below one of them.
@@ -371,8 +353,8 @@ impl AuthState {
 /// otherwise it is answered with a Kubernetes `Status`: 401 (no valid credentials), 403 (denied),
 /// 503 (authentication backend down) or 500 (authorization backend failed).
 ///
-/// Apply it with `router.layer(axum::middleware::from_fn_with_state(state, auth_middleware))`
-/// *after* adding all routes and the fallback, so they are all covered.
+/// Applied with `router.layer(axum::middleware::from_fn_with_state(state, auth_middleware))`
+/// *after* all routes and the fallback, so they are all covered ([`crate::api::router`] does).
 pub async fn auth_middleware(
     State(state): State<AuthState>,
     request: Request,
@@ -511,6 +493,7 @@ mod tests {
     use axum::body::Body;
     use axum::routing::get;
     use axum::Router;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tower::ServiceExt;
 
