@@ -31,14 +31,14 @@ pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     ReadFile {
         path: String,
         source: std::io::Error,
     },
     /// An HTTP scrape failed (connection, status or body).
-    #[error("cannot scrape {url}: {reason}")]
-    Scrape { url: String, reason: String },
+    #[error("cannot scrape {url}")]
+    Scrape { url: String, source: reqwest::Error },
     /// A body is larger than [`MAX_BODY_BYTES`].
     #[error("{source_name} is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge { source_name: String },
@@ -65,7 +65,7 @@ pub fn fetch(source: &str, taken_at: f64) -> Result<Scrape, InspectError> {
             .build()
             .map_err(|e| InspectError::Scrape {
                 url: source.into(),
-                reason: e.to_string(),
+                source: e,
             })?;
         let response = client
             .get(source)
@@ -74,12 +74,12 @@ pub fn fetch(source: &str, taken_at: f64) -> Result<Scrape, InspectError> {
             .and_then(|r| r.error_for_status())
             .map_err(|e| InspectError::Scrape {
                 url: source.into(),
-                reason: e.to_string(),
+                source: e,
             })?;
         let format = crate::scrape::format_of(response.headers());
         let body = response.bytes().map_err(|e| InspectError::Scrape {
             url: source.into(),
-            reason: e.to_string(),
+            source: e,
         })?;
         if body.len() > MAX_BODY_BYTES {
             return Err(InspectError::TooLarge {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod catalogue;
 pub mod config;
+pub mod error_chain;
 pub mod inspect;
 pub mod quantity;
 pub mod scrape;

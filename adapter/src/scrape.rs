@@ -52,7 +52,7 @@ pub fn unix_now() -> f64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
     /// The HTTP client could not be built (TLS backend).
-    #[error("building the HTTP client: {0}")]
+    #[error("building the HTTP client")]
     Client(#[from] reqwest::Error),
 }
 

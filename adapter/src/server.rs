@@ -31,16 +31,16 @@ pub enum ServerError {
     #[error(transparent)]
     Scrape(#[from] crate::scrape::ScrapeError),
     /// The listen address could not be bound.
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}")]
     Bind {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
     /// No Kubernetes client could be configured (kubeconfig or in-cluster).
-    #[error("connecting to Kubernetes: {0}")]
+    #[error("connecting to Kubernetes")]
     Kube(#[from] kube::Error),
     /// Kubernetes client configuration could not be inferred.
-    #[error("Kubernetes client configuration: {0}")]
+    #[error("inferring the Kubernetes client configuration")]
     KubeConfig(#[from] kube::config::InferConfigError),
     /// TLS set-up failed.
     #[error(transparent)]

@@ -12,6 +12,7 @@
 //! `inferscale.dev/scheme` (default `http`); `prometheus.io/port` and `prometheus.io/path`
 //! are honoured when ours are absent.
 
+use crate::error_chain::ErrorChain;
 use crate::store::{OwnerRef, PodKey, Target, TargetKind, TargetRegistry};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
@@ -43,13 +44,13 @@ const RESYNC_DEBOUNCE: Duration = Duration::from_millis(300);
 #[derive(Debug, thiserror::Error)]
 pub enum TargetsError {
     /// The static targets file could not be read.
-    #[error("reading targets file {path}: {source}")]
+    #[error("reading targets file {path}")]
     ReadFile {
         path: String,
         source: std::io::Error,
     },
     /// The static targets file is not valid JSON of the expected shape.
-    #[error("parsing targets file {path}: {source}")]
+    #[error("parsing targets file {path}")]
     ParseFile {
         path: String,
         source: serde_json::Error,
@@ -360,7 +361,7 @@ pub async fn run_kube_discovery(
                     let mut stream = stream;
                     while let Some(event) = stream.next().await {
                         if let Err(error) = event {
-                            warn!(%error, "watch error (retrying)");
+                            warn!(error = %ErrorChain(&error), "watch error (retrying)");
                         }
                         dirty.store(true, Ordering::Relaxed);
                     }
@@ -488,6 +489,20 @@ mod tests {
         assert_eq!(t.node.as_deref(), Some("n1"));
         let kinds: Vec<_> = t.owners.iter().map(|o| o.kind.as_str()).collect();
         assert_eq!(kinds, ["ReplicaSet", "Deployment"]);
+    }
+
+    #[test]
+    fn file_errors_name_the_file_and_leave_the_cause_to_source() {
+        let error = read_static_file("/nonexistent/targets.json").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "reading targets file /nonexistent/targets.json"
+        );
+        let cause = std::error::Error::source(&error).expect("the I/O error is the source");
+        assert!(
+            !error.to_string().contains(&cause.to_string()),
+            "printed once"
+        );
     }
 
     #[test]

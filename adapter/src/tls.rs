@@ -42,6 +42,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::error_chain::ErrorChain;
+
 /// How often the serving certificate files are re-read. Kubernetes propagates a rotated Secret
 /// to the pod's volume within about a minute (kubelet sync period); checking every 5 s adds
 /// little to that and reading two small files costs nothing.
@@ -94,7 +96,7 @@ pub enum TlsError {
     #[error("--tls-cert-file and --tls-private-key-file must be given together")]
     IncompleteFilePair,
     /// A certificate or key file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     ReadFile {
         /// The file that could not be read.
         path: PathBuf,
@@ -120,17 +122,17 @@ pub enum TlsError {
     },
     /// rustls rejected the certificate and key (unsupported key type, or the key does not
     /// belong to the leaf certificate).
-    #[error("using the serving certificate and key: {0}")]
+    #[error("using the serving certificate and key")]
     ServingKey(#[source] rustls::Error),
     /// Generating the self-signed fallback certificate failed (e.g. an extra SAN is not a
     /// valid DNS name or IP address).
-    #[error("generating the self-signed serving certificate: {0}")]
+    #[error("generating the self-signed serving certificate")]
     SelfSigned(#[source] rcgen::Error),
     /// The protocol versions of the crypto provider could not be configured.
-    #[error("configuring TLS protocol versions: {0}")]
+    #[error("configuring TLS protocol versions")]
     ProtocolVersions(#[source] rustls::Error),
     /// None of the client CA certificates could be used as a trust anchor.
-    #[error("building the client certificate verifier: {0}")]
+    #[error("building the client certificate verifier")]
     ClientVerifier(#[source] rustls::server::VerifierBuilderError),
 }
 
@@ -320,7 +322,7 @@ impl TlsState {
                         ),
                         Ok(false) => {}
                         Err(error) => warn!(
-                            %error,
+                            error = %ErrorChain(&error),
                             "keeping the previous serving certificate; will retry"
                         ),
                     }

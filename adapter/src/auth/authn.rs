@@ -45,6 +45,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::request_info::percent_decode;
 use super::{AuthError, Authenticator, RequestParts, TtlCache, UserInfo};
+use crate::error_chain::ErrorChain;
 use crate::tls::{parse_pem_certificates, sha256, TlsError, TlsState};
 
 /// Namespace of the ConfigMap kube-apiserver publishes its authentication settings in.
@@ -203,17 +204,17 @@ impl Default for AuthnOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthnError {
     /// Reading the authentication ConfigMap failed.
-    #[error("reading configmap {CONFIG_MAP_NAMESPACE}/{CONFIG_MAP_NAME}: {0}")]
+    #[error("reading configmap {CONFIG_MAP_NAMESPACE}/{CONFIG_MAP_NAME}")]
     ConfigMapLookup(#[source] kube::Error),
     /// The adapter's service account may not read the authentication ConfigMap.
     #[error(
         "not allowed to read configmap {CONFIG_MAP_NAMESPACE}/{CONFIG_MAP_NAME}; usually fixed \
          by binding the role {CONFIG_MAP_NAMESPACE}/extension-apiserver-authentication-reader to \
-         the adapter's service account: {0}"
+         the adapter's service account"
     )]
     ConfigMapForbidden(#[source] kube::Error),
     /// A ConfigMap key that should hold a JSON array of strings does not.
-    #[error("configmap key {key} is not a JSON array of strings: {source}")]
+    #[error("configmap key {key} is not a JSON array of strings")]
     InvalidStringList {
         /// The key.
         key: &'static str,
@@ -230,7 +231,7 @@ pub enum AuthnError {
         reason: String,
     },
     /// A CA override file could not be read.
-    #[error("reading CA file {path}: {source}")]
+    #[error("reading CA file {path}")]
     ReadCaFile {
         /// The file.
         path: PathBuf,
@@ -239,7 +240,7 @@ pub enum AuthnError {
         source: std::io::Error,
     },
     /// A CA bundle parsed but none of its certificates can anchor verification.
-    #[error("building the {pool} certificate verifier: {source}")]
+    #[error("building the {pool} certificate verifier")]
     BuildVerifier {
         /// Which pool (`request-header` or `client`).
         pool: &'static str,
@@ -248,13 +249,13 @@ pub enum AuthnError {
         source: rustls::server::VerifierBuilderError,
     },
     /// The TokenReview request failed.
-    #[error("TokenReview failed: {0}")]
+    #[error("TokenReview failed")]
     TokenReview(#[source] kube::Error),
     /// The TokenReview request did not finish in time.
     #[error("TokenReview did not answer within {0:?}")]
     TokenReviewTimeout(Duration),
     /// The new client CA pools could not be installed into the TLS configuration.
-    #[error("updating the TLS client CA pools: {0}")]
+    #[error("updating the TLS client CA pools")]
     UpdateTls(#[source] TlsError),
 }
 
@@ -378,7 +379,7 @@ pub fn spawn_config_refresh(
                 let config = match load_config(&client, &options).await {
                     Ok(config) => config,
                     Err(error) => {
-                        warn!(%error, "keeping the previous authentication configuration");
+                        warn!(error = %ErrorChain(&error), "keeping the previous authentication configuration");
                         continue;
                     }
                 };
@@ -387,7 +388,7 @@ pub fn spawn_config_refresh(
                     Ok(false) if tls_in_sync => continue,
                     Ok(false) => {}
                     Err(error) => {
-                        warn!(%error, "keeping the previous authentication configuration");
+                        warn!(error = %ErrorChain(&error), "keeping the previous authentication configuration");
                         continue;
                     }
                 }
@@ -395,7 +396,10 @@ pub fn spawn_config_refresh(
                     tls_in_sync = match apply_client_cas(tls, &config) {
                         Ok(()) => true,
                         Err(error) => {
-                            warn!(%error, "TLS still trusts the previous client CAs; will retry");
+                            warn!(
+                                error = %ErrorChain(&error),
+                                "TLS still trusts the previous client CAs; will retry"
+                            );
                             false
                         }
                     };

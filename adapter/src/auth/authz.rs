@@ -62,7 +62,7 @@ impl Default for AuthzOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthzError {
     /// Creating the SubjectAccessReview failed.
-    #[error("SubjectAccessReview failed: {0}")]
+    #[error("SubjectAccessReview failed")]
     Review(#[source] kube::Error),
     /// The SubjectAccessReview did not finish in time.
     #[error("SubjectAccessReview did not answer within {0:?}")]

@@ -43,6 +43,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::error_chain::ErrorChain;
 use crate::status::failure;
 use crate::tls::{PeerCertificates, TlsState};
 
@@ -186,11 +187,11 @@ pub enum AuthError {
     Unauthenticated(String),
     /// A backend needed to authenticate (TokenReview) failed; answered with 503 so clients
     /// retry instead of treating their credentials as bad.
-    #[error("authentication backend failed: {0}")]
+    #[error("authentication backend failed")]
     AuthenticationUnavailable(#[source] authn::AuthnError),
     /// The authorization backend (SubjectAccessReview) failed or answered inconsistently;
     /// answered with 500, as kube-apiserver does.
-    #[error("authorization backend failed: {0}")]
+    #[error("authorization backend failed")]
     AuthorizationUnavailable(#[source] authz::AuthzError),
 }
 
@@ -385,7 +386,7 @@ pub async fn auth_middleware(
             Err(error) => {
                 match &error {
                     AuthError::Unauthenticated(reason) => debug!(%reason, "unauthenticated"),
-                    other => warn!(error = %other, "authentication failed"),
+                    other => warn!(error = %ErrorChain(other), "authentication failed"),
                 }
                 return Err(error.into_response());
             }
@@ -398,7 +399,7 @@ pub async fn auth_middleware(
                 Err(forbidden_response(&user, &attributes, &decision.reason))
             }
             Err(error) => {
-                warn!(%error, "authorization failed");
+                warn!(error = %ErrorChain(&error), "authorization failed");
                 Err(error.into_response())
             }
         }
