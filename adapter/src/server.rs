@@ -6,16 +6,14 @@
 //! a zombie that still answers probes.
 
 use crate::api::{self, AppState};
-use crate::auth::authn::AuthnOptions;
-use crate::auth::authz::AuthzOptions;
-use crate::auth::{AuthState, DelegatedAuthOptions};
-use crate::config::{Mode, ServeConfig};
-use crate::scrape::{unix_now, ScrapeConfig, Scraper};
+use crate::auth::AuthState;
+use crate::config::{ClusterConfig, Mode, ServeConfig};
+use crate::scrape::{unix_now, Scraper};
 use crate::store::Store;
-use crate::targets;
+use crate::targets::{self, StaticTarget};
 use crate::telemetry::Telemetry;
-use crate::tls::{TlsOptions, TlsState};
-use std::path::PathBuf;
+use crate::tls::TlsState;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -24,9 +22,6 @@ use tracing::{error, info, info_span, Instrument};
 /// Why the server stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// Static targets could not be loaded.
-    #[error(transparent)]
-    Targets(#[from] targets::TargetsError),
     /// The scrape client could not be built.
     #[error(transparent)]
     Scrape(#[from] crate::scrape::ScrapeError),
@@ -53,10 +48,6 @@ pub enum ServerError {
     TaskEnded(&'static str),
 }
 
-/// How long the scrape loop may go without ticking before liveness fails: the loop ticks
-/// every second, so ten seconds means it is stuck, not busy.
-const LIVENESS_WINDOW_SECS: f64 = 10.0;
-
 /// The parts every mode shares.
 struct Core {
     store: Arc<Store>,
@@ -82,7 +73,6 @@ impl Core {
         let mut state = AppState::new(self.store.clone(), self.telemetry.clone());
         state.external_metrics = config.external_metrics;
         state.heartbeat = self.heartbeat.clone();
-        state.liveness_window_secs = LIVENESS_WINDOW_SECS;
         state.discovery_synced = self.synced.clone();
         state
     }
@@ -90,12 +80,7 @@ impl Core {
     fn spawn_scraper(&self, config: &ServeConfig) -> Result<JoinHandle<()>, ServerError> {
         let scraper = Scraper::new(
             self.store.clone(),
-            ScrapeConfig {
-                interval: config.scrape_interval,
-                timeout: config.scrape_timeout,
-                max_body_bytes: config.max_body_bytes,
-                concurrency: config.scrape_concurrency,
-            },
+            config.scrape.clone(),
             self.telemetry.clone(),
             self.heartbeat.clone(),
         )?;
@@ -149,92 +134,67 @@ async fn supervise(tasks: Vec<(&'static str, JoinHandle<()>)>) -> Result<(), Ser
 pub async fn run(config: ServeConfig) -> Result<(), ServerError> {
     let core = Core::new(&config);
     match &config.mode {
-        Mode::Standalone {
-            listen,
-            targets: flags,
-            targets_file,
-        } => {
-            let mut list = Vec::new();
-            if let Some(path) = targets_file {
-                list.extend(targets::read_static_file(path)?);
-            }
-            for flag in flags {
-                list.push(targets::parse_target_flag(flag)?);
-            }
-            info!(
-                targets = list.len(),
-                "standalone mode: static targets, plain HTTP, no authentication"
-            );
-            targets::load_static(core.store.as_ref(), list);
-            core.synced
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            let scraper = core.spawn_scraper(&config)?;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: *listen,
-                    source,
-                })?;
-            info!(%listen, "serving plain HTTP on loopback");
-            let router = api::router(core.app_state(&config), AuthState::standalone());
-            let server = tokio::spawn(
-                crate::tls::serve_plain(listener, router, std::future::pending())
-                    .instrument(info_span!("http")),
-            );
-            supervise(vec![("scrape loop", scraper), ("HTTP server", server)]).await
+        Mode::Standalone { listen, targets } => {
+            run_standalone(&config, *listen, targets.clone(), core).await
         }
         Mode::Cluster(cluster) => run_cluster(&config, cluster, core).await,
     }
 }
 
+async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: listen,
+            source,
+        })
+}
+
+async fn run_standalone(
+    config: &ServeConfig,
+    listen: SocketAddr,
+    static_targets: Vec<StaticTarget>,
+    core: Core,
+) -> Result<(), ServerError> {
+    info!(
+        targets = static_targets.len(),
+        "standalone mode: static targets, plain HTTP, no authentication"
+    );
+    targets::load_static(core.store.as_ref(), static_targets);
+    core.synced
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let scraper = core.spawn_scraper(config)?;
+    let listener = bind(listen).await?;
+    info!(%listen, "serving plain HTTP on loopback");
+    let router = api::router(core.app_state(config), AuthState::standalone());
+    let server = tokio::spawn(
+        crate::tls::serve_plain(listener, router, std::future::pending())
+            .instrument(info_span!("http")),
+    );
+    supervise(vec![("scrape loop", scraper), ("HTTP server", server)]).await
+}
+
 async fn run_cluster(
     config: &ServeConfig,
-    cluster: &crate::config::ClusterConfig,
+    cluster: &ClusterConfig,
     core: Core,
 ) -> Result<(), ServerError> {
     let client = kube::Client::try_default().await?;
     let discovery = tokio::spawn(
         targets::run_kube_discovery(
             client.clone(),
-            targets::KubeDiscoveryConfig {
-                engine_selector: cluster.pod_selector.clone(),
-                dcgm_selector: cluster.dcgm_selector.clone(),
-            },
+            cluster.watch.clone(),
             core.store.clone(),
             core.synced.clone(),
         )
         .instrument(info_span!("discovery")),
     );
     let scraper = core.spawn_scraper(config)?;
-    let tls_state = TlsState::new(&TlsOptions {
-        cert_file: cluster.tls_cert_file.as_ref().map(PathBuf::from),
-        key_file: cluster.tls_private_key_file.as_ref().map(PathBuf::from),
-        extra_sans: cluster.tls_sans.clone(),
-    })?;
-    let options = DelegatedAuthOptions {
-        authentication: AuthnOptions {
-            client_ca_file: cluster.client_ca_file.as_ref().map(PathBuf::from),
-            requestheader_client_ca_file: cluster
-                .requestheader_client_ca_file
-                .as_ref()
-                .map(PathBuf::from),
-            token_cache_ttl: cluster.authentication_cache_ttl,
-            ..AuthnOptions::default()
-        },
-        authorization: AuthzOptions {
-            allow_cache_ttl: cluster.authorization_cache_ttl,
-            deny_cache_ttl: cluster.authorization_cache_ttl,
-            ..AuthzOptions::default()
-        },
-    };
-    let (auth_state, auth_config_task) = AuthState::delegated(client, options, &tls_state).await?;
+    let tls_state = TlsState::new(&cluster.tls)?;
+    let (auth_state, auth_config_task) =
+        AuthState::delegated(client, cluster.auth.clone(), &tls_state).await?;
     let app = api::router(core.app_state(config), auth_state);
-    let listener = tokio::net::TcpListener::bind(cluster.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: cluster.listen,
-            source,
-        })?;
+    let listener = bind(cluster.listen).await?;
     info!(listen = %cluster.listen, fingerprint = %tls_state.serving_fingerprint(), "serving TLS");
     let server = tokio::spawn(
         crate::tls::serve(listener, tls_state, app, std::future::pending())

@@ -292,7 +292,7 @@ pub fn pod_target(pod: &Pod, kind: TargetKind, owners: &OwnerIndex<'_>) -> Optio
 
 /// Selectors for the two kinds of pods.
 #[derive(Debug, Clone)]
-pub struct KubeDiscoveryConfig {
+pub struct PodWatchConfig {
     /// Label selector of serving pods (default `inferscale.dev/scrape=true`).
     pub engine_selector: String,
     /// Label selector of dcgm-exporter pods (default `app=nvidia-dcgm-exporter`, the GPU
@@ -304,7 +304,7 @@ pub struct KubeDiscoveryConfig {
 /// process ends. Sets `synced` once every watch has listed.
 pub async fn run_kube_discovery(
     client: Client,
-    config: KubeDiscoveryConfig,
+    config: PodWatchConfig,
     registry: Arc<dyn TargetRegistry>,
     synced: Arc<AtomicBool>,
 ) {

@@ -27,6 +27,10 @@ use std::time::Instant;
 
 pub use error::ApiError;
 
+/// How long the scrape loop may go without ticking before liveness fails: the loop ticks
+/// every second, so ten seconds means it is stuck, not busy.
+pub const LIVENESS_WINDOW_SECS: f64 = 10.0;
+
 /// Group names we serve.
 pub const CUSTOM_GROUP: &str = "custom.metrics.k8s.io";
 pub const EXTERNAL_GROUP: &str = "external.metrics.k8s.io";
@@ -59,7 +63,7 @@ impl AppState {
             telemetry,
             external_metrics: true,
             heartbeat: Arc::new(AtomicU64::new((now * 1000.0) as u64)),
-            liveness_window_secs: 10.0,
+            liveness_window_secs: LIVENESS_WINDOW_SECS,
             discovery_synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             clock: crate::scrape::unix_now,
             cache: Arc::new(cache::ResponseCache::default()),
