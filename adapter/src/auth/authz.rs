@@ -19,7 +19,8 @@ use k8s_openapi::api::authorization::v1::{
 };
 use kube::api::{Api, PostParams};
 
-use super::{Attributes, AuthError, Authorizer, Decision, TtlCache, UserInfo};
+use super::ttl_cache::TtlCache;
+use super::{Attributes, AuthError, Authorizer, Decision, UserInfo};
 
 /// How long an "allowed" answer is reused. k8s' delegated authorization uses 10 s: a revoked
 /// RoleBinding takes effect within that, and an HPA's burst of reads costs one review.
