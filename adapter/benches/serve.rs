@@ -19,12 +19,12 @@
 use inferscale_adapter::api::cache::{ResponseCache, SERVE_STALE_FOR};
 use inferscale_adapter::api::{router, AppState};
 use inferscale_adapter::auth::AuthState;
+use inferscale_adapter::http::serve_plain;
 use inferscale_adapter::scrape::{unix_now, ScrapeConfig, Scraper};
 use inferscale_adapter::store::{
     PodKey, ScrapeSink, SignalView, Store, Target, TargetKind, TargetRegistry,
 };
 use inferscale_adapter::telemetry::Telemetry;
-use inferscale_adapter::tls::serve_plain;
 use inferscale_metrics::histogram::Histogram;
 use inferscale_metrics::profile::{
     CounterSignal, Engine, GaugeSignal, HistogramSignal, VLLM_TTFT_BUCKETS,

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod catalogue;
 pub mod config;
 pub mod error_chain;
+pub mod http;
 pub mod inspect;
 pub mod quantity;
 pub mod scrape;

@@ -168,7 +168,7 @@ async fn run_standalone(
     info!(%listen, "serving plain HTTP on loopback");
     let router = api::router(core.app_state(config), AuthState::standalone());
     let server = tokio::spawn(
-        crate::tls::serve_plain(listener, router, std::future::pending())
+        crate::http::serve_plain(listener, router, std::future::pending())
             .instrument(info_span!("http")),
     );
     supervise(vec![("scrape loop", scraper), ("HTTP server", server)]).await
