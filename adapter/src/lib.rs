@@ -1,7 +1,7 @@
 //! The inferscale adapter: serves per-replica LLM inference signals to Kubernetes through
 //! `custom.metrics.k8s.io` and `external.metrics.k8s.io`, and `adapter inspect`.
 //!
-//! Shape: discovery (`targets`) writes what exists into the [`store`], the [`scrape`] loop
+//! Shape: the pod watches (`targets`) write what exists into the [`store`], the [`scrape`] loop
 //! writes what it fetched, and the [`api`] serves from the store's read view. All signal
 //! arithmetic lives in the pure `inferscale-metrics` crate.
 

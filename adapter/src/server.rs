@@ -1,8 +1,8 @@
-//! `adapter serve`: wires discovery, the scrape loop, the store and the API together and
-//! runs them until a signal or a critical failure.
+//! `adapter serve`: wires the pod watches, the scrape loop, the store and the API together
+//! and runs them until a signal or a critical failure.
 //!
-//! Owns: start-up order and lifetimes. Every long-running task is critical: if discovery,
-//! the scrape loop or the server ends, the process ends with an error instead of going on as
+//! Owns: start-up order and lifetimes. Every long-running task is critical: if the pod
+//! watches, the scrape loop or the server end, the process ends with an error instead of going on as
 //! a zombie that still answers probes.
 
 use crate::api::{self, AppState};
@@ -73,7 +73,7 @@ impl Core {
         let mut state = AppState::new(self.store.clone(), self.telemetry.clone());
         state.external_metrics = config.external_metrics;
         state.heartbeat = self.heartbeat.clone();
-        state.discovery_synced = self.synced.clone();
+        state.targets_synced = self.synced.clone();
         state
     }
 
@@ -180,14 +180,14 @@ async fn run_cluster(
     core: Core,
 ) -> Result<(), ServerError> {
     let client = kube::Client::try_default().await?;
-    let discovery = tokio::spawn(
-        targets::run_kube_discovery(
+    let pod_watches = tokio::spawn(
+        targets::watch_pods(
             client.clone(),
             cluster.watch.clone(),
             core.store.clone(),
             core.synced.clone(),
         )
-        .instrument(info_span!("discovery")),
+        .instrument(info_span!("pod_watches")),
     );
     let scraper = core.spawn_scraper(config)?;
     let tls_state = TlsState::new(&cluster.tls)?;
@@ -201,7 +201,7 @@ async fn run_cluster(
             .instrument(info_span!("https")),
     );
     supervise(vec![
-        ("target discovery", discovery),
+        ("pod watches", pod_watches),
         ("scrape loop", scraper),
         ("HTTPS server", server),
         ("authentication config watch", auth_config_task),

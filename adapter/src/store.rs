@@ -1,7 +1,7 @@
 //! The adapter's in-memory store: targets, their recent scrapes, and the signals derived
 //! from them.
 //!
-//! Owns: what discovery says exists ([`TargetRegistry`]), what the scraper wrote
+//! Owns: what the pod watches say exists ([`TargetRegistry`]), what the scraper wrote
 //! ([`ScrapeSink`]), and the read view the API serves from ([`SignalView`]). Each role is a
 //! small trait so the HTTP layer only ever reads and the scraper only ever writes.
 //! Signals are computed once per successful scrape, outside any lock, and shared as `Arc`s;
@@ -74,7 +74,7 @@ impl TargetKind {
     }
 }
 
-/// A pod to scrape, as discovery sees it.
+/// A pod to scrape, as the pod watches (or the static list) see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub key: PodKey,
@@ -180,7 +180,7 @@ pub struct PodView {
     pub servable: Result<(), Unservable>,
 }
 
-/// Discovery's side: which targets exist.
+/// The pod watches' side: which targets exist.
 pub trait TargetRegistry: Send + Sync {
     /// Adds or updates a target (its scrape history is kept when only metadata changed).
     fn upsert_target(&self, target: Target);

@@ -1,4 +1,4 @@
-//! Target discovery: which pods to scrape, and what owns them.
+//! Targets: which pods to scrape, and what owns them.
 //!
 //! Owns: turning Pods (from kube-rs reflectors, or a static list in standalone mode) into
 //! [`Target`]s and keeping the store's target set equal to what exists. Pods are watched,
@@ -40,7 +40,7 @@ pub const DEFAULT_PATH: &str = "/metrics";
 /// pod is scraped within a second, slow enough to batch a rollout's burst of events.
 const RESYNC_DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// Errors of discovery.
+/// Errors of static targets (standalone mode).
 #[derive(Debug, thiserror::Error)]
 pub enum TargetsError {
     /// The static targets file could not be read.
@@ -302,7 +302,7 @@ pub struct PodWatchConfig {
 
 /// Watches Pods, ReplicaSets and StatefulSets and keeps the registry in sync until the
 /// process ends. Sets `synced` once every watch has listed.
-pub async fn run_kube_discovery(
+pub async fn watch_pods(
     client: Client,
     config: PodWatchConfig,
     registry: Arc<dyn TargetRegistry>,
@@ -351,7 +351,7 @@ pub async fn run_kube_discovery(
 
     let dirty = Arc::new(AtomicBool::new(true));
     // Drive every watch; each event marks the view dirty. A watch error is logged and
-    // retried with backoff by the stream itself: one bad object never stops discovery.
+    // retried with backoff by the stream itself: one bad object never stops the watches.
     let drive =
         |name: &'static str,
          stream: futures::stream::BoxStream<'static, Result<(), watcher::Error>>| {
@@ -385,7 +385,7 @@ pub async fn run_kube_discovery(
         let _ = ss_reader.wait_until_ready().await;
     };
     ready.await;
-    info!("target discovery synced");
+    info!("pod watches synced");
     let mut synced_once = false;
     loop {
         if dirty.swap(false, Ordering::Relaxed) {

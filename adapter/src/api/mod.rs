@@ -1,5 +1,6 @@
 //! The HTTP API: `custom.metrics.k8s.io` v1beta1/v1beta2, `external.metrics.k8s.io`
-//! v1beta1, discovery, OpenAPI, health and our own metrics.
+//! v1beta1, API discovery and OpenAPI ([`discovery`]), health probes ([`health`]) and our own
+//! metrics.
 //!
 //! Owns: routing, query decoding, and the Kubernetes JSON shapes (every body carries `kind`
 //! and `apiVersion`: the HPA's decoder requires them). Errors leave through one type,
@@ -11,14 +12,16 @@
 pub mod cache;
 mod discovery;
 pub mod error;
+pub mod health;
 mod metrics;
 
 use crate::auth::{auth_middleware, AuthState};
 use crate::store::SignalView;
 use crate::telemetry::Telemetry;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,10 +29,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use error::ApiError;
-
-/// How long the scrape loop may go without ticking before liveness fails: the loop ticks
-/// every second, so ten seconds means it is stuck, not busy.
-pub const LIVENESS_WINDOW_SECS: f64 = 10.0;
 
 /// Group names we serve.
 pub const CUSTOM_GROUP: &str = "custom.metrics.k8s.io";
@@ -46,8 +45,9 @@ pub struct AppState {
     pub heartbeat: Arc<AtomicU64>,
     /// The loop is live while it ticked within this many seconds.
     pub liveness_window_secs: f64,
-    /// Ready once discovery has synced (the store then lists every target that exists).
-    pub discovery_synced: Arc<std::sync::atomic::AtomicBool>,
+    /// Ready once the pod watches have listed (the store then holds every target that
+    /// exists).
+    pub targets_synced: Arc<std::sync::atomic::AtomicBool>,
     /// The time source (Unix seconds); tests fix it.
     pub clock: fn() -> f64,
     /// Recent answers of the metric routes.
@@ -55,7 +55,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State with defaults: external metrics on, discovery synced, the loop live now.
+    /// State with defaults: external metrics on, targets synced, the loop live now.
     pub fn new(view: Arc<dyn SignalView>, telemetry: Arc<Telemetry>) -> AppState {
         let now = crate::scrape::unix_now();
         AppState {
@@ -63,8 +63,8 @@ impl AppState {
             telemetry,
             external_metrics: true,
             heartbeat: Arc::new(AtomicU64::new((now * 1000.0) as u64)),
-            liveness_window_secs: LIVENESS_WINDOW_SECS,
-            discovery_synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            liveness_window_secs: health::LIVENESS_WINDOW_SECS,
+            targets_synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             clock: crate::scrape::unix_now,
             cache: Arc::new(cache::ResponseCache::default()),
         }
@@ -105,14 +105,14 @@ pub fn router(state: AppState, auth: AuthState) -> Router {
         .route("/openapi/v3", get(discovery::openapi_v3_index))
         .route("/openapi/v3/{*path}", get(discovery::openapi_v3))
         .route("/version", get(discovery::version))
-        .route("/healthz", get(discovery::healthz))
-        .route("/livez", get(discovery::livez))
-        .route("/readyz", get(discovery::readyz))
-        .route("/metrics", get(discovery::own_metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(own_metrics))
         .merge(discovery)
         .merge(values)
-        .fallback(discovery::not_found)
-        .method_not_allowed_fallback(discovery::method_not_allowed)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(auth, auth_middleware))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -151,6 +151,27 @@ pub(crate) fn check_version(version: &str, allowed: &[&str]) -> Result<(), ApiEr
             version: version.to_owned(),
         })
     }
+}
+
+/// `GET /metrics`: the adapter's own metrics.
+async fn own_metrics(State(state): State<AppState>) -> Response {
+    let body = state.telemetry.render(state.view.as_ref(), state.now());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// Records latency by route template (never the raw path: bounded cardinality).
