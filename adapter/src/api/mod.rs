@@ -10,10 +10,12 @@
 //! included, so handlers here never see an unauthorised request and refusals are counted.
 
 pub mod cache;
+mod custom;
 mod discovery;
 pub mod error;
+mod external;
 pub mod health;
-mod metrics;
+mod values;
 
 use crate::auth::{auth_middleware, AuthState};
 use crate::store::SignalView;
@@ -126,19 +128,19 @@ fn metric_value_routes() -> Router<AppState> {
     Router::new()
         .route(
             "/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/metrics/{metric}",
-            get(metrics::namespace_metric),
+            get(custom::namespace_metric),
         )
         .route(
             "/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/{resource}/{name}/{metric}",
-            get(metrics::namespaced_object_metric),
+            get(custom::namespaced_object_metric),
         )
         .route(
             "/apis/custom.metrics.k8s.io/{version}/{resource}/{name}/{metric}",
-            get(metrics::cluster_object_metric),
+            get(custom::cluster_object_metric),
         )
         .route(
             "/apis/external.metrics.k8s.io/{version}/namespaces/{namespace}/{metric}",
-            get(metrics::external_metric),
+            get(external::external_metric),
         )
 }
 
