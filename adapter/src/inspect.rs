@@ -6,10 +6,10 @@
 //! everything since the server started; with two or more, the window between them.
 //! Does not own: any signal arithmetic (that is `inferscale-metrics`).
 
-use inferscale_metrics::exposition::{
+use inferscale_metrics::gpu::{join_gpus, read_gpus, GpuJoin, GpuReading};
+use inferscale_metrics::parser::{
     count_invalid_utf8, sanitize_utf8, Format, LineErrorKind, ParseStats,
 };
-use inferscale_metrics::gpu::{join_gpus, read_gpus, GpuJoin, GpuReading};
 use inferscale_metrics::profile::{RouteIndex, DCGM};
 use inferscale_metrics::signals::{
     replica_signals, Latency, ModelSignals, Reading, ReplicaSignals, SignalOptions, SingleScrape,

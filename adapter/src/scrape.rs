@@ -10,8 +10,8 @@
 use crate::store::{PodKey, ScrapeFailure, ScrapeSink, Target, TargetKind};
 use crate::telemetry::Telemetry;
 use futures::StreamExt;
-use inferscale_metrics::exposition::{count_invalid_utf8, sanitize_utf8, Format};
 use inferscale_metrics::gpu::read_gpus;
+use inferscale_metrics::parser::{count_invalid_utf8, sanitize_utf8, Format};
 use inferscale_metrics::profile::RouteIndex;
 use inferscale_metrics::snapshot::EngineSnapshot;
 use std::collections::HashMap;

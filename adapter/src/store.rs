@@ -173,7 +173,7 @@ impl ScrapeHealth {
 
 /// One pod as the API sees it.
 #[derive(Debug, Clone)]
-pub struct PodView {
+pub struct EnginePod {
     pub target: Arc<Target>,
     pub signals: Option<Arc<ReplicaSignals>>,
     pub gpus: Option<Arc<PodGpus>>,
@@ -206,7 +206,7 @@ pub trait ScrapeSink: Send + Sync {
 /// The API's side: read-only.
 pub trait SignalView: Send + Sync {
     /// Engine pods of a namespace (all namespaces with `None`), servable or not.
-    fn engine_pods(&self, namespace: Option<&str>, now: f64) -> Vec<PodView>;
+    fn engine_pods(&self, namespace: Option<&str>, now: f64) -> Vec<EnginePod>;
     /// Counts for readiness and our own metrics.
     fn summary(&self, now: f64) -> StoreSummary;
     /// Scrape health of every target, for our own metrics.
@@ -420,14 +420,14 @@ impl ScrapeSink for Store {
 }
 
 impl SignalView for Store {
-    fn engine_pods(&self, namespace: Option<&str>, now: f64) -> Vec<PodView> {
+    fn engine_pods(&self, namespace: Option<&str>, now: f64) -> Vec<EnginePod> {
         let inner = self.read();
         inner
             .targets
             .values()
             .filter(|s| s.target.kind == TargetKind::Engine)
             .filter(|s| namespace.is_none_or(|ns| s.target.key.namespace == ns))
-            .map(|s| PodView {
+            .map(|s| EnginePod {
                 target: s.target.clone(),
                 signals: s.signals.clone(),
                 gpus: inner.gpus_by_pod.get(&s.target.key).cloned(),

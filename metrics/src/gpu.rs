@@ -7,7 +7,7 @@
 //! and its memory summed. GPUs no pod holds are the idle capacity of their node.
 //! Does not own: discovering exporter pods or mapping pods to workloads.
 
-use crate::exposition::{Format, ParseStats, Parser, Record};
+use crate::parser::{Format, ParseStats, Parser, Record};
 use crate::profile::{gpu_mapping, GpuField};
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -93,7 +93,7 @@ impl HistogramSignal {
 
 /// What a wire metric feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Target {
+pub enum Signal {
     Gauge(GaugeSignal),
     Counter(CounterSignal),
     Histogram(HistogramSignal),
@@ -110,11 +110,12 @@ pub struct Mapping {
     /// Family name as on the wire. Counters are written with their `_total` sample name;
     /// histograms by their base name (the parser sees `_bucket`, `_sum`, `_count`).
     pub family: &'static str,
-    pub target: Target,
+    pub signal: Signal,
     /// When one body has two names for one signal (vLLM 0.9.2–0.11 exposes both
     /// `kv_cache_usage_perc` and the deprecated `gpu_cache_usage_perc`), the lower rank wins.
     pub rank: u8,
-    /// Versions that expose this name (documentation; shown by `adapter profiles`).
+    /// Versions that expose this name (documentation for people reading the table; no code
+    /// reads it).
     pub versions: &'static str,
 }
 
@@ -133,10 +134,10 @@ pub struct EngineProfile {
     pub mappings: &'static [Mapping],
 }
 
-const fn row(family: &'static str, target: Target, rank: u8, versions: &'static str) -> Mapping {
+const fn row(family: &'static str, signal: Signal, rank: u8, versions: &'static str) -> Mapping {
     Mapping {
         family,
-        target,
+        signal,
         rank,
         versions,
     }
@@ -156,86 +157,86 @@ pub const VLLM: EngineProfile = EngineProfile {
     mappings: &[
         row(
             "vllm:num_requests_waiting",
-            Target::Gauge(G::QueueDepth),
+            Signal::Gauge(G::QueueDepth),
             0,
             "all",
         ),
         row(
             "vllm:num_requests_running",
-            Target::Gauge(G::Running),
+            Signal::Gauge(G::Running),
             0,
             "all",
         ),
         row(
             "vllm:kv_cache_usage_perc",
-            Target::Gauge(G::KvCacheUsage),
+            Signal::Gauge(G::KvCacheUsage),
             0,
             ">=0.9.2",
         ),
         row(
             "vllm:gpu_cache_usage_perc",
-            Target::Gauge(G::KvCacheUsage),
+            Signal::Gauge(G::KvCacheUsage),
             1,
             "V0, V1 <0.12 (deprecated 0.9.2)",
         ),
         row(
             "vllm:num_preemptions_total",
-            Target::Counter(C::Preemptions),
+            Signal::Counter(C::Preemptions),
             0,
             "V1 >=0.8.0",
         ),
         row(
             "vllm:prompt_tokens_total",
-            Target::Counter(C::PromptTokens),
+            Signal::Counter(C::PromptTokens),
             0,
             "all",
         ),
         row(
             "vllm:generation_tokens_total",
-            Target::Counter(C::GenerationTokens),
+            Signal::Counter(C::GenerationTokens),
             0,
             "all",
         ),
         row(
             "vllm:request_success_total",
-            Target::Counter(C::RequestsFinished),
+            Signal::Counter(C::RequestsFinished),
             0,
             "all",
         ),
         row(
             "vllm:time_to_first_token_seconds",
-            Target::Histogram(H::TimeToFirstToken),
+            Signal::Histogram(H::TimeToFirstToken),
             0,
             "all",
         ),
         row(
             "vllm:inter_token_latency_seconds",
-            Target::Histogram(H::InterTokenLatency),
+            Signal::Histogram(H::InterTokenLatency),
             0,
             ">=0.10.2",
         ),
         row(
             "vllm:time_per_output_token_seconds",
-            Target::Histogram(H::InterTokenLatency),
+            Signal::Histogram(H::InterTokenLatency),
             1,
             "<0.15 (deprecated 0.10.2)",
         ),
         row(
             "vllm:e2e_request_latency_seconds",
-            Target::Histogram(H::EndToEndLatency),
+            Signal::Histogram(H::EndToEndLatency),
             0,
             "all",
         ),
         row(
             "vllm:request_queue_time_seconds",
-            Target::Histogram(H::QueueTime),
+            Signal::Histogram(H::QueueTime),
             0,
             ">=0.7.3",
         ),
-        row("vllm:cache_config_info", Target::CacheConfig, 0, ">=0.5.5"),
+        row("vllm:cache_config_info", Signal::CacheConfig, 0, ">=0.5.5"),
         row(
             "process_start_time_seconds",
-            Target::ProcessStart,
+            Signal::ProcessStart,
             0,
             "all (prometheus_client)",
         ),
@@ -253,73 +254,73 @@ pub const SGLANG: EngineProfile = EngineProfile {
     mappings: &[
         row(
             "sglang:num_queue_reqs",
-            Target::Gauge(G::QueueDepth),
+            Signal::Gauge(G::QueueDepth),
             0,
             "all",
         ),
         row(
             "sglang:num_running_reqs",
-            Target::Gauge(G::Running),
+            Signal::Gauge(G::Running),
             0,
             "all",
         ),
         row(
             "sglang:token_usage",
-            Target::Gauge(G::KvCacheUsage),
+            Signal::Gauge(G::KvCacheUsage),
             0,
             "all",
         ),
         row(
             "sglang:prompt_tokens_total",
-            Target::Counter(C::PromptTokens),
+            Signal::Counter(C::PromptTokens),
             0,
             "all",
         ),
         row(
             "sglang:generation_tokens_total",
-            Target::Counter(C::GenerationTokens),
+            Signal::Counter(C::GenerationTokens),
             0,
             "all",
         ),
         row(
             "sglang:num_requests_total",
-            Target::Counter(C::RequestsFinished),
+            Signal::Counter(C::RequestsFinished),
             0,
             "all",
         ),
         row(
             "sglang:time_to_first_token_seconds",
-            Target::Histogram(H::TimeToFirstToken),
+            Signal::Histogram(H::TimeToFirstToken),
             0,
             "all",
         ),
         row(
             "sglang:inter_token_latency_seconds",
-            Target::Histogram(H::InterTokenLatency),
+            Signal::Histogram(H::InterTokenLatency),
             0,
             "newer",
         ),
         row(
             "sglang:time_per_output_token_seconds",
-            Target::Histogram(H::InterTokenLatency),
+            Signal::Histogram(H::InterTokenLatency),
             1,
             "older",
         ),
         row(
             "sglang:e2e_request_latency_seconds",
-            Target::Histogram(H::EndToEndLatency),
+            Signal::Histogram(H::EndToEndLatency),
             0,
             "all",
         ),
         row(
             "sglang:queue_time_seconds",
-            Target::Histogram(H::QueueTime),
+            Signal::Histogram(H::QueueTime),
             0,
             "newer",
         ),
         row(
             "process_start_time_seconds",
-            Target::ProcessStart,
+            Signal::ProcessStart,
             0,
             "all (prometheus_client)",
         ),
@@ -335,34 +336,34 @@ pub const TGI: EngineProfile = EngineProfile {
     shard_label: None,
     reason_label: None,
     mappings: &[
-        row("tgi_queue_size", Target::Gauge(G::QueueDepth), 0, "all"),
+        row("tgi_queue_size", Signal::Gauge(G::QueueDepth), 0, "all"),
         row(
             "tgi_batch_current_size",
-            Target::Gauge(G::Running),
+            Signal::Gauge(G::Running),
             0,
             "all",
         ),
         row(
             "tgi_request_success",
-            Target::Counter(C::RequestsFinished),
+            Signal::Counter(C::RequestsFinished),
             0,
             "all",
         ),
         row(
             "tgi_request_mean_time_per_token_duration",
-            Target::Histogram(H::InterTokenLatency),
+            Signal::Histogram(H::InterTokenLatency),
             0,
             "all",
         ),
         row(
             "tgi_request_duration",
-            Target::Histogram(H::EndToEndLatency),
+            Signal::Histogram(H::EndToEndLatency),
             0,
             "all",
         ),
         row(
             "tgi_request_queue_duration",
-            Target::Histogram(H::QueueTime),
+            Signal::Histogram(H::QueueTime),
             0,
             "all",
         ),
@@ -553,14 +554,14 @@ impl RouteIndex {
 /// The sample names a mapping's family appears under on the wire.
 fn sample_names(mapping: &Mapping) -> Vec<(String, SamplePart)> {
     let family = mapping.family;
-    match mapping.target {
-        Target::Histogram(_) => vec![
+    match mapping.signal {
+        Signal::Histogram(_) => vec![
             (format!("{family}_bucket"), SamplePart::Bucket),
             (format!("{family}_sum"), SamplePart::Sum),
             (format!("{family}_count"), SamplePart::Count),
             (format!("{family}_created"), SamplePart::Created),
         ],
-        Target::Counter(_) => {
+        Signal::Counter(_) => {
             let base = family.strip_suffix("_total").unwrap_or(family);
             vec![
                 (family.to_owned(), SamplePart::Value),
@@ -571,7 +572,7 @@ fn sample_names(mapping: &Mapping) -> Vec<(String, SamplePart)> {
     }
 }
 
-impl crate::exposition::NameFilter for &RouteIndex {
+impl crate::parser::NameFilter for &RouteIndex {
     #[inline]
     fn accepts(&self, name: &str) -> bool {
         self.wants(name)
@@ -610,7 +611,7 @@ mod tests {
         // The parser trusts the index to accept only valid names.
         let index = RouteIndex::engines();
         for name in index.routes.keys() {
-            assert!(crate::exposition::is_metric_name(name.as_bytes()), "{name}");
+            assert!(crate::parser::is_metric_name(name.as_bytes()), "{name}");
         }
     }
 
@@ -618,13 +619,13 @@ mod tests {
     fn every_signal_has_a_vllm_row() {
         for g in GaugeSignal::ALL {
             assert!(
-                VLLM.mappings.iter().any(|m| m.target == Target::Gauge(g)),
+                VLLM.mappings.iter().any(|m| m.signal == Signal::Gauge(g)),
                 "{g:?}"
             );
         }
         for c in CounterSignal::ALL {
             assert!(
-                VLLM.mappings.iter().any(|m| m.target == Target::Counter(c)),
+                VLLM.mappings.iter().any(|m| m.signal == Signal::Counter(c)),
                 "{c:?}"
             );
         }
@@ -632,7 +633,7 @@ mod tests {
             assert!(
                 VLLM.mappings
                     .iter()
-                    .any(|m| m.target == Target::Histogram(h)),
+                    .any(|m| m.signal == Signal::Histogram(h)),
                 "{h:?}"
             );
         }

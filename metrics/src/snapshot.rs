@@ -7,10 +7,10 @@
 //! histogram buckets are summed.
 //! Does not own: anything that needs two scrapes (see [`crate::signals`]).
 
-use crate::exposition::{parse_float, Format, NameFilter, ParseStats, Parser, Record, Sample};
 use crate::histogram::{Histogram, HistogramError};
+use crate::parser::{parse_float, Format, NameFilter, ParseStats, Parser, Record, Sample};
 use crate::profile::{
-    CounterSignal, Engine, GaugeSignal, HistogramSignal, Route, RouteIndex, SamplePart, Target,
+    CounterSignal, Engine, GaugeSignal, HistogramSignal, Route, RouteIndex, SamplePart, Signal,
 };
 use serde::Serialize;
 use std::cell::Cell;
@@ -291,12 +291,12 @@ fn add_ranked(slot: &mut Option<Ranked>, rank: u8, value: f64) {
 impl Builder {
     fn add(&mut self, route: &Route, sample: &Sample<'_>) {
         let value = sample.value;
-        match route.mapping.target {
-            Target::ProcessStart => {
+        match route.mapping.signal {
+            Signal::ProcessStart => {
                 self.process_start = Some(value);
                 return;
             }
-            Target::CacheConfig => {
+            Signal::CacheConfig => {
                 let [blocks, block_size] = sample
                     .labels_named(["num_gpu_blocks", "block_size"])
                     .map(|v| v.and_then(|v| parse_float(&v)));
@@ -313,8 +313,8 @@ impl Builder {
         // Every label this sample needs, in one walk: the model (labels in order of
         // preference), `le` of a bucket, the finish reason of a finished-requests counter.
         let model_labels = route.profile.model_labels;
-        let reason_label = match route.mapping.target {
-            Target::Counter(CounterSignal::RequestsFinished) => route.profile.reason_label,
+        let reason_label = match route.mapping.signal {
+            Signal::Counter(CounterSignal::RequestsFinished) => route.profile.reason_label,
             _ => None,
         };
         let [model_first, model_second, le, reason] = sample.labels_named([
@@ -338,9 +338,9 @@ impl Builder {
             return;
         }
         let rank = route.mapping.rank;
-        match route.mapping.target {
-            Target::Gauge(signal) => add_ranked(&mut parts.gauges[signal as usize], rank, value),
-            Target::Counter(signal) => {
+        match route.mapping.signal {
+            Signal::Gauge(signal) => add_ranked(&mut parts.gauges[signal as usize], rank, value),
+            Signal::Counter(signal) => {
                 add_ranked(&mut parts.counters[signal as usize], rank, value);
                 if signal == CounterSignal::RequestsFinished {
                     if let Some(reason) = reason {
@@ -351,7 +351,7 @@ impl Builder {
                     }
                 }
             }
-            Target::Histogram(signal) => {
+            Signal::Histogram(signal) => {
                 let slot = &mut parts.histograms[signal as usize];
                 match slot {
                     Some(existing) if existing.rank < rank => return,
@@ -380,7 +380,7 @@ impl Builder {
                     SamplePart::Count | SamplePart::Value | SamplePart::Created => {}
                 }
             }
-            Target::CacheConfig | Target::ProcessStart => {}
+            Signal::CacheConfig | Signal::ProcessStart => {}
         }
     }
 

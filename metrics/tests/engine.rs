@@ -7,9 +7,9 @@
 //! Expected values for them were worked out by hand and by an independent implementation
 //! (Python `prometheus_client` 0.26.0 plus `tests/golden/reference.py`), never by this code.
 
-use inferscale_metrics::exposition::{parse_all, parse_float, Format, Parser, Record};
 use inferscale_metrics::gpu::{join_gpus, read_gpus, PodRef};
 use inferscale_metrics::histogram::Histogram;
+use inferscale_metrics::parser::{parse_all, parse_float, Format, Parser, Record};
 use inferscale_metrics::profile::{CounterSignal, GaugeSignal, HistogramSignal, RouteIndex};
 use inferscale_metrics::signals::{replica_signals, Missing, Reading, SignalOptions, SingleScrape};
 use inferscale_metrics::snapshot::EngineSnapshot;

@@ -453,7 +453,7 @@ pub fn render(info: &EngineInfo, stats: &EngineStats, live: LiveGauges) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use inferscale_metrics::exposition::Format;
+    use inferscale_metrics::parser::Format;
     use inferscale_metrics::profile::{CounterSignal, GaugeSignal, HistogramSignal, RouteIndex};
     use inferscale_metrics::snapshot::EngineSnapshot;
 

@@ -13,7 +13,7 @@ use super::values::{
 use super::{check_version, ApiError, AppState, CUSTOM_GROUP};
 use crate::catalogue::MetricDef;
 use crate::selector::{Requirement, Selector};
-use crate::store::{OwnerRef, PodView};
+use crate::store::{EnginePod, OwnerRef};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Serialize;
@@ -51,7 +51,7 @@ impl<'a> MetricQuery<'a> {
         })
     }
 
-    fn measure(&self, pods: &[&PodView]) -> Option<Measured> {
+    fn measure(&self, pods: &[&EnginePod]) -> Option<Measured> {
         measure(self.def, pods, &self.model)
     }
 }
@@ -68,7 +68,7 @@ struct DescribedObject<'a> {
 }
 
 impl<'a> DescribedObject<'a> {
-    fn pod(pod: &'a PodView) -> Self {
+    fn pod(pod: &'a EnginePod) -> Self {
         DescribedObject {
             kind: "Pod",
             namespace: &pod.target.key.namespace,
@@ -220,7 +220,7 @@ pub async fn namespaced_object_metric(
 ) -> Result<Response, ApiError> {
     let query = MetricQuery::parse(&version, &metric, &resource, &options)?;
     let pods = state.view.engine_pods(Some(&namespace), state.now());
-    let pods: Vec<&PodView> = pods
+    let pods: Vec<&EnginePod> = pods
         .iter()
         .filter(|p| query.pods.matches(&p.target.labels))
         .collect();
@@ -242,10 +242,10 @@ pub async fn namespaced_object_metric(
 /// One item per pod with a value (`name` `*`), or the named pod's.
 fn pod_items<'p>(
     query: &MetricQuery<'_>,
-    pods: &[&'p PodView],
+    pods: &[&'p EnginePod],
     name: &str,
 ) -> Vec<MetricValue<'p>> {
-    let item = |pod: &&'p PodView| {
+    let item = |pod: &&'p EnginePod| {
         let measured = query.measure(&[pod])?;
         MetricValue::new(
             query.version,
@@ -271,13 +271,13 @@ fn pod_items<'p>(
 /// the pods it owns.
 fn workload_items<'p>(
     query: &MetricQuery<'_>,
-    pods: &[&'p PodView],
+    pods: &[&'p EnginePod],
     namespace: &'p str,
     resource: &str,
     name: &str,
 ) -> Vec<MetricValue<'p>> {
     let workload = WorkloadResource::parse(resource);
-    let mut by_owner: BTreeMap<&'p OwnerRef, Vec<&'p PodView>> = BTreeMap::new();
+    let mut by_owner: BTreeMap<&'p OwnerRef, Vec<&'p EnginePod>> = BTreeMap::new();
     for pod in pods {
         if let Some(owner) = pod.target.owners.iter().find(|o| workload.matches(o)) {
             if name == "*" || owner.name == name {
@@ -338,7 +338,7 @@ impl<'a> Subject<'a> {
         }
     }
 
-    fn holds(self, pod: &PodView) -> bool {
+    fn holds(self, pod: &EnginePod) -> bool {
         match self {
             Subject::Namespace(name) => pod.target.key.namespace == name,
             Subject::Node(name) => pod.target.node.as_deref() == Some(name),
@@ -390,7 +390,7 @@ fn subject_metric(
 ) -> Result<Response, ApiError> {
     let query = MetricQuery::parse(version, metric, subject.resource(), options)?;
     let pods = state.view.engine_pods(subject.namespace(), state.now());
-    let pods: Vec<&PodView> = pods
+    let pods: Vec<&EnginePod> = pods
         .iter()
         .filter(|p| subject.holds(p) && query.pods.matches(&p.target.labels))
         .collect();

@@ -12,7 +12,7 @@ use super::values::{
 };
 use super::{check_version, ApiError, AppState, EXTERNAL_GROUP};
 use crate::selector::Requirement;
-use crate::store::PodView;
+use crate::store::EnginePod;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Serialize;
@@ -61,7 +61,7 @@ pub async fn external_metric(
     let (workload, rest) = rest.split_off(WORKLOAD_LABEL);
     let (workload_kind, pod_selector) = rest.split_off(WORKLOAD_KIND_LABEL);
     let pods = state.view.engine_pods(Some(&namespace), state.now());
-    let pods: Vec<&PodView> = pods
+    let pods: Vec<&EnginePod> = pods
         .iter()
         .filter(|p| pod_selector.matches(&p.target.labels))
         .filter(|p| owned_by(p, &workload, &workload_kind))
@@ -86,7 +86,7 @@ pub async fn external_metric(
 
 /// Whether an owner in `pod`'s chain meets every workload and workload-kind requirement
 /// (any pod, without such requirements).
-fn owned_by(pod: &PodView, workload: &[Requirement], workload_kind: &[Requirement]) -> bool {
+fn owned_by(pod: &EnginePod, workload: &[Requirement], workload_kind: &[Requirement]) -> bool {
     if workload.is_empty() && workload_kind.is_empty() {
         return true;
     }

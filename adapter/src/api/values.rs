@@ -9,7 +9,7 @@
 use super::ApiError;
 use crate::catalogue::{lookup, MetricDef, Source};
 use crate::selector::{Requirement, Selector};
-use crate::store::PodView;
+use crate::store::EnginePod;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -67,7 +67,7 @@ impl Measured {
 
 /// The per-model signals of a pod that `model` selects (all models combined when there is
 /// no model requirement).
-fn selected_models<'a>(pod: &'a PodView, model: &[Requirement]) -> Vec<&'a ModelSignals> {
+fn selected_models<'a>(pod: &'a EnginePod, model: &[Requirement]) -> Vec<&'a ModelSignals> {
     let Some(signals) = &pod.signals else {
         return Vec::new();
     };
@@ -85,7 +85,7 @@ fn selected_models<'a>(pod: &'a PodView, model: &[Requirement]) -> Vec<&'a Model
         .collect()
 }
 
-fn window_of(def: &MetricDef, pod: &PodView) -> i64 {
+fn window_of(def: &MetricDef, pod: &EnginePod) -> i64 {
     let windowed = matches!(
         def.source,
         Source::Rate(_) | Source::Quantile(..) | Source::MeanLatency(_)
@@ -100,7 +100,7 @@ fn window_of(def: &MetricDef, pod: &PodView) -> i64 {
 /// The value of `def` over `pods` (only servable pods count).
 pub(super) fn measure(
     def: &MetricDef,
-    pods: &[&PodView],
+    pods: &[&EnginePod],
     model: &[Requirement],
 ) -> Option<Measured> {
     let mut parts: Vec<(&ModelSignals, Reading)> = Vec::new();
