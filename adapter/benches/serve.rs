@@ -16,6 +16,12 @@
 //! Run: `cargo bench -p inferscale-adapter --bench serve`. Bounded: fixed request counts,
 //! fixed rounds and durations, loopback only.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark stops at the first broken assumption"
+)]
+
 use inferscale_adapter::api::cache::{ResponseCache, SERVE_STALE_FOR};
 use inferscale_adapter::api::{router, AppState};
 use inferscale_adapter::auth::AuthState;

@@ -7,7 +7,7 @@
 //! its unit, and how replicas combine when one value describes several pods (a Deployment,
 //! or an external metric).
 //! Does not own: computing signals or combining replicas (`inferscale-metrics`, whose
-//! [`fleet`](inferscale_metrics::fleet) module does the arithmetic each [`Combine`] names), or
+//! [`inferscale_metrics::fleet`] module does the arithmetic each [`Combine`] names), or
 //! HTTP shapes (`api`).
 
 use inferscale_metrics::fleet::{self, merged_latency, Aggregate};

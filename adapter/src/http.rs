@@ -5,7 +5,7 @@
 //! descriptors), the request-head timeout, the request extensions every request of a
 //! connection carries ([`ConnectInfo`], and whatever the caller adds — TLS adds the peer's
 //! certificates), and [`serve_plain`] for standalone mode. Does not own TLS ([`crate::tls`]
-//! wraps each accepted stream before handing it to [`serve_connection`]) or who the client
+//! wraps each accepted stream before handing it to `serve_connection`) or who the client
 //! is ([`crate::auth`]).
 
 use std::future::Future;

@@ -1,9 +1,12 @@
 //! `adapter inspect`: what would the adapter compute for this pod?
 //!
 //! Owns: reading one or more successive scrapes (files, URLs, or one URL polled at an
-//! interval), running them through the metrics engine exactly as the scrape loop does, and
-//! printing the per-replica signals as a table or JSON. With one scrape, percentiles cover
-//! everything since the server started; with two or more, the window between them.
+//! interval), running them through the same metrics engine the scrape loop uses (the same
+//! snapshot, signals and GPU code), and printing the per-replica signals as a table or JSON.
+//! Two differences from serving, both so that one saved file says something: each body is
+//! read as an engine *and* as a dcgm-exporter (the scrape loop reads a target as its kind
+//! only), and with one scrape percentiles cover everything since the server started (the
+//! adapter waits for a second scrape); with two or more, the window between them.
 //! Does not own: any signal arithmetic (that is `inferscale-metrics`).
 
 use inferscale_metrics::gpu::{join_gpus, read_gpus, GpuJoin, GpuReading};

@@ -4,7 +4,8 @@
 //! Owns: what the pod watches say exists ([`TargetRegistry`]), what the scraper wrote
 //! ([`ScrapeSink`]), and the read view the API serves from ([`SignalView`]). Each role is a
 //! small trait so the HTTP layer only ever reads and the scraper only ever writes.
-//! Signals are computed once per successful scrape, outside any lock, and shared as `Arc`s;
+//! Signals are computed once per successful scrape, under the read lock (readers are not
+//! blocked; the write lock is taken only to store the result), and shared as `Arc`s;
 //! serving a request clones a few pointers under a read lock.
 //!
 //! A pod is *servable* only when it is Ready, not terminating, its last scrape succeeded and

@@ -471,7 +471,7 @@ fn fingerprint(cert: &CertificateDer<'_>) -> String {
 ///
 /// Each connection is handshaken with the configuration current at accept time, so certificate
 /// and CA changes apply to new connections. Every request gets [`PeerCertificates`] and
-/// [`ConnectInfo<SocketAddr>`] extensions. Also polls the certificate files for changes while
+/// `ConnectInfo<SocketAddr>` extensions. Also polls the certificate files for changes while
 /// serving.
 pub async fn serve(
     listener: TcpListener,

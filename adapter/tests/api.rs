@@ -3,6 +3,12 @@
 //! (`k8s.io/metrics/pkg/apis/custom_metrics/v1beta1|v1beta2`, `external_metrics/v1beta1`,
 //! `metav1.Status`, discovery) with unknown fields refused.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test stops at the first broken assumption"
+)]
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use inferscale_adapter::api::{router, AppState};
@@ -42,7 +48,10 @@ struct ObjectReference {
 struct MetricIdentifier {
     name: String,
     #[serde(default)]
-    #[allow(dead_code)] // Part of the shape; the tests send no metric selector back.
+    #[allow(
+        dead_code,
+        reason = "part of the shape; the tests send no metric selector back"
+    )]
     selector: Option<serde_json::Value>,
 }
 

@@ -18,6 +18,12 @@
 //!
 //! Run: `cargo bench -p inferscale-metrics --bench parse`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark stops at the first broken assumption"
+)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use inferscale_metrics::parser::{Format, Parser, Record};
 use inferscale_metrics::profile::{gpu_mapping, RouteIndex};

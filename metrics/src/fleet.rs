@@ -26,8 +26,11 @@ pub enum Combine {
 /// An aggregate of one signal over the replicas that had it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Aggregate {
+    /// Sum over the replicas that have a value.
     pub sum: Reading,
+    /// Mean over the replicas that have a value.
     pub mean: Reading,
+    /// The largest value.
     pub max: Reading,
     /// Replicas that contributed.
     pub replicas: usize,
@@ -90,17 +93,29 @@ impl Aggregate {
 /// Signals of a set of replicas.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FleetSignals {
+    /// Replicas given.
     pub replicas: usize,
+    /// Requests waiting.
     pub queue_depth: Aggregate,
+    /// Requests in the running batches.
     pub running: Aggregate,
+    /// KV-cache usage, fraction 0–1.
     pub kv_cache_usage: Aggregate,
+    /// Prompt tokens per second.
     pub prompt_token_rate: Aggregate,
+    /// Generated tokens per second.
     pub generation_token_rate: Aggregate,
+    /// Finished requests per second.
     pub request_rate: Aggregate,
+    /// Preemptions per second.
     pub preemption_rate: Aggregate,
+    /// Time to first token, from the merged window histograms.
     pub time_to_first_token: Latency,
+    /// Inter-token latency, from the merged window histograms.
     pub inter_token_latency: Latency,
+    /// Request latency, from the merged window histograms.
     pub end_to_end_latency: Latency,
+    /// Time in the queue, from the merged window histograms.
     pub queue_time: Latency,
 }
 
@@ -130,6 +145,7 @@ pub fn merged_latency<'a>(
 }
 
 impl FleetSignals {
+    /// Combines the signals of `replicas` (one entry per replica or per model of one).
     pub fn of(replicas: &[&ModelSignals]) -> FleetSignals {
         let agg = |f: fn(&ModelSignals) -> Reading| Aggregate::of(replicas.iter().map(|r| f(r)));
         let lat = |h| merged_latency(replicas.iter().copied(), h);

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The inferscale metrics engine: from Prometheus `/metrics` text to per-replica and
 //! fleet-wide autoscaling signals.
 //!

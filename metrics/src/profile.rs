@@ -17,12 +17,16 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
+    /// vLLM, V0 and V1 engines.
     Vllm,
+    /// SGLang.
     Sglang,
+    /// Hugging Face Text Generation Inference.
     Tgi,
 }
 
 impl Engine {
+    /// A short, stable name (`vllm`, `sglang`, `tgi`).
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Vllm => "vllm",
@@ -45,6 +49,7 @@ pub enum GaugeSignal {
 }
 
 impl GaugeSignal {
+    /// Every gauge signal.
     pub const ALL: [GaugeSignal; 3] = [
         GaugeSignal::QueueDepth,
         GaugeSignal::Running,
@@ -56,14 +61,18 @@ impl GaugeSignal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CounterSignal {
+    /// Preempted requests (their KV cache was evicted).
     Preemptions,
+    /// Prompt (prefill) tokens processed.
     PromptTokens,
+    /// Tokens generated.
     GenerationTokens,
     /// Finished requests; split by the profile's reason label.
     RequestsFinished,
 }
 
 impl CounterSignal {
+    /// Every counter signal.
     pub const ALL: [CounterSignal; 4] = [
         CounterSignal::Preemptions,
         CounterSignal::PromptTokens,
@@ -76,13 +85,18 @@ impl CounterSignal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HistogramSignal {
+    /// Time from arrival to the first generated token.
     TimeToFirstToken,
+    /// Time between two generated tokens of a request.
     InterTokenLatency,
+    /// Time from arrival to the last token.
     EndToEndLatency,
+    /// Time waiting before the first schedule.
     QueueTime,
 }
 
 impl HistogramSignal {
+    /// Every histogram signal.
     pub const ALL: [HistogramSignal; 4] = [
         HistogramSignal::TimeToFirstToken,
         HistogramSignal::InterTokenLatency,
@@ -94,8 +108,11 @@ impl HistogramSignal {
 /// What a wire metric feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Signal {
+    /// An instantaneous value.
     Gauge(GaugeSignal),
+    /// A monotonic counter.
     Counter(CounterSignal),
+    /// A latency histogram.
     Histogram(HistogramSignal),
     /// `vllm:cache_config_info`: KV capacity carried in the `num_gpu_blocks` and
     /// `block_size` labels.
@@ -110,6 +127,7 @@ pub struct Mapping {
     /// Family name as on the wire. Counters are written with their `_total` sample name;
     /// histograms by their base name (the parser sees `_bucket`, `_sum`, `_count`).
     pub family: &'static str,
+    /// What it feeds.
     pub signal: Signal,
     /// When one body has two names for one signal (vLLM 0.9.2–0.11 exposes both
     /// `kv_cache_usage_perc` and the deprecated `gpu_cache_usage_perc`), the lower rank wins.
@@ -122,6 +140,7 @@ pub struct Mapping {
 /// Everything needed to read one engine's exposition.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineProfile {
+    /// The engine these tables read.
     pub engine: Engine,
     /// Prefix every family of this engine starts with; used to recognise the engine.
     pub prefix: &'static str,
@@ -131,6 +150,7 @@ pub struct EngineProfile {
     pub shard_label: Option<&'static str>,
     /// Label that splits finished requests by reason.
     pub reason_label: Option<&'static str>,
+    /// Wire name → signal, one row per name (several names may feed one signal).
     pub mappings: &'static [Mapping],
 }
 
@@ -416,6 +436,7 @@ pub enum GpuField {
 }
 
 impl GpuField {
+    /// Every field, in a fixed order.
     pub const ALL: [GpuField; 9] = [
         GpuField::Utilization,
         GpuField::GraphicsEngineActive,
@@ -432,8 +453,11 @@ impl GpuField {
 /// One dcgm-exporter field: wire name, what it feeds, and the factor to base units.
 #[derive(Debug, Clone, Copy)]
 pub struct GpuMapping {
+    /// The field name as on the wire (`DCGM_FI_DEV_GPU_UTIL`, ...).
     pub field_name: &'static str,
+    /// What it feeds.
     pub field: GpuField,
+    /// Factor to base units (1/100 for percent, 2²⁰ for MiB).
     pub scale: f64,
     /// Lower wins when both a current and a 1.x name are present.
     pub rank: u8,
@@ -484,8 +508,11 @@ pub const DCGM: &[GpuMapping] = &[
 pub enum SamplePart {
     /// A gauge or counter value, or an info metric.
     Value,
+    /// `<family>_bucket`.
     Bucket,
+    /// `<family>_sum`.
     Sum,
+    /// `<family>_count`.
     Count,
     /// `<family>_created` (V1 vLLM): when the series started counting.
     Created,
@@ -494,8 +521,11 @@ pub enum SamplePart {
 /// Where a sample name goes: which row of which profile, and which part of it.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
+    /// The engine's tables.
     pub profile: &'static EngineProfile,
+    /// The row of the family.
     pub mapping: &'static Mapping,
+    /// Which part of the family the sample is.
     pub part: SamplePart,
 }
 
@@ -536,6 +566,7 @@ impl RouteIndex {
             .unwrap_or(&[])
     }
 
+    /// Whether any profile reads a sample named `sample_name`.
     #[inline]
     pub fn wants(&self, sample_name: &str) -> bool {
         self.routes.contains_key(sample_name)
@@ -546,6 +577,7 @@ impl RouteIndex {
         self.routes.len()
     }
 
+    /// True when no route exists.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }

@@ -37,6 +37,7 @@ pub enum Missing {
 }
 
 impl Missing {
+    /// A short, stable name (`not_exposed`, `no_observations`, ...), as serialized.
     pub fn as_str(self) -> &'static str {
         match self {
             Missing::NotExposed => "not_exposed",
@@ -51,11 +52,14 @@ impl Missing {
 /// A signal value or the reason it is missing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Reading {
+    /// A value, in the signal's base unit.
     Value(f64),
+    /// No value, and why.
     Missing(Missing),
 }
 
 impl Reading {
+    /// The value, or `None` when missing.
     pub fn value(self) -> Option<f64> {
         match self {
             Reading::Value(v) => Some(v),
@@ -86,9 +90,13 @@ impl Serialize for Reading {
 /// Percentiles of one latency histogram over the window, in seconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Latency {
+    /// Median over the window.
     pub p50: Reading,
+    /// 90th percentile.
     pub p90: Reading,
+    /// 95th percentile.
     pub p95: Reading,
+    /// 99th percentile.
     pub p99: Reading,
     /// Observations (completed requests or tokens) in the window.
     pub observations: Reading,
@@ -168,13 +176,18 @@ pub struct ModelSignals {
     pub request_rate: Reading,
     /// Finished requests per second by reason (`stop`, `length`, `abort`, `error`, ...).
     pub request_rate_by_reason: BTreeMap<String, Reading>,
+    /// Time to first token, seconds.
     pub time_to_first_token: Latency,
+    /// Time between generated tokens, seconds.
     pub inter_token_latency: Latency,
+    /// Request latency, seconds.
     pub end_to_end_latency: Latency,
+    /// Time waiting in the queue, seconds.
     pub queue_time: Latency,
 }
 
 impl ModelSignals {
+    /// The latency of one histogram signal.
     pub fn latency(&self, signal: HistogramSignal) -> &Latency {
         match signal {
             HistogramSignal::TimeToFirstToken => &self.time_to_first_token,
@@ -184,6 +197,7 @@ impl ModelSignals {
         }
     }
 
+    /// The reading of one gauge signal.
     pub fn gauge(&self, signal: GaugeSignal) -> Reading {
         match signal {
             GaugeSignal::QueueDepth => self.queue_depth,
@@ -192,6 +206,7 @@ impl ModelSignals {
         }
     }
 
+    /// The rate of one counter signal, per second.
     pub fn rate(&self, signal: CounterSignal) -> Reading {
         match signal {
             CounterSignal::Preemptions => self.preemption_rate,
@@ -207,6 +222,7 @@ impl ModelSignals {
 pub struct WindowSpan {
     /// Start of the window, seconds; `None` when it starts at an unknown process start.
     pub start: Option<f64>,
+    /// End of the window (the newest scrape), seconds.
     pub end: f64,
     /// Length in seconds, when known.
     pub seconds: Option<f64>,
@@ -218,9 +234,11 @@ pub struct WindowSpan {
 /// Signals of one replica.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReplicaSignals {
+    /// The engine the newest scrape came from (`None` when no known metric was read).
     pub engine: Option<Engine>,
     /// When the newest scrape was taken, seconds.
     pub taken_at: f64,
+    /// The span the rates and percentiles cover.
     pub window: WindowSpan,
     /// KV-cache capacity, tokens (`num_gpu_blocks` × `block_size`).
     pub kv_capacity_tokens: Reading,
@@ -242,7 +260,9 @@ pub enum SingleScrape {
 /// How to compute signals.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SignalOptions {
+    /// Length of the window, seconds.
     pub window_secs: f64,
+    /// What to do when only one scrape exists.
     pub single_scrape: SingleScrape,
 }
 
@@ -483,6 +503,7 @@ pub struct ScrapeHistory {
 pub const MAX_SCRAPES_PER_POD: usize = 320;
 
 impl ScrapeHistory {
+    /// An empty history for windows of `window_secs`.
     pub fn new(window_secs: f64) -> ScrapeHistory {
         ScrapeHistory {
             scrapes: std::collections::VecDeque::new(),
@@ -504,14 +525,17 @@ impl ScrapeHistory {
         }
     }
 
+    /// The newest scrape.
     pub fn latest(&self) -> Option<&EngineSnapshot> {
         self.scrapes.back()
     }
 
+    /// Scrapes kept.
     pub fn len(&self) -> usize {
         self.scrapes.len()
     }
 
+    /// True before the first scrape.
     pub fn is_empty(&self) -> bool {
         self.scrapes.is_empty()
     }

@@ -38,10 +38,12 @@ pub struct ModelSnapshot {
 }
 
 impl ModelSnapshot {
+    /// The value of a gauge, when exposed.
     pub fn gauge(&self, signal: GaugeSignal) -> Option<f64> {
         self.gauges[signal as usize]
     }
 
+    /// Sets a gauge (the simulator and tests build snapshots by hand).
     pub fn set_gauge(&mut self, signal: GaugeSignal, value: f64) {
         self.gauges[signal as usize] = Some(value);
         if signal == GaugeSignal::KvCacheUsage {
@@ -49,22 +51,27 @@ impl ModelSnapshot {
         }
     }
 
+    /// The highest KV-cache usage of any data-parallel engine, when exposed.
     pub fn kv_cache_usage_max(&self) -> Option<f64> {
         self.kv_cache_usage_max
     }
 
+    /// The value of a counter, when exposed.
     pub fn counter(&self, signal: CounterSignal) -> Option<f64> {
         self.counters[signal as usize]
     }
 
+    /// Sets a counter.
     pub fn set_counter(&mut self, signal: CounterSignal, value: f64) {
         self.counters[signal as usize] = Some(value);
     }
 
+    /// A histogram, when exposed completely.
     pub fn histogram(&self, signal: HistogramSignal) -> Option<&Histogram> {
         self.histograms[signal as usize].as_ref()
     }
 
+    /// Sets a histogram.
     pub fn set_histogram(&mut self, signal: HistogramSignal, histogram: Histogram) {
         self.histograms[signal as usize] = Some(histogram);
     }

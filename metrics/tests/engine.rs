@@ -3,9 +3,16 @@
 //! corpus, and property tests.
 //!
 //! Real fixtures live in `../shared/fixtures/` (or `$INFERSCALE_SHARED/fixtures`); they are
-//! not copied into the project. Tests that need them print a clear SKIPPED line when absent.
+//! not copied into the project. Tests that need them fail when the folder is absent, unless
+//! `INFERSCALE_ALLOW_SKIP=1` is set (then they print SKIPPED and pass).
 //! Expected values for them were worked out by hand and by an independent implementation
 //! (Python `prometheus_client` 0.26.0 plus `tests/golden/reference.py`), never by this code.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test stops at the first broken assumption"
+)]
 
 use inferscale_metrics::gpu::{join_gpus, read_gpus, PodRef};
 use inferscale_metrics::histogram::Histogram;
@@ -22,21 +29,32 @@ fn own_fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Set to `1` to let tests that need the shared fixtures pass without them.
+const ALLOW_SKIP_VAR: &str = "INFERSCALE_ALLOW_SKIP";
+
 /// `$INFERSCALE_SHARED/fixtures`, else `../shared/fixtures` beside the checkout.
+///
+/// When the folder is absent the calling test fails, naming where it looked — unless
+/// `INFERSCALE_ALLOW_SKIP=1` says skipping is fine, and then it prints SKIPPED and the test
+/// returns early. A missing folder never passes as a plain `ok` unasked.
 fn shared_fixtures() -> Option<PathBuf> {
     let root = std::env::var_os("INFERSCALE_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
     let dir = root.join("fixtures");
     if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: shared fixtures not found at {} (set INFERSCALE_SHARED to the shared/ folder)",
-            dir.display()
-        );
-        None
+        return Some(dir);
     }
+    let message = format!(
+        "shared fixtures not found at {} (set INFERSCALE_SHARED to the shared/ folder, or \
+         {ALLOW_SKIP_VAR}=1 to skip the tests that need them)",
+        dir.display()
+    );
+    if std::env::var(ALLOW_SKIP_VAR).as_deref() == Ok("1") {
+        eprintln!("SKIPPED: {message}");
+        return None;
+    }
+    panic!("{message}");
 }
 
 fn shared_fixture(rel: &str) -> Option<String> {
@@ -390,24 +408,47 @@ mod malformed {
     }
 
     #[test]
-    fn garbage_and_binary_do_not_panic() {
-        for body in [
-            "",
-            "\n\n\n",
-            "{",
-            "}",
-            "# TYPE",
-            "#",
-            "a{",
-            "a{b",
-            "a{b=",
-            "a{b=\"",
-            "a{b=\"\\",
-            "\u{0}\u{1}",
-            "a 1 2 3 4",
-        ] {
+    fn garbage_and_binary_are_skipped_and_counted_by_kind() {
+        use inferscale_metrics::parser::LineErrorKind as K;
+        // (body, the one kind it is skipped as; None: nothing to skip)
+        let cases: [(&str, Option<K>); 13] = [
+            ("", None),
+            ("\n\n\n", None),
+            ("#", None),
+            ("{", Some(K::InvalidMetricName)),
+            ("}", Some(K::InvalidMetricName)),
+            ("\u{0}\u{1}", Some(K::InvalidMetricName)),
+            ("# TYPE", Some(K::InvalidDescriptor)),
+            ("a{", Some(K::InvalidLabelSet)),
+            ("a{b", Some(K::InvalidLabelSet)),
+            ("a{b=", Some(K::InvalidLabelSet)),
+            ("a{b=\"", Some(K::InvalidLabelValue)),
+            ("a{b=\"\\", Some(K::InvalidLabelValue)),
+            ("a 1 2 3 4", Some(K::TrailingText)),
+        ];
+        for (body, kind) in cases {
             let mut parser = Parser::new(body, Format::Prometheus);
-            for _ in parser.by_ref() {}
+            let samples = parser
+                .by_ref()
+                .filter(|r| matches!(r, Record::Sample(_)))
+                .count();
+            let stats = parser.into_stats();
+            assert_eq!(samples, 0, "{body:?}");
+            let mut expected = [0; K::ALL.len()];
+            if let Some(kind) = kind {
+                expected[K::ALL.iter().position(|k| *k == kind).unwrap()] = 1;
+            }
+            assert_eq!(stats.skipped_by_kind, expected, "{body:?}");
+            let first: Vec<_> = stats
+                .first_errors
+                .iter()
+                .map(|e| (e.line, e.kind))
+                .collect();
+            assert_eq!(
+                first,
+                kind.map(|k| (1, k)).into_iter().collect::<Vec<_>>(),
+                "{body:?}"
+            );
         }
     }
 }

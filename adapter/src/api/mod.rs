@@ -1,5 +1,5 @@
 //! The HTTP API: `custom.metrics.k8s.io` v1beta1/v1beta2, `external.metrics.k8s.io`
-//! v1beta1, API discovery and OpenAPI ([`discovery`]), health probes ([`health`]) and our own
+//! v1beta1, API discovery and OpenAPI (`discovery`), health probes ([`health`]) and our own
 //! metrics.
 //!
 //! Owns: routing, query decoding, and the Kubernetes JSON shapes (every body carries `kind`
