@@ -420,13 +420,20 @@ fn reason_rows(columns: &[(String, &ModelSignals)]) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// p50, p90, p95, p99 and observations of each latency histogram.
+/// p50, p90, p95, p99 and observations of each latency histogram; an idle latency's 0 says
+/// so (`0 ms (idle)`: no request waited).
 fn latency_rows(columns: &[(String, &ModelSignals)]) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     for (name, get) in LATENCY_ROWS {
         for (q, pick) in PERCENTILE_ROWS {
             rows.push(row(format!("{name}_{q}"), columns, |m| {
-                show(pick(get(m)), Unit::Seconds)
+                let latency = get(m);
+                let shown = show(pick(latency), Unit::Seconds);
+                if latency.idle {
+                    format!("{shown} (idle)")
+                } else {
+                    shown
+                }
             }));
         }
         rows.push(row(format!("{name}_observations"), columns, |m| {
@@ -532,6 +539,24 @@ mod tests {
         let table = render_table(&report);
         assert!(table.contains("queue_depth"), "{table}");
         assert!(table.contains("50 ms"), "{table}");
+    }
+
+    #[test]
+    fn an_idle_server_shows_zero_latency_marked_idle() {
+        let body = "vllm:num_requests_waiting{model_name=\"m\"} 0\nvllm:num_requests_running{model_name=\"m\"} 0\nvllm:time_to_first_token_seconds_bucket{le=\"0.1\",model_name=\"m\"} 0\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\",model_name=\"m\"} 0\n";
+        let report = inspect(&[scrape(body, 0.0)], 60.0).unwrap();
+        let table = render_table(&report);
+        let p95 = table
+            .lines()
+            .find(|l| l.starts_with("time_to_first_token_p95"))
+            .unwrap();
+        assert!(p95.ends_with("0 ms (idle)"), "{table}");
+        let json = serde_json::to_value(&report).unwrap();
+        let ttft = &json["replica"]["combined"]["time_to_first_token"];
+        assert_eq!(
+            (ttft["p95"].as_f64(), ttft["idle"].as_bool()),
+            (Some(0.0), Some(true))
+        );
     }
 
     #[test]

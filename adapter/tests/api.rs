@@ -687,6 +687,104 @@ mod discovery {
     }
 }
 
+mod idle_is_not_missing {
+    use super::*;
+
+    /// A scrape with `waiting` and `running` requests and the TTFT observations made since
+    /// the server started.
+    fn scrape(t: f64, waiting: f64, running: f64, ttft: &[f64]) -> EngineSnapshot {
+        let mut s = EngineSnapshot::new(t, Engine::Vllm);
+        let m = s.model_mut("llama");
+        m.set_gauge(GaugeSignal::QueueDepth, waiting);
+        m.set_gauge(GaugeSignal::Running, running);
+        let mut h = Histogram::empty(&VLLM_TTFT_BUCKETS);
+        for v in ttft {
+            h.observe(*v);
+        }
+        m.set_histogram(HistogramSignal::TimeToFirstToken, h);
+        s
+    }
+
+    /// Deployment `quiet`: `idle` (one request before the window, nothing since, nothing
+    /// waiting or running) and `fresh` (one scrape, nothing ever observed, nothing to do).
+    /// Deployment `stuck`: `busy` (3 waiting, 2 running, no request observed in the window).
+    fn idle_state() -> AppState {
+        let store = Arc::new(Store::new(60.0, 18.0));
+        for (name, deployment) in [("idle", "quiet"), ("fresh", "quiet"), ("busy", "stuck")] {
+            store.upsert_target(target(name, &[("app", "vllm")], true, deployment));
+        }
+        let key = |name| PodKey::new("llm", name);
+        store.record_engine_scrape(&key("idle"), scrape(1000.0, 0.0, 0.0, &[0.3]), 0.01);
+        store.record_engine_scrape(&key("idle"), scrape(1015.0, 0.0, 0.0, &[0.3]), 0.01);
+        store.record_engine_scrape(&key("fresh"), scrape(1015.0, 0.0, 0.0, &[]), 0.01);
+        store.record_engine_scrape(&key("busy"), scrape(1000.0, 3.0, 2.0, &[0.3]), 0.01);
+        store.record_engine_scrape(&key("busy"), scrape(1015.0, 3.0, 2.0, &[0.3]), 0.01);
+        let mut state = AppState::new(store, Arc::new(Telemetry::new()));
+        state.heartbeat = Arc::new(AtomicU64::new(1_015_500));
+        state.clock = test_clock;
+        state
+    }
+
+    async fn answer(uri: &str) -> (StatusCode, serde_json::Value) {
+        get(idle_state(), uri).await
+    }
+
+    #[tokio::test]
+    async fn an_idle_pod_answers_zero_and_a_busy_pod_without_observations_is_absent() {
+        let (status, json) = answer(&format!("{V2}/pods/*/vllm_time_to_first_token_p95")).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        let list: MetricValueList<MetricValueV1beta2> = serde_json::from_value(json).unwrap();
+        let values: Vec<(&str, &str)> = list
+            .items
+            .iter()
+            .map(|i| (i.described_object.name.as_str(), i.value.as_str()))
+            .collect();
+        assert_eq!(
+            values,
+            [("fresh", "0"), ("idle", "0")],
+            "busy has requests waiting and none observed: missing, not 0"
+        );
+        let (status, _) = answer(&format!("{V2}/pods/busy/vllm_time_to_first_token_p95")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // The mean follows the same rule.
+        let (_, json) = answer(&format!(
+            "{V2}/pods/idle/inferscale_time_to_first_token_seconds_mean"
+        ))
+        .await;
+        assert_eq!(json["items"][0]["value"], "0");
+    }
+
+    #[tokio::test]
+    async fn workloads_and_external_metrics_follow_the_same_rule() {
+        // Every pod of `quiet` is idle: the Deployment's p95 is 0.
+        let (status, json) = answer(&format!(
+            "{V2}/deployments.apps/quiet/vllm_time_to_first_token_p95"
+        ))
+        .await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["items"][0]["value"], "0");
+        // `stuck` is busy without observations: no value.
+        let (status, _) = answer(&format!(
+            "{V2}/deployments.apps/stuck/vllm_time_to_first_token_p95"
+        ))
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // The namespace holds idle and busy pods and no observation: missing, not 0.
+        let (status, _) = answer(&format!("{V2}/metrics/vllm_time_to_first_token_p95")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let ext =
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/vllm_time_to_first_token_p95";
+        let (_, quiet) = answer(&format!("{ext}?labelSelector=workload%3Dquiet")).await;
+        assert_eq!(quiet["items"][0]["value"], "0");
+        let (_, everything) = answer(ext).await;
+        assert_eq!(
+            everything["items"],
+            serde_json::json!([]),
+            "idle + busy: no value"
+        );
+    }
+}
+
 mod request_metrics {
     use super::*;
     use futures::future::BoxFuture;

@@ -4,7 +4,9 @@
 //! model. Percentiles come from the bucket-wise sum of the replicas' window histograms —
 //! the mean of per-replica p95s is not a p95 of anything and is never computed here.
 //! Replicas whose value is missing are left out of that value (and counted), never averaged
-//! in as zero. This is the only place replicas are combined: the adapter (workloads,
+//! in as zero. Idle replicas add no observations: when no replica observed anything in the
+//! window, the fleet's latency is 0 (idle) if every replica with a window is idle, and missing
+//! if any had requests waiting or running. This is the only place replicas are combined: the adapter (workloads,
 //! namespaces, external metrics) and the simulator call it alike.
 
 use crate::histogram::Histogram;
@@ -120,12 +122,19 @@ pub struct FleetSignals {
 }
 
 /// Merges the window histograms of `signal` over the replicas that have one.
+///
+/// The percentiles are those of the merged histogram, so they describe the requests the
+/// replicas observed (idle replicas add none). With no observation at all, the result is
+/// [`Latency::idle`] when every replica with a window was idle, and missing
+/// ([`Missing::NoObservations`]) when any had requests waiting or running. Without any
+/// window, it is missing for the first replica's reason.
 pub fn merged_latency<'a>(
     replicas: impl IntoIterator<Item = &'a ModelSignals>,
     signal: HistogramSignal,
 ) -> Latency {
     let mut merged: Option<Histogram> = None;
     let mut reason = None;
+    let mut every_window_idle = true;
     for replica in replicas {
         let latency = replica.latency(signal);
         match (&latency.window_histogram, &mut merged) {
@@ -137,9 +146,12 @@ pub fn merged_latency<'a>(
                 }
             }
         }
+        if latency.window_histogram.is_some() && !latency.idle {
+            every_window_idle = false;
+        }
     }
     match merged {
-        Some(h) => Latency::from_window(h),
+        Some(h) => Latency::from_window_or_idle(h, every_window_idle),
         None => Latency::missing(reason.unwrap_or(Missing::NotExposed)),
     }
 }
@@ -169,6 +181,98 @@ impl FleetSignals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signals::Latency;
+
+    const BOUNDS: [f64; 3] = [0.1, 0.5, 1.0];
+
+    /// A replica's TTFT over a window holding `observations`; `nothing_in_flight` as the
+    /// gauges at its newest scrape would say.
+    fn replica(observations: &[f64], nothing_in_flight: bool) -> ModelSignals {
+        let mut window = Histogram::empty(&BOUNDS);
+        for &v in observations {
+            window.observe(v);
+        }
+        let gauge = Reading::Value(if nothing_in_flight { 0.0 } else { 2.0 });
+        let none = Latency::missing(Missing::NotExposed);
+        ModelSignals {
+            queue_depth: gauge,
+            running: gauge,
+            kv_cache_usage: Reading::Missing(Missing::NotExposed),
+            kv_cache_usage_max: Reading::Missing(Missing::NotExposed),
+            preemption_rate: Reading::Missing(Missing::NotExposed),
+            prompt_token_rate: Reading::Missing(Missing::NotExposed),
+            generation_token_rate: Reading::Missing(Missing::NotExposed),
+            request_rate: Reading::Missing(Missing::NotExposed),
+            request_rate_by_reason: Default::default(),
+            time_to_first_token: Latency::from_window_or_idle(window, nothing_in_flight),
+            inter_token_latency: none.clone(),
+            end_to_end_latency: none.clone(),
+            queue_time: none,
+        }
+    }
+
+    fn ttft(replicas: &[&ModelSignals]) -> Latency {
+        merged_latency(replicas.iter().copied(), HistogramSignal::TimeToFirstToken)
+    }
+
+    #[test]
+    fn idle_replicas_add_no_observations_to_a_fleet() {
+        // Four requests of 0.3 s on one replica, another idle. Merged: 4 observations in
+        // (0.1, 0.5]; p50 rank 2 → 0.1 + 0.4·2/4 = 0.3 s; p95 rank 3.8 → 0.1 + 0.4·3.8/4 = 0.48 s.
+        let served = replica(&[0.3; 4], true);
+        let idle = replica(&[], true);
+        let fleet = ttft(&[&served, &idle]);
+        assert!(!fleet.idle);
+        assert!((fleet.p50.value().unwrap() - 0.3).abs() < 1e-12);
+        assert!((fleet.p95.value().unwrap() - 0.48).abs() < 1e-12);
+        assert_eq!(fleet.observations, Reading::Value(4.0));
+        assert_eq!(
+            fleet,
+            ttft(&[&served]),
+            "the same as without the idle replica"
+        );
+    }
+
+    #[test]
+    fn a_fleet_with_no_observations_is_idle_only_if_every_replica_is() {
+        let idle = replica(&[], true);
+        let busy = replica(&[], false);
+        let all_idle = ttft(&[&idle, &idle]);
+        assert!(all_idle.idle);
+        assert_eq!(all_idle.p99, Reading::Value(0.0));
+        assert_eq!(all_idle.quantile(0.95), Reading::Value(0.0));
+        let mixed = ttft(&[&idle, &busy]);
+        assert!(!mixed.idle);
+        assert_eq!(mixed.p95, Reading::Missing(Missing::NoObservations));
+        assert_eq!(
+            mixed.quantile(0.95),
+            Reading::Missing(Missing::NoObservations)
+        );
+    }
+
+    #[test]
+    fn a_busy_replica_without_observations_does_not_hide_the_others_requests() {
+        // 2 requests of 0.7 s on one replica, another with requests queued and none observed:
+        // the answer is the observed requests' (p50 rank 1 of 2 in (0.5, 1] → 0.75 s).
+        let served = replica(&[0.7, 0.7], false);
+        let busy = replica(&[], false);
+        let fleet = ttft(&[&served, &busy]);
+        assert!((fleet.p50.value().unwrap() - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn replicas_without_a_window_are_left_out() {
+        let unknown = ModelSignals {
+            time_to_first_token: Latency::missing(Missing::NeedsTwoScrapes),
+            ..replica(&[], true)
+        };
+        let idle = replica(&[], true);
+        assert!(ttft(&[&unknown, &idle]).idle);
+        assert_eq!(
+            ttft(&[&unknown]).p95,
+            Reading::Missing(Missing::NeedsTwoScrapes)
+        );
+    }
 
     #[test]
     fn missing_replicas_are_counted_not_averaged_as_zero() {

@@ -4,6 +4,11 @@
 //! gauges, counter increases and histogram bucket deltas into [`ModelSignals`]. Every value is
 //! a [`Reading`]: either a number or the reason there is none — "not enough data yet" is a
 //! state, never a zero.
+//!
+//! Idle is not missing: a replica with nothing waiting and nothing running whose window holds
+//! no observation of a latency histogram reports that latency as 0, marked idle
+//! ([`Latency::idle`]) — no request waited. With requests waiting or running and no
+//! observation, the latency stays missing ([`Missing::NoObservations`]).
 //! Does not own: how scrapes are taken or stored long-term (the adapter's scrape loop), or
 //! fleet aggregation (see [`crate::fleet`]).
 
@@ -30,7 +35,8 @@ pub enum Missing {
     NeedsTwoScrapes,
     /// The server restarted inside the window and the restart time is unknown.
     CounterReset,
-    /// No request completed in the window, so there is no latency to report.
+    /// Requests were waiting or running, but none was observed in the window: there is no
+    /// latency to report yet (an idle replica reports 0 instead, see [`Latency::idle`]).
     NoObservations,
     /// The histogram was exposed without a `+Inf` bucket.
     IncompleteHistogram,
@@ -102,6 +108,9 @@ pub struct Latency {
     pub observations: Reading,
     /// Mean over the window (`_sum` delta / count delta).
     pub mean: Reading,
+    /// No observation in the window and nothing waiting or running: the percentiles and the
+    /// mean are 0 because no request waited, not because one took no time.
+    pub idle: bool,
     /// The window's histogram, kept so fleets can merge it.
     #[serde(skip)]
     pub window_histogram: Option<Histogram>,
@@ -118,11 +127,40 @@ impl Latency {
             p99: m,
             observations: m,
             mean: m,
+            idle: false,
             window_histogram: None,
         }
     }
 
-    /// Percentiles of a window histogram.
+    /// The latency of a window with no observation on a replica (or fleet) that had nothing to
+    /// do: every percentile and the mean 0, no observations, marked [`Latency::idle`].
+    pub fn idle(window_histogram: Histogram) -> Latency {
+        let zero = Reading::Value(0.0);
+        Latency {
+            p50: zero,
+            p90: zero,
+            p95: zero,
+            p99: zero,
+            observations: zero,
+            mean: zero,
+            idle: true,
+            window_histogram: Some(window_histogram),
+        }
+    }
+
+    /// The latency of a window: [`Latency::idle`] when it holds no observation and
+    /// `nothing_in_flight` (the replica — or every replica of a fleet — had nothing waiting or
+    /// running at its newest scrape); otherwise [`Latency::from_window`].
+    pub fn from_window_or_idle(histogram: Histogram, nothing_in_flight: bool) -> Latency {
+        if nothing_in_flight && histogram.count() <= 0.0 {
+            Latency::idle(histogram)
+        } else {
+            Latency::from_window(histogram)
+        }
+    }
+
+    /// Percentiles of a window histogram; with no observation in it, every percentile and the
+    /// mean are missing ([`Missing::NoObservations`]) and `observations` is 0.
     pub fn from_window(histogram: Histogram) -> Latency {
         let count = histogram.count();
         if count <= 0.0 {
@@ -142,13 +180,16 @@ impl Latency {
                 histogram.sum.is_finite().then(|| histogram.sum / count),
                 Missing::NoObservations,
             ),
+            idle: false,
             window_histogram: Some(histogram),
         }
     }
 
-    /// The reading for quantile `q` of the window (any `q`, not only the four reported).
+    /// The reading for quantile `q` of the window (any `q`, not only the four reported); 0
+    /// when idle.
     pub fn quantile(&self, q: f64) -> Reading {
         match &self.window_histogram {
+            _ if self.idle => Reading::Value(0.0),
             Some(h) => Reading::from_option(h.quantile(q), Missing::NoObservations),
             None => self.p50,
         }
@@ -419,6 +460,10 @@ fn model_signals(
     window_secs: Option<f64>,
 ) -> ModelSignals {
     let gauge = |g: GaugeSignal| Reading::from_option(latest.gauge(g), Missing::NotExposed);
+    let queue_depth = gauge(GaugeSignal::QueueDepth);
+    let running = gauge(GaugeSignal::Running);
+    // Both exposed and 0: a replica whose gauges are unknown is never called idle.
+    let nothing_in_flight = queue_depth == Reading::Value(0.0) && running == Reading::Value(0.0);
     let no_window = match baseline {
         Baseline::None(reason) => *reason,
         Baseline::ProcessStart {
@@ -462,21 +507,26 @@ fn model_signals(
                 Missing::NotExposed
             });
         };
-        match baseline {
-            Baseline::None(reason) => Latency::missing(*reason),
-            Baseline::ProcessStart { .. } => Latency::from_window(now.clone()),
+        let window = match baseline {
+            // One scrape, so no window yet; but a server that has observed nothing since it
+            // started has observed nothing in any window, and with nothing waiting or running
+            // it is idle from its first scrape.
+            Baseline::None(_) if nothing_in_flight && now.count() <= 0.0 => now.clone(),
+            Baseline::None(reason) => return Latency::missing(*reason),
+            Baseline::ProcessStart { .. } => now.clone(),
             Baseline::Scrape(_) => match base.and_then(|b| b.histogram(h)) {
-                None => Latency::from_window(now.clone()),
+                None => now.clone(),
                 Some(before) => match now.delta_since(before) {
-                    Ok(delta) => Latency::from_window(delta),
-                    Err(_) => Latency::missing(Missing::CounterReset),
+                    Ok(delta) => delta,
+                    Err(_) => return Latency::missing(Missing::CounterReset),
                 },
             },
-        }
+        };
+        Latency::from_window_or_idle(window, nothing_in_flight)
     };
     ModelSignals {
-        queue_depth: gauge(GaugeSignal::QueueDepth),
-        running: gauge(GaugeSignal::Running),
+        queue_depth,
+        running,
         kv_cache_usage: gauge(GaugeSignal::KvCacheUsage),
         kv_cache_usage_max: Reading::from_option(latest.kv_cache_usage_max(), Missing::NotExposed),
         preemption_rate: rate(CounterSignal::Preemptions),
@@ -649,8 +699,52 @@ mod tests {
         assert!((ttft.p50.value().unwrap() - 0.75).abs() < 1e-12);
     }
 
+    /// `scrape` with the running gauge exposed too.
+    fn scrape_running(t: f64, waiting: f64, running: f64, ttft: &[f64]) -> EngineSnapshot {
+        let mut s = scrape(t, waiting, 100.0, ttft);
+        s.model_mut("m").set_gauge(GaugeSignal::Running, running);
+        s
+    }
+
     #[test]
-    fn no_requests_in_window_is_no_observations_not_zero() {
+    fn idle_replica_reports_zero_latency_marked_idle() {
+        // One request before the window, none in it, nothing waiting or running now.
+        let a = scrape_running(0.0, 0.0, 0.0, &[0.05]);
+        let b = scrape_running(15.0, 0.0, 0.0, &[0.05]);
+        let s = replica_signals(&[&a, &b], options()).unwrap();
+        let ttft = &s.combined.time_to_first_token;
+        assert!(ttft.idle);
+        for reading in [
+            ttft.p50,
+            ttft.p90,
+            ttft.p95,
+            ttft.p99,
+            ttft.mean,
+            ttft.observations,
+        ] {
+            assert_eq!(reading, Reading::Value(0.0));
+        }
+        assert_eq!(ttft.quantile(0.75), Reading::Value(0.0), "any quantile");
+        assert_eq!(s.models["m"].time_to_first_token, *ttft, "per model too");
+        assert_eq!(s.combined.prompt_token_rate, Reading::Value(0.0));
+        let json = serde_json::to_value(ttft).unwrap();
+        assert_eq!(json["p95"], 0.0);
+        assert_eq!(json["idle"], true);
+    }
+
+    #[test]
+    fn busy_replica_without_observations_is_missing_not_zero() {
+        // Requests waiting (or only running) but none observed in the window.
+        for (waiting, running) in [(2.0, 0.0), (0.0, 3.0), (2.0, 3.0)] {
+            let a = scrape_running(0.0, waiting, running, &[0.05]);
+            let b = scrape_running(15.0, waiting, running, &[0.05]);
+            let s = replica_signals(&[&a, &b], options()).unwrap();
+            let ttft = &s.combined.time_to_first_token;
+            assert!(!ttft.idle);
+            assert_eq!(ttft.p99, Reading::Missing(Missing::NoObservations));
+            assert_eq!(ttft.observations, Reading::Value(0.0));
+        }
+        // A replica whose running count is not exposed is never called idle.
         let a = scrape(0.0, 0.0, 100.0, &[0.05]);
         let b = scrape(15.0, 0.0, 100.0, &[0.05]);
         let s = replica_signals(&[&a, &b], options()).unwrap();
@@ -658,7 +752,49 @@ mod tests {
             s.combined.time_to_first_token.p99,
             Reading::Missing(Missing::NoObservations)
         );
-        assert_eq!(s.combined.prompt_token_rate, Reading::Value(0.0));
+    }
+
+    #[test]
+    fn a_replica_with_observations_is_not_idle_even_with_nothing_in_flight() {
+        // Two requests of 0.7 s in the window, all done: p50 rank 1 of 2 in (0.5, 1] → 0.75.
+        let a = scrape_running(0.0, 0.0, 0.0, &[]);
+        let b = scrape_running(15.0, 0.0, 0.0, &[0.7, 0.7]);
+        let s = replica_signals(&[&a, &b], options()).unwrap();
+        let ttft = &s.combined.time_to_first_token;
+        assert!(!ttft.idle);
+        assert!((ttft.p50.value().unwrap() - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn one_scrape_of_a_server_that_observed_nothing_and_has_nothing_to_do_is_idle() {
+        // Serving path: rates wait for a second scrape, but a fresh idle server's latency
+        // is already known to be "no request waited".
+        let fresh = scrape_running(0.0, 0.0, 0.0, &[]);
+        let s = replica_signals(&[&fresh], options()).unwrap();
+        assert!(s.combined.time_to_first_token.idle);
+        assert_eq!(s.combined.time_to_first_token.p95, Reading::Value(0.0));
+        assert_eq!(
+            s.combined.prompt_token_rate,
+            Reading::Missing(Missing::NeedsTwoScrapes)
+        );
+        // Something waiting, or observations since start whose window is unknown: missing.
+        for busy in [
+            scrape_running(0.0, 1.0, 0.0, &[]),
+            scrape_running(0.0, 0.0, 0.0, &[0.2]),
+        ] {
+            let s = replica_signals(&[&busy], options()).unwrap();
+            assert_eq!(
+                s.combined.time_to_first_token.p95,
+                Reading::Missing(Missing::NeedsTwoScrapes)
+            );
+        }
+        // inspect's since-start reading of the fresh server says the same.
+        let opts = SignalOptions {
+            single_scrape: SingleScrape::SinceStart,
+            ..options()
+        };
+        let s = replica_signals(&[&fresh], opts).unwrap();
+        assert!(s.combined.time_to_first_token.idle);
     }
 
     #[test]

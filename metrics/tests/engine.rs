@@ -212,7 +212,7 @@ mod golden {
     }
 
     #[test]
-    fn vllm_0_16_idle_server_has_no_latency_not_zero_latency() {
+    fn vllm_0_16_idle_server_is_idle_not_missing() {
         let Some(body) =
             shared_fixture("vllm/vllm-0.16to0.18-v1-kops-k8s-ai-conformance-qwen2.5-0.5b.txt")
         else {
@@ -221,12 +221,23 @@ mod golden {
         let snap =
             EngineSnapshot::from_exposition(&body, Format::Prometheus, 0.0, &RouteIndex::engines());
         assert!(snap.process_start.is_some());
-        let s = replica_signals(&[&snap], since_start()).unwrap();
-        assert_eq!(
-            s.combined.time_to_first_token.p95,
-            Reading::Missing(Missing::NoObservations)
-        );
-        approx(s.combined.queue_depth, 0.0);
+        // Nothing observed since start, nothing waiting, nothing running: no request waited,
+        // on the serving path (one scrape) and in inspect's since-start reading alike.
+        for options in [since_start(), SignalOptions::default()] {
+            let s = replica_signals(&[&snap], options).unwrap();
+            approx(s.combined.queue_depth, 0.0);
+            approx(s.combined.running, 0.0);
+            for latency in [
+                &s.combined.time_to_first_token,
+                &s.combined.inter_token_latency,
+                &s.combined.end_to_end_latency,
+                &s.combined.queue_time,
+            ] {
+                assert!(latency.idle, "{options:?}");
+                approx(latency.p95, 0.0);
+                approx(latency.mean, 0.0);
+            }
+        }
     }
 
     #[test]

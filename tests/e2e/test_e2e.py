@@ -482,8 +482,8 @@ def test_c_hpa_scales_on_ttft_p95_milliseconds(cluster: Cluster):
             assert peak_avg > 800, rec.summary(t0)  # milliseconds, not seconds
             assert load.http_errors == 0, load.last_error
         # The heavy load ends; light traffic goes on, round-robin so that every replica keeps
-        # answering some requests (TTFT needs requests: a replica with none in the window has
-        # no TTFT, which is missing, and the HPA rightly refuses to scale down on guesses).
+        # answering some requests and the HPA sees the light-load TTFT itself (an idle
+        # replica would report 0, which says nothing about TTFT under load).
         with ClosedLoopLoad(lambda: addresses(c, ns, name), "ttft-model", concurrency=1,
                             name="ttft-light", spread="round-robin") as light:
             c.wait_for(lambda: c.deployment(ns, name)["spec"]["replicas"] == 1,
