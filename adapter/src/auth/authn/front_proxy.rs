@@ -14,7 +14,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use tracing::warn;
 
-use super::x509::{subject_names, verifier, verify_chain};
+use super::x509::{verified_subject, verifier};
 use super::{Attempt, AuthnError, RequestHeaderConfig};
 use crate::auth::request_info::percent_decode;
 use crate::auth::{RequestParts, UserInfo};
@@ -89,16 +89,8 @@ impl FrontProxy {
 
     /// The user the front proxy asserts, when the request carries its certificate.
     pub(super) fn authenticate(&self, request: &RequestParts<'_>) -> Result<UserInfo, Attempt> {
-        let leaf = match verify_chain(self.verifier.as_ref(), request.peer_certificates) {
-            None => return Err(Attempt::NotApplicable),
-            Some(Err(error)) => {
-                return Err(Attempt::Refused(format!(
-                    "client certificate not from the request-header CA: {error}"
-                )))
-            }
-            Some(Ok(leaf)) => leaf,
-        };
-        let (common_name, _) = subject_names(leaf).map_err(Attempt::Refused)?;
+        let (common_name, _) =
+            verified_subject(self.verifier.as_ref(), "request-header CA", request)?;
         if !self.allowed_names.is_empty() && !self.allowed_names.contains(&common_name) {
             return Err(Attempt::Refused(format!(
                 "x509: subject with cn={common_name} is not in the allowed list"

@@ -42,7 +42,7 @@ pub(super) fn verifier(
 }
 
 /// Verifies `chain` (leaf first) against `verifier`; `None` when no certificate was presented.
-pub(super) fn verify_chain<'c>(
+fn verify_chain<'c>(
     verifier: &dyn ClientCertVerifier,
     chain: Option<&'c [CertificateDer<'static>]>,
 ) -> Option<Result<&'c CertificateDer<'static>, rustls::Error>> {
@@ -55,7 +55,7 @@ pub(super) fn verify_chain<'c>(
 }
 
 /// The subject's CN (the last one, as Go's `pkix.Name` keeps) and organizations.
-pub(super) fn subject_names(leaf: &CertificateDer<'_>) -> Result<(String, Vec<String>), String> {
+fn subject_names(leaf: &CertificateDer<'_>) -> Result<(String, Vec<String>), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|error| format!("parsing client certificate: {error}"))?;
     let subject = cert.subject();
@@ -73,21 +73,29 @@ pub(super) fn subject_names(leaf: &CertificateDer<'_>) -> Result<(String, Vec<St
     Ok((common_name, organizations))
 }
 
+/// The subject (CN, organizations) of the client certificate the request presented, when it
+/// verifies against `verifier` (the `ca` named in the refusal otherwise);
+/// [`Attempt::NotApplicable`] without a certificate.
+pub(super) fn verified_subject(
+    verifier: &dyn ClientCertVerifier,
+    ca: &str,
+    request: &RequestParts<'_>,
+) -> Result<(String, Vec<String>), Attempt> {
+    match verify_chain(verifier, request.peer_certificates) {
+        None => Err(Attempt::NotApplicable),
+        Some(Err(error)) => Err(Attempt::Refused(format!(
+            "client certificate not from the {ca}: {error}"
+        ))),
+        Some(Ok(leaf)) => subject_names(leaf).map_err(Attempt::Refused),
+    }
+}
+
 /// The user of a client certificate from the cluster client CA (`verifier`): CN and O.
 pub(super) fn authenticate(
     verifier: &dyn ClientCertVerifier,
     request: &RequestParts<'_>,
 ) -> Result<UserInfo, Attempt> {
-    let leaf = match verify_chain(verifier, request.peer_certificates) {
-        None => return Err(Attempt::NotApplicable),
-        Some(Err(error)) => {
-            return Err(Attempt::Refused(format!(
-                "client certificate not from the client CA: {error}"
-            )))
-        }
-        Some(Ok(leaf)) => leaf,
-    };
-    let (common_name, organizations) = subject_names(leaf).map_err(Attempt::Refused)?;
+    let (common_name, organizations) = verified_subject(verifier, "client CA", request)?;
     if common_name.is_empty() {
         return Err(Attempt::NotApplicable);
     }
