@@ -63,59 +63,47 @@ pub struct Scrape {
 
 /// Reads a file, or scrapes a URL once.
 pub fn fetch(source: &str, taken_at: f64) -> Result<Scrape, InspectError> {
-    if source.starts_with("http://") || source.starts_with("https://") {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(SCRAPE_TIMEOUT)
-            .build()
-            .map_err(|e| InspectError::Scrape {
-                url: source.into(),
-                source: e,
-            })?;
-        let response = client
-            .get(source)
-            .header(reqwest::header::ACCEPT, crate::scrape::ACCEPT)
-            .send()
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| InspectError::Scrape {
-                url: source.into(),
-                source: e,
-            })?;
-        let format = crate::scrape::format_of(response.headers());
-        let body = response.bytes().map_err(|e| InspectError::Scrape {
+    let (body, format) = if source.starts_with("http://") || source.starts_with("https://") {
+        scrape_url(source).map_err(|e| InspectError::Scrape {
             url: source.into(),
             source: e,
-        })?;
-        if body.len() > MAX_BODY_BYTES {
-            return Err(InspectError::TooLarge {
-                source_name: source.into(),
-            });
-        }
-        Ok(Scrape {
-            source: source.into(),
-            body: body.to_vec(),
-            format,
-            taken_at,
-        })
+        })?
     } else {
         let body = std::fs::read(source).map_err(|e| InspectError::ReadFile {
             path: source.into(),
             source: e,
         })?;
-        if body.len() > MAX_BODY_BYTES {
-            return Err(InspectError::TooLarge {
-                source_name: source.into(),
-            });
-        }
+        // A saved file has no Content-Type: OpenMetrics bodies end with `# EOF`.
         let format = Format::sniff(&String::from_utf8_lossy(
             &body[body.len().saturating_sub(64)..],
         ));
-        Ok(Scrape {
-            source: source.into(),
-            body,
-            format,
-            taken_at,
-        })
+        (body, format)
+    };
+    if body.len() > MAX_BODY_BYTES {
+        return Err(InspectError::TooLarge {
+            source_name: source.into(),
+        });
     }
+    Ok(Scrape {
+        source: source.into(),
+        body,
+        format,
+        taken_at,
+    })
+}
+
+/// One GET of `url` with the scrape loop's `Accept` header, and the dialect it declares.
+fn scrape_url(url: &str) -> Result<(Vec<u8>, Format), reqwest::Error> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(SCRAPE_TIMEOUT)
+        .build()?;
+    let response = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, crate::scrape::ACCEPT)
+        .send()?
+        .error_for_status()?;
+    let format = crate::scrape::format_of(response.headers());
+    Ok((response.bytes()?.to_vec(), format))
 }
 
 /// Parse counts of one scrape, for the report.
