@@ -17,7 +17,7 @@ cargo test --workspace
 
 step "golden tests against the independent Python reference"
 cargo build --quiet -p inferscale-adapter
-ADAPTER_BIN="$PWD/target/debug/adapter" python3 -m pytest tests/golden -q
+ADAPTER_BIN="$PWD/target/debug/adapter" python3 -m pytest tests/golden -q -rs
 
 step "install: chart, kustomize, alerts (promtool), dashboards"
 hack/build-binaries.sh helm promtool kubectl
