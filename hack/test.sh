@@ -24,7 +24,17 @@ hack/build-binaries.sh helm promtool kubectl
 python3 -m pytest tests/deploy -q -p no:cacheprovider
 
 step "container images (make image) and what they contain"
-hack/image.sh
+# Where buildah cannot build (no apt, no user namespaces), this fails -- unless
+# INFERSCALE_ALLOW_SKIP=1 says skipping is intended: then it says SKIPPED and tests/image
+# reports each of its tests as skipped, with the reason.
+if ! hack/image.sh; then
+  if [[ "${INFERSCALE_ALLOW_SKIP:-}" != 1 ]]; then
+    echo "make image failed (set INFERSCALE_ALLOW_SKIP=1 to skip the image tests)" >&2
+    exit 1
+  fi
+  echo "SKIPPED: make image failed on this machine; INFERSCALE_ALLOW_SKIP=1"
+  rm -f target/image/*.oci.tar
+fi
 python3 -m pytest tests/image -q -p no:cacheprovider -rs
 
 step "end-to-end: real control plane, HPA, simulated vLLM fleet, Prometheus on it"

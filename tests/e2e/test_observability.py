@@ -377,12 +377,12 @@ def fixture_metric_names() -> set[str]:
     """Metric names in the real exporters' captures (../shared/fixtures), with the series
     names a histogram or counter family exposes."""
     if not (SHARED / "fixtures").exists():
-        # The repository's convention: fail, unless INFERSCALE_SKIP_SHARED=1 says skipping is
-        # intended (then say SKIPPED).
-        if os.environ.get("INFERSCALE_SKIP_SHARED") == "1":
-            pytest.skip(f"SKIPPED: {SHARED}/fixtures is missing; INFERSCALE_SKIP_SHARED=1")
+        # The repository's convention (metrics/tests/support/mod.rs): fail, unless
+        # INFERSCALE_ALLOW_SKIP=1 says skipping is intended (then say SKIPPED).
+        if os.environ.get("INFERSCALE_ALLOW_SKIP") == "1":
+            pytest.skip(f"SKIPPED: {SHARED}/fixtures is missing; INFERSCALE_ALLOW_SKIP=1")
         pytest.fail(f"{SHARED}/fixtures is missing (set INFERSCALE_SHARED, or "
-                    "INFERSCALE_SKIP_SHARED=1 to skip): the V0 names are checked against it")
+                    "INFERSCALE_ALLOW_SKIP=1 to skip): the V0 names are checked against it")
     names = set()
     for f in SHARED.glob("fixtures/**/*.txt"):
         for line in f.read_text(errors="replace").splitlines():
