@@ -21,4 +21,5 @@ profile_flag=()
 [[ "${INFERSCALE_E2E_PROFILE:-debug}" == release ]] && profile_flag=(--release)
 cargo build --quiet "${profile_flag[@]}" -p inferscale-adapter -p inferscale-sim
 
-exec python3 -m pytest tests/e2e -x -q -p no:cacheprovider "$@"
+# -rs: every skip is listed with its reason (a skip is never a silent pass).
+exec python3 -m pytest tests/e2e -x -q -rs -p no:cacheprovider "$@"

@@ -27,8 +27,9 @@ and one replica whose /metrics failed for a while:
   an old vLLM name no capture shows that ../shared/fixtures/METRICS-REFERENCE.md (compiled
   from vLLM's released sources) lists.
 
-The warm-pool controller is not part of this stack yet: its panels and alerts are listed and
-skipped (visibly) until its metrics are scraped.
+The warm-pool controller is not part of this stack yet (it has not landed): its panels' queries
+and its rules are parsed and evaluated by this Prometheus, but whether they return data is not
+checked -- those checks are listed and skipped (visibly) until its metrics are scraped here.
 """
 
 from __future__ import annotations
@@ -324,6 +325,7 @@ def test_every_dashboard_query_returns_data(observed):
             assert m, v["definition"]
             selector, label = fill_variables(m.group(1), values), m.group(2)
             if is_warm_pool(selector):
+                prom.ast(selector)  # parses (an error fails the request); no data to check yet
                 pending.append(f"{path.name} variable {v['name']}")
                 continue
             series = prom.api("series", **{"match[]": selector})
@@ -333,6 +335,7 @@ def test_every_dashboard_query_returns_data(observed):
             for t in p.get("targets", []):
                 expr = fill_variables(t["expr"], values)
                 if is_warm_pool(expr):
+                    prom.ast(expr)  # parses; no data to check until the controller runs here
                     pending.append(f"{path.name} / {p['title']}")
                     continue
                 if not prom.query(expr) and not any(r.search(expr) for r in ERROR_ONLY):
@@ -355,6 +358,7 @@ def test_every_rule_expression_and_its_signals_return_data(observed):
     for rule in rules():
         name = rule.get("alert") or rule.get("record")
         if is_warm_pool(rule["expr"]):
+            prom.query(rule["expr"])  # evaluates without error; its data waits for the controller
             pending.append(name)
             continue
         prom.query(rule["expr"])  # evaluates without error (an error fails the request)
