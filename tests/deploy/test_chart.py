@@ -9,6 +9,7 @@ import base64
 import copy
 import itertools
 import json
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ import pytest
 import yaml
 
 from .conftest import (CHART, NAMESPACE, REPO, by_kind, crate_version, docs, helm_template,
-                       one, render, run, tool)
+                       kube_version, one, render, run, tool)
 
 # Value combinations: every TLS mode x external metrics x (monitoring on/off). Each one is
 # linted, rendered and checked here, and applied with server-side dry-run in the e2e suite.
@@ -378,3 +379,57 @@ def test_chart_and_kustomize_render_the_same_objects(external):
     for key in sorted(charted):
         assert charted[key] == kustomized[key], f"{key} differs:\nchart: " \
             f"{json.dumps(charted[key], indent=1)}\nkustomize: {json.dumps(kustomized[key], indent=1)}"
+
+
+# --- the README's install commands -------------------------------------------------------------
+
+def readme_install_commands() -> list[list[str]]:
+    """The shell commands of the README's "## Install" code block, continuations joined."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Install\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = []
+    for line in block.replace("\\\n", " ").splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line:
+            commands.append(shlex.split(line))
+    return commands
+
+
+def test_readme_installs_in_three_commands_that_render():
+    """README's Install: `make image`, `helm install`, `kubectl get apiservice` -- the image it
+    builds is the one the chart pins, the helm command renders (as `helm template`) with every
+    object it promises, and the APIService the last command checks is one the chart makes."""
+    commands = readme_install_commands()
+    assert [c[0] for c in commands] == ["make", "helm", "kubectl"], commands
+    make, helm_cmd, kubectl = commands
+    assert make == ["make", "image"]
+    assert helm_cmd[1] == "install" and helm_cmd[3] == "deploy/helm/inferscale", helm_cmd
+    assert helm_cmd[4:7] == ["-n", "inferscale-system", "--create-namespace"], helm_cmd
+    sets = [helm_cmd[i + 1] for i, a in enumerate(helm_cmd) if a == "--set"]
+    objs = docs(run([tool("helm"), "template", helm_cmd[2], str(REPO / helm_cmd[3]),
+                     "--namespace", helm_cmd[5], "--kube-version", kube_version(),
+                     *[x for s in sets for x in ("--set", s)]]).stdout)
+    kinds = {o["kind"] for o in objs}
+    assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "APIService"} <= kinds, kinds
+    assert [o for o in by_kind(objs, "ConfigMap")
+            if o["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    # The image `make image` tags (hack/image.sh) is the one the chart deploys.
+    image = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"ghcr.io/inferscale/adapter:{crate_version()}", image
+    readme = (REPO / "README.md").read_text()
+    assert f"ghcr.io/inferscale/{{adapter,scaler}}:{crate_version()}" in readme
+    image_sh = (REPO / "hack/image.sh").read_text()
+    assert 'REPO_PREFIX="${INFERSCALE_IMAGE_REPO:-ghcr.io/inferscale}"' in image_sh
+    assert kubectl[:3] == ["kubectl", "get", "apiservice"], kubectl
+    assert kubectl[3] in {o["metadata"]["name"] for o in by_kind(objs, "APIService")}
+    # The README's other knobs are chart values.
+    rendered = docs(helm_template(sets=["adapter.image.repository=r.example/inferscale/adapter",
+                                        "metrics.rbac.prometheusServiceAccount.name=prom",
+                                        "metrics.rbac.prometheusServiceAccount.namespace=mon"]
+                                  ).stdout)
+    assert one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"][0][
+        "image"].startswith("r.example/inferscale/adapter:")
+    bound = [b for b in by_kind(rendered, "ClusterRoleBinding")
+             if {"kind": "ServiceAccount", "name": "prom", "namespace": "mon"} in b["subjects"]]
+    assert bound, "the metrics ClusterRole is bound to the named ServiceAccount"
