@@ -285,6 +285,8 @@ def test_warm_pool_switch():
     assert container["image"] == f"ghcr.io/inferscale/scaler:{crate_version()}"
     pc = one(objs, "PriorityClass")
     assert pc["value"] == -10 and pc["preemptionPolicy"] == "Never"
+    adapter = one(objs, "Deployment", "inferscale-adapter")
+    assert "--warm-pools=true" in adapter["spec"]["template"]["spec"]["containers"][0]["args"]
     adapter_role = one(objs, "ClusterRole", "inferscale-adapter")
     assert {"apiGroups": ["inferscale.dev"], "resources": ["warmpools"],
             "verbs": ["get", "list", "watch"]} in adapter_role["rules"]
