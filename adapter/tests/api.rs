@@ -358,6 +358,56 @@ mod custom_metrics {
         assert_eq!(list.items[0].value, "2");
     }
 
+    /// Our series carry one label, `model_name`. A requirement on another label follows
+    /// Kubernetes (and Prometheus matcher) semantics: one that needs the label selects no
+    /// series — an empty list, a 404 for one object — and one that needs its absence selects
+    /// every series. Never an unfiltered value for `foo=bar`.
+    #[tokio::test]
+    async fn metric_label_selector_on_a_label_the_series_lack() {
+        let all = list_v2(&format!("{V2}/pods/*/vllm_num_requests_waiting")).await;
+        assert_eq!(names(&all), ["vllm-a", "vllm-b"]);
+        for needs_it in [
+            "foo%3Dbar",
+            "foo",
+            "foo%20in%20(bar)",
+            "model_name%3Dllama,foo%3Dbar",
+        ] {
+            let list = list_v2(&format!(
+                "{V2}/pods/*/vllm_num_requests_waiting?metricLabelSelector={needs_it}"
+            ))
+            .await;
+            assert!(list.items.is_empty(), "{needs_it}: {:?}", names(&list));
+            for path in [
+                format!("{V2}/pods/vllm-a/vllm_num_requests_waiting"),
+                format!("{V2}/deployments.apps/vllm/vllm_num_requests_waiting"),
+                "/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm/metrics/vllm_num_requests_waiting".into(),
+                "/apis/custom.metrics.k8s.io/v1beta1/namespaces/llm/pods/vllm-a/vllm_num_requests_waiting".into(),
+            ] {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                status_of(
+                    &format!("{path}{sep}metricLabelSelector={needs_it}"),
+                    StatusCode::NOT_FOUND,
+                )
+                .await;
+            }
+        }
+        for needs_absence in ["foo!%3Dbar", "!foo", "foo%20notin%20(bar)"] {
+            let list = list_v2(&format!(
+                "{V2}/pods/*/vllm_num_requests_waiting?metricLabelSelector={needs_absence}"
+            ))
+            .await;
+            let values: Vec<_> = list.items.iter().map(|i| i.value.clone()).collect();
+            let unfiltered: Vec<_> = all.items.iter().map(|i| i.value.clone()).collect();
+            assert_eq!(values, unfiltered, "{needs_absence}");
+        }
+        let one = list_v2(&format!(
+            "{V2}/pods/*/vllm_num_requests_waiting?metricLabelSelector=model_name%3Dlora-x,foo!%3Dbar"
+        ))
+        .await;
+        assert_eq!(names(&one), ["vllm-b"]);
+        assert_eq!(one.items[0].value, "2");
+    }
+
     #[tokio::test]
     async fn ttft_p95_in_milliseconds_with_real_window() {
         let list = list_v2(&format!("{V2}/pods/vllm-a/vllm_time_to_first_token_p95")).await;
