@@ -68,7 +68,10 @@ WARM_POOL_PREFIX = "inferscale_warmpool_"
 # Series that exist only once something went wrong, which nothing in this run provokes: the
 # adapter answered no 5xx. Their selectors are still checked to be valid and the metric to be
 # scraped; only "returns data" is waived, and only for these.
-ERROR_ONLY = [re.compile(r'inferscale_adapter_requests_total"?[,{][^}]*code=~"5\.\."')]
+# (Both spellings: the name before the braces, as written, or as __name__ inside them after the
+# other matchers, as promql.to_promql prints an operand of a rule.)
+ERROR_ONLY = [re.compile(r'inferscale_adapter_requests_total"?[,{][^}]*code=~"5\.\."'),
+              re.compile(r'\{[^}]*code=~"5\.\."[^}]*__name__="inferscale_adapter_requests_total"')]
 SHARED = Path(os.environ.get("INFERSCALE_SHARED", REPO.parent / "shared"))
 
 
