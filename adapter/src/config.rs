@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// Serve external.metrics.k8s.io (turn off where KEDA owns that APIService).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub external_metrics: bool,
+    /// Serve KEDA's external-scaler gRPC contract on this address (TLS with the serving
+    /// certificate; e.g. `:9443`). Off when absent. Cluster mode only.
+    #[arg(long)]
+    pub keda_scaler_listen: Option<String>,
     /// How long SubjectAccessReview decisions (allowed and denied) are cached.
     #[arg(long, default_value_t = DEFAULT_ALLOW_CACHE_TTL.into())]
     pub authorization_cache_ttl: humantime::Duration,
@@ -130,6 +134,8 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub listen: SocketAddr,
+    /// Where KEDA's external scaler is served (`None`: not served).
+    pub keda_scaler_listen: Option<SocketAddr>,
     pub tls: TlsOptions,
     pub auth: DelegatedAuthOptions,
     pub watch: PodWatchConfig,
@@ -172,6 +178,9 @@ impl ServeArgs {
             errors.push("--tls-cert-file and --tls-private-key-file go together".into());
         }
         let mode = if self.standalone {
+            if self.keda_scaler_listen.is_some() {
+                errors.push("--keda-scaler-listen needs cluster mode (it serves TLS)".into());
+            }
             if self.targets.is_empty() && self.targets_file.is_none() {
                 errors.push("--standalone needs --target or --targets-file".into());
             }
@@ -191,6 +200,14 @@ impl ServeArgs {
                 }
             }
         } else {
+            let keda_scaler_listen = match self.keda_scaler_listen.as_deref().map(parse_listen) {
+                None => None,
+                Some(Ok(addr)) => Some(addr),
+                Some(Err(e)) => {
+                    errors.push(format!("--keda-scaler-listen: {e}"));
+                    None
+                }
+            };
             if !self.targets.is_empty() || self.targets_file.is_some() {
                 errors.push("--target and --targets-file need --standalone".into());
             }
@@ -198,7 +215,13 @@ impl ServeArgs {
                 errors.push("--pod-selector must not be empty (it would scrape every pod)".into());
             }
             match parse_listen(&self.listen) {
-                Ok(listen) => Some(Mode::Cluster(Box::new(self.cluster(listen)))),
+                Ok(listen) if keda_scaler_listen == Some(listen) => {
+                    errors.push("--keda-scaler-listen must differ from --listen".into());
+                    None
+                }
+                Ok(listen) => Some(Mode::Cluster(Box::new(
+                    self.cluster(listen, keda_scaler_listen),
+                ))),
                 Err(e) => {
                     errors.push(e);
                     None
@@ -242,11 +265,12 @@ impl ServeArgs {
     }
 
     /// The in-cluster settings, as the option structs of the parts that use them.
-    fn cluster(&self, listen: SocketAddr) -> ClusterConfig {
+    fn cluster(&self, listen: SocketAddr, keda_scaler_listen: Option<SocketAddr>) -> ClusterConfig {
         let path = |file: &Option<String>| file.as_ref().map(PathBuf::from);
         let authorization_cache_ttl = self.authorization_cache_ttl.into();
         ClusterConfig {
             listen,
+            keda_scaler_listen,
             tls: TlsOptions {
                 cert_file: path(&self.tls_cert_file),
                 key_file: path(&self.tls_private_key_file),
@@ -349,6 +373,40 @@ mod tests {
         assert_eq!(
             cluster.auth.authorization.allow_cache_ttl,
             DEFAULT_ALLOW_CACHE_TTL
+        );
+    }
+
+    #[test]
+    fn the_keda_scaler_is_off_by_default_and_needs_cluster_mode() {
+        let Mode::Cluster(cluster) = args(&[]).validate().unwrap().mode else {
+            panic!("cluster mode by default")
+        };
+        assert_eq!(cluster.keda_scaler_listen, None);
+        let Mode::Cluster(cluster) = args(&["--keda-scaler-listen=:9443"])
+            .validate()
+            .unwrap()
+            .mode
+        else {
+            panic!("cluster mode")
+        };
+        assert_eq!(
+            cluster.keda_scaler_listen,
+            Some("0.0.0.0:9443".parse().unwrap())
+        );
+        let errors = args(&[
+            "--standalone",
+            "--target=a/b=http://127.0.0.1:1/metrics",
+            "--keda-scaler-listen=:9443",
+        ])
+        .validate()
+        .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let errors = args(&["--keda-scaler-listen=:6443"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["--keda-scaler-listen must differ from --listen"]
         );
     }
 

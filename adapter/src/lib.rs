@@ -56,6 +56,7 @@ pub mod config;
 pub mod error_chain;
 pub mod http;
 pub mod inspect;
+pub mod keda;
 pub mod quantity;
 pub mod scrape;
 pub mod selector;

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, Instrument};
 
 /// Why the server stopped.
@@ -200,11 +201,39 @@ async fn run_cluster(
         crate::tls::serve(listener, tls_state, app, std::future::pending())
             .instrument(info_span!("https")),
     );
-    supervise(vec![
+    let mut tasks = vec![
         ("pod watches", pod_watches),
         ("scrape loop", scraper),
         ("HTTPS server", server),
         ("authentication config watch", auth_config_task),
-    ])
-    .await
+    ];
+    // Ends open KEDA streams when the process stops.
+    let keda_shutdown = CancellationToken::new();
+    if let Some(addr) = cluster.keda_scaler_listen {
+        tasks.push((
+            "KEDA external scaler",
+            spawn_keda_scaler(addr, cluster, &core, keda_shutdown.clone()).await?,
+        ));
+    }
+    let result = supervise(tasks).await;
+    keda_shutdown.cancel();
+    result
+}
+
+/// Serves KEDA's external scaler on `addr` with its own TLS state over the same serving
+/// certificate files (client certificates are not requested: KEDA authenticates the adapter,
+/// not the other way round).
+async fn spawn_keda_scaler(
+    addr: SocketAddr,
+    cluster: &ClusterConfig,
+    core: &Core,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, ServerError> {
+    let tls = TlsState::new(&cluster.tls)?;
+    let listener = bind(addr).await?;
+    info!(listen = %addr, fingerprint = %tls.serving_fingerprint(), "serving KEDA's external scaler (gRPC, TLS)");
+    let service = crate::keda::ScalerService::new(core.store.clone(), shutdown.clone());
+    Ok(tokio::spawn(
+        crate::keda::serve(listener, tls, service, shutdown).instrument(info_span!("keda_scaler")),
+    ))
 }
