@@ -24,9 +24,18 @@ pub const TARGET_KEY: &str = "targetValue";
 /// absent.
 pub const ACTIVATION_KEY: &str = "activationTargetValue";
 
-/// Keys KEDA itself puts in every external trigger's metadata (it forwards the trigger's
-/// whole map): accepted and ignored.
-const KEDA_OWN_KEYS: [&str; 3] = ["scalerAddress", "enableTLS", "unsafeSsl"];
+/// Keys of KEDA's own that a trigger's metadata may hold (KEDA forwards the whole map):
+/// accepted and ignored. The TLS ones belong in a TriggerAuthentication, but KEDA's docs
+/// still show them in metadata.
+const KEDA_OWN_KEYS: [&str; 7] = [
+    "scalerAddress",
+    "enableTLS",
+    "unsafeSsl",
+    "caCert",
+    "tlsClientCert",
+    "tlsClientKey",
+    "tlsCertFile",
+];
 
 /// Longest object name Kubernetes accepts (a DNS subdomain).
 const MAX_NAME_LENGTH: usize = 253;
