@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// certificate; e.g. `:9443`). Off when absent. Cluster mode only.
     #[arg(long)]
     pub keda_scaler_listen: Option<String>,
+    /// CA (PEM) that KEDA's client certificate must chain to; with it, the external
+    /// scaler refuses clients without one. Read at start. Needs --keda-scaler-listen.
+    #[arg(long)]
+    pub keda_client_ca_file: Option<String>,
     /// How long SubjectAccessReview decisions (allowed and denied) are cached.
     #[arg(long, default_value_t = DEFAULT_ALLOW_CACHE_TTL.into())]
     pub authorization_cache_ttl: humantime::Duration,
@@ -130,12 +134,20 @@ pub enum Mode {
     Cluster(Box<ClusterConfig>),
 }
 
+/// Where and how KEDA's external scaler is served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KedaScalerConfig {
+    pub listen: SocketAddr,
+    /// Require client certificates chaining to this CA.
+    pub client_ca_file: Option<PathBuf>,
+}
+
 /// Settings used only with a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub listen: SocketAddr,
-    /// Where KEDA's external scaler is served (`None`: not served).
-    pub keda_scaler_listen: Option<SocketAddr>,
+    /// KEDA's external scaler (`None`: not served).
+    pub keda_scaler: Option<KedaScalerConfig>,
     pub tls: TlsOptions,
     pub auth: DelegatedAuthOptions,
     pub watch: PodWatchConfig,
@@ -208,6 +220,9 @@ impl ServeArgs {
                     None
                 }
             };
+            if self.keda_client_ca_file.is_some() && self.keda_scaler_listen.is_none() {
+                errors.push("--keda-client-ca-file needs --keda-scaler-listen".into());
+            }
             if !self.targets.is_empty() || self.targets_file.is_some() {
                 errors.push("--target and --targets-file need --standalone".into());
             }
@@ -270,7 +285,10 @@ impl ServeArgs {
         let authorization_cache_ttl = self.authorization_cache_ttl.into();
         ClusterConfig {
             listen,
-            keda_scaler_listen,
+            keda_scaler: keda_scaler_listen.map(|listen| KedaScalerConfig {
+                listen,
+                client_ca_file: path(&self.keda_client_ca_file),
+            }),
             tls: TlsOptions {
                 cert_file: path(&self.tls_cert_file),
                 key_file: path(&self.tls_private_key_file),
@@ -381,17 +399,30 @@ mod tests {
         let Mode::Cluster(cluster) = args(&[]).validate().unwrap().mode else {
             panic!("cluster mode by default")
         };
-        assert_eq!(cluster.keda_scaler_listen, None);
-        let Mode::Cluster(cluster) = args(&["--keda-scaler-listen=:9443"])
-            .validate()
-            .unwrap()
-            .mode
+        assert_eq!(cluster.keda_scaler, None);
+        let Mode::Cluster(cluster) = args(&[
+            "--keda-scaler-listen=:9443",
+            "--keda-client-ca-file=/etc/keda-ca/ca.crt",
+        ])
+        .validate()
+        .unwrap()
+        .mode
         else {
             panic!("cluster mode")
         };
         assert_eq!(
-            cluster.keda_scaler_listen,
-            Some("0.0.0.0:9443".parse().unwrap())
+            cluster.keda_scaler,
+            Some(KedaScalerConfig {
+                listen: "0.0.0.0:9443".parse().unwrap(),
+                client_ca_file: Some("/etc/keda-ca/ca.crt".into()),
+            })
+        );
+        let errors = args(&["--keda-client-ca-file=/ca.crt"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["--keda-client-ca-file needs --keda-scaler-listen"]
         );
         let errors = args(&[
             "--standalone",

@@ -7,7 +7,7 @@
 
 use crate::api::{self, AppState};
 use crate::auth::AuthState;
-use crate::config::{ClusterConfig, Mode, ServeConfig};
+use crate::config::{ClusterConfig, KedaScalerConfig, Mode, ServeConfig};
 use crate::scrape::{unix_now, Scraper};
 use crate::store::Store;
 use crate::targets::{self, StaticTarget};
@@ -209,10 +209,10 @@ async fn run_cluster(
     ];
     // Ends open KEDA streams when the process stops.
     let keda_shutdown = CancellationToken::new();
-    if let Some(addr) = cluster.keda_scaler_listen {
+    if let Some(keda) = &cluster.keda_scaler {
         tasks.push((
             "KEDA external scaler",
-            spawn_keda_scaler(addr, cluster, &core, keda_shutdown.clone()).await?,
+            spawn_keda_scaler(keda, cluster, &core, keda_shutdown.clone()).await?,
         ));
     }
     let result = supervise(tasks).await;
@@ -220,18 +220,26 @@ async fn run_cluster(
     result
 }
 
-/// Serves KEDA's external scaler on `addr` with its own TLS state over the same serving
-/// certificate files (client certificates are not requested: KEDA authenticates the adapter,
-/// not the other way round).
+/// Serves KEDA's external scaler with its own TLS state over the same serving certificate
+/// files: client certificates are not requested, or required from the `--keda-client-ca-file`
+/// CA (the cluster's client CAs, which the API's port trusts, play no part here).
 async fn spawn_keda_scaler(
-    addr: SocketAddr,
+    keda: &KedaScalerConfig,
     cluster: &ClusterConfig,
     core: &Core,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, ServerError> {
     let tls = TlsState::new(&cluster.tls)?;
-    let listener = bind(addr).await?;
-    info!(listen = %addr, fingerprint = %tls.serving_fingerprint(), "serving KEDA's external scaler (gRPC, TLS)");
+    if let Some(path) = &keda.client_ca_file {
+        tls.require_client_certificates(crate::tls::read_ca_file(path)?)?;
+    }
+    let listener = bind(keda.listen).await?;
+    info!(
+        listen = %keda.listen,
+        fingerprint = %tls.serving_fingerprint(),
+        client_certificates = if keda.client_ca_file.is_some() { "required" } else { "not requested" },
+        "serving KEDA's external scaler (gRPC, TLS)"
+    );
     let service = crate::keda::ScalerService::new(core.store.clone(), shutdown.clone());
     Ok(tokio::spawn(
         crate::keda::serve(listener, tls, service, shutdown).instrument(info_span!("keda_scaler")),

@@ -16,7 +16,7 @@ use inferscale_adapter::keda::{serve, ScalerService};
 use inferscale_adapter::store::{
     OwnerRef, PodKey, ScrapeSink, Store, Target, TargetKind, TargetRegistry,
 };
-use inferscale_adapter::tls::{TlsOptions, TlsState};
+use inferscale_adapter::tls::{read_ca_file, TlsOptions, TlsState};
 use inferscale_metrics::histogram::Histogram;
 use inferscale_metrics::profile::{Engine, GaugeSignal, HistogramSignal, VLLM_TTFT_BUCKETS};
 use inferscale_metrics::snapshot::EngineSnapshot;
@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Code;
 
 /// The name KEDA dials (the Service's DNS name), in the serving certificate.
@@ -116,36 +116,60 @@ impl Drop for TempDir {
     }
 }
 
+/// A throwaway certificate authority.
+struct TestCa {
+    pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        TestCa {
+            pem,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for `usage` (a server name, or a client common name): certificate and key PEM.
+    fn issue(&self, name: &str, usage: rcgen::ExtendedKeyUsagePurpose) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
 /// A CA and a serving certificate for [`SERVER_NAME`] it signed, written as the
 /// adapter's `--tls-cert-file`/`--tls-private-key-file`; returns the CA's PEM (what a
 /// TriggerAuthentication's `caCert` holds).
 fn serving_certificate(dir: &TempDir) -> (TlsOptions, String) {
-    let mut ca_params = rcgen::CertificateParams::default();
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "inferscale test CA");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let mut leaf_params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_owned()]).unwrap();
-    leaf_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    let ca = TestCa::new("inferscale test CA");
+    let (cert, key) = ca.issue(SERVER_NAME, rcgen::ExtendedKeyUsagePurpose::ServerAuth);
     let cert_file = dir.0.join("tls.crt");
     let key_file = dir.0.join("tls.key");
-    std::fs::write(&cert_file, leaf.pem()).unwrap();
-    std::fs::write(&key_file, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
     let options = TlsOptions {
         cert_file: Some(cert_file),
         key_file: Some(key_file),
         extra_sans: Vec::new(),
     };
-    (options, ca_cert.pem())
+    (options, ca.pem)
 }
 
 /// The scaler serving over TLS on a loopback port, and a client trusting its CA.
@@ -155,10 +179,17 @@ struct Harness {
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     port: u16,
+    ca_pem: String,
     _dir: TempDir,
 }
 
 async fn start(tag: &str) -> Harness {
+    start_serving(tag, None).await
+}
+
+/// Serves; with `client_ca`, client certificates from that CA are required (and the
+/// harness's own client presents one).
+async fn start_serving(tag: &str, client_ca: Option<&TestCa>) -> Harness {
     let dir = TempDir::new(tag);
     let (options, ca_pem) = serving_certificate(&dir);
     let store = store();
@@ -169,26 +200,46 @@ async fn start(tag: &str) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let tls = TlsState::new(&options).unwrap();
+    let mut identity = None;
+    if let Some(client_ca) = client_ca {
+        let ca_file = dir.0.join("keda-ca.crt");
+        std::fs::write(&ca_file, &client_ca.pem).unwrap();
+        tls.require_client_certificates(read_ca_file(&ca_file).unwrap())
+            .unwrap();
+        identity =
+            Some(client_ca.issue("keda-operator", rcgen::ExtendedKeyUsagePurpose::ClientAuth));
+    }
     let server = tokio::spawn(serve(listener, tls, service, shutdown.clone()));
-    let channel = connect(port, &ca_pem).await.expect("TLS connection");
+    let channel = connect(port, &ca_pem, identity)
+        .await
+        .expect("TLS connection");
     Harness {
         store,
         client: ExternalScalerClient::new(channel),
         shutdown,
         server,
         port,
+        ca_pem,
         _dir: dir,
     }
 }
 
-async fn connect(port: u16, ca_pem: &str) -> Result<Channel, tonic::transport::Error> {
+/// A channel to the scaler trusting `ca_pem`, presenting `identity` (certificate and key
+/// PEM) if given.
+async fn connect(
+    port: u16,
+    ca_pem: &str,
+    identity: Option<(String, String)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name(SERVER_NAME);
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
     Channel::from_shared(format!("https://127.0.0.1:{port}"))
         .unwrap()
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca_pem))
-                .domain_name(SERVER_NAME),
-        )?
+        .tls_config(tls)?
         .connect()
         .await
 }
@@ -478,5 +529,34 @@ async fn a_client_that_does_not_trust_the_serving_certificate_cannot_connect() {
     let h = start("untrusted").await;
     let other_dir = TempDir::new("untrusted-other");
     let (_, other_ca) = serving_certificate(&other_dir);
-    assert!(connect(h.port, &other_ca).await.is_err());
+    assert!(connect(h.port, &other_ca, None).await.is_err());
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_clients_with_its_certificates_are_answered() {
+    let keda_ca = TestCa::new("KEDA client CA");
+    let mut h = start_serving("mtls", Some(&keda_ca)).await;
+    // The harness's client presents a certificate from the KEDA CA: answered.
+    assert!(
+        h.client
+            .is_active(queue_of("vllm", "0"))
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+    );
+    // Without a certificate, or with one from another CA: no answer. (With TLS 1.3 the
+    // refusal may arrive after the handshake, so the first call is what fails.)
+    let stranger =
+        TestCa::new("someone else").issue("intruder", rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    for identity in [None, Some(stranger)] {
+        let refused = match connect(h.port, &h.ca_pem, identity).await {
+            Err(_) => true,
+            Ok(channel) => ExternalScalerClient::new(channel)
+                .is_active(queue_of("vllm", "0"))
+                .await
+                .is_err(),
+        };
+        assert!(refused);
+    }
 }

@@ -9,8 +9,11 @@
 //! unless `--keda-scaler-listen` is given. Values come from the same store and the same
 //! external-metric reading as `external.metrics.k8s.io` — there is no second aggregation.
 //!
-//! Not owned: who may call. The port answers any client that completes the TLS handshake;
-//! restrict it to KEDA's namespace with a NetworkPolicy (client certificates are not checked).
+//! Who may call is settled in the TLS handshake: with `--keda-client-ca-file`, only clients
+//! presenting a certificate from that CA (KEDA's `tlsClientCert`) get through; without it,
+//! any client that reaches the port does, and a NetworkPolicy should admit only KEDA's
+//! namespace. There is no per-namespace authorization: a caller can read any namespace's
+//! values, as the ScaledObject's namespace is what it sends.
 
 pub mod query;
 pub mod service;
