@@ -209,26 +209,33 @@ async fn run_cluster(
     ];
     // Ends open KEDA streams when the process stops.
     let keda_shutdown = CancellationToken::new();
+    let mut keda_drained = None;
     if let Some(keda) = &cluster.keda_scaler {
-        tasks.push((
-            "KEDA external scaler",
-            spawn_keda_scaler(keda, cluster, &core, keda_shutdown.clone()).await?,
-        ));
+        let (task, drained) =
+            spawn_keda_scaler(keda, cluster, &core, keda_shutdown.clone()).await?;
+        tasks.push(("KEDA external scaler", task));
+        keda_drained = Some(drained);
     }
     let result = supervise(tasks).await;
     keda_shutdown.cancel();
+    if let Some(drained) = keda_drained {
+        // Open streams end with OK (KEDA reconnects to another replica at once instead of
+        // backing off after a broken connection); bounded like every drain.
+        let _ = tokio::time::timeout(crate::http::DRAIN_TIMEOUT, drained).await;
+    }
     result
 }
 
 /// Serves KEDA's external scaler with its own TLS state over the same serving certificate
 /// files: client certificates are not requested, or required from the `--keda-client-ca-file`
-/// CA (the cluster's client CAs, which the API's port trusts, play no part here).
+/// CA (the cluster's client CAs, which the API's port trusts, play no part here). The
+/// receiver completes when the server has drained after `shutdown`.
 async fn spawn_keda_scaler(
     keda: &KedaScalerConfig,
     cluster: &ClusterConfig,
     core: &Core,
     shutdown: CancellationToken,
-) -> Result<JoinHandle<()>, ServerError> {
+) -> Result<(JoinHandle<()>, tokio::sync::oneshot::Receiver<()>), ServerError> {
     let tls = TlsState::new(&cluster.tls)?;
     if let Some(path) = &keda.client_ca_file {
         tls.require_client_certificates(crate::tls::read_ca_file(path)?)?;
@@ -241,7 +248,13 @@ async fn spawn_keda_scaler(
         "serving KEDA's external scaler (gRPC, TLS)"
     );
     let service = crate::keda::ScalerService::new(core.store.clone(), shutdown.clone());
-    Ok(tokio::spawn(
-        crate::keda::serve(listener, tls, service, shutdown).instrument(info_span!("keda_scaler")),
-    ))
+    let (drained_tx, drained) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(
+        async move {
+            crate::keda::serve(listener, tls, service, shutdown).await;
+            let _ = drained_tx.send(());
+        }
+        .instrument(info_span!("keda_scaler")),
+    );
+    Ok((task, drained))
 }
