@@ -10,6 +10,7 @@
     reason = "a test stops at the first broken assumption"
 )]
 
+use inferscale_adapter::http::ServeOptions;
 use inferscale_adapter::keda::proto::external_scaler_client::ExternalScalerClient;
 use inferscale_adapter::keda::proto::{GetMetricsRequest, IsActiveResponse, ScaledObjectRef};
 use inferscale_adapter::keda::{serve, ScalerService};
@@ -209,7 +210,13 @@ async fn start_serving(tag: &str, client_ca: Option<&TestCa>) -> Harness {
         identity =
             Some(client_ca.issue("keda-operator", rcgen::ExtendedKeyUsagePurpose::ClientAuth));
     }
-    let server = tokio::spawn(serve(listener, tls, service, shutdown.clone()));
+    let server = tokio::spawn(serve(
+        listener,
+        tls,
+        service,
+        ServeOptions::default(),
+        shutdown.clone(),
+    ));
     let channel = connect(port, &ca_pem, identity)
         .await
         .expect("TLS connection");

@@ -8,14 +8,14 @@
 
 use super::discovery::EXTERNAL_VERSIONS;
 use super::values::{
-    json_response, measure, metric_def, parse_selector, EmptyListMeta, ListOptions, Measured,
-    MODEL_LABEL,
+    json_response, measure, metric_def, parse_selector, ApiPath, ApiQuery, EmptyListMeta,
+    ListOptions, Measured, MODEL_LABEL,
 };
 use super::{check_version, ApiError, AppState, EXTERNAL_GROUP};
 use crate::catalogue::MetricDef;
 use crate::selector::{Requirement, Selector};
 use crate::store::EnginePod;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -50,8 +50,8 @@ struct ExternalMetricValueList<'a> {
 /// `GET /apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}?labelSelector=`.
 pub async fn external_metric(
     State(state): State<AppState>,
-    Path((version, namespace, metric)): Path<(String, String, String)>,
-    Query(options): Query<ListOptions>,
+    ApiPath((version, namespace, metric)): ApiPath<(String, String, String)>,
+    ApiQuery(options): ApiQuery<ListOptions>,
 ) -> Result<Response, ApiError> {
     if !state.external_metrics {
         return Err(ApiError::NotFound);
@@ -84,7 +84,8 @@ pub async fn external_metric(
 /// labels: the one reading of an external metric, shared by the `external.metrics.k8s.io`
 /// route and KEDA's external scaler ([`crate::keda`]).
 pub(crate) struct ExternalQuery {
-    model: Vec<Requirement>,
+    /// The model requirements, as a selector of series.
+    series: Selector,
     workload: Vec<Requirement>,
     workload_kind: Vec<Requirement>,
     pod_selector: Selector,
@@ -96,7 +97,9 @@ impl ExternalQuery {
         let (workload, rest) = rest.split_off(WORKLOAD_LABEL);
         let (workload_kind, pod_selector) = rest.split_off(WORKLOAD_KIND_LABEL);
         ExternalQuery {
-            model,
+            series: Selector {
+                requirements: model,
+            },
             workload,
             workload_kind,
             pod_selector,
@@ -114,12 +117,16 @@ impl ExternalQuery {
     /// The value of `def` over `pods` (only servable pods with a value count; `None` when
     /// none has one — missing, never 0).
     pub(crate) fn measure(&self, def: &MetricDef, pods: &[&EnginePod]) -> Option<Measured> {
-        measure(def, pods, &self.model)
+        measure(def, pods, &self.series)
     }
 
     /// The equality requirements of the model and workload keys, as the series' labels.
     fn echoed_labels(&self) -> BTreeMap<&str, &str> {
-        echoed_labels([&self.model, &self.workload, &self.workload_kind])
+        echoed_labels([
+            &self.series.requirements,
+            &self.workload,
+            &self.workload_kind,
+        ])
     }
 }
 

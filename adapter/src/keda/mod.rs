@@ -35,18 +35,21 @@ pub mod proto {
 pub use query::{QueryError, ScalerQuery};
 pub use service::ScalerService;
 
+use crate::http::ServeOptions;
 use crate::tls::TlsState;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Serves `service` as `externalscaler.ExternalScaler` over TLS (HTTP/2, ALPN `h2`, as
-/// KEDA's gRPC client requires) on `listener` until `shutdown` is cancelled, then drains
-/// like the API server: open `StreamIsActive` streams end at once on the same token, so the
-/// drain does not wait for them.
+/// KEDA's gRPC client requires) on `listener`, with the API server's connection handling
+/// (`options`: limits and timeouts), until `shutdown` is cancelled; then drains like the API
+/// server. Give the service the same token: its open `StreamIsActive` streams then end at
+/// once, so the drain does not wait for them.
 pub async fn serve(
     listener: TcpListener,
     tls: TlsState,
     service: ScalerService,
+    options: ServeOptions,
     shutdown: CancellationToken,
 ) {
     let router = tonic::service::Routes::new(
@@ -54,5 +57,5 @@ pub async fn serve(
     )
     .prepare()
     .into_axum_router();
-    crate::tls::serve(listener, tls, router, shutdown.cancelled_owned()).await;
+    crate::tls::serve(listener, tls, router, options, shutdown.cancelled_owned()).await;
 }
