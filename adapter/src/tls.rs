@@ -233,20 +233,11 @@ impl TlsState {
         requestheader: Vec<CertificateDer<'static>>,
         client_ca: Vec<CertificateDer<'static>>,
     ) -> Result<(), TlsError> {
-        let mut guard = self
-            .inner
-            .material
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let cas = ClientCas {
+        self.replace_client_cas(ClientCas {
             requestheader,
             client_ca,
             required: false,
-        };
-        let config = build_server_config(&self.inner.provider, &guard.0, &cas)?;
-        guard.1 = cas;
-        self.swap(config);
-        Ok(())
+        })
     }
 
     /// Makes a client certificate that chains to `client_ca` a condition of the handshake,
@@ -256,16 +247,20 @@ impl TlsState {
         &self,
         client_ca: Vec<CertificateDer<'static>>,
     ) -> Result<(), TlsError> {
+        self.replace_client_cas(ClientCas {
+            requestheader: Vec::new(),
+            client_ca,
+            required: true,
+        })
+    }
+
+    /// Rebuilds the configuration with `cas`; on error the previous one stays.
+    fn replace_client_cas(&self, cas: ClientCas) -> Result<(), TlsError> {
         let mut guard = self
             .inner
             .material
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let cas = ClientCas {
-            requestheader: Vec::new(),
-            client_ca,
-            required: true,
-        };
         let config = build_server_config(&self.inner.provider, &guard.0, &cas)?;
         guard.1 = cas;
         self.swap(config);

@@ -267,6 +267,24 @@ fn scaled_object(metadata: &[(&str, &str)]) -> ScaledObjectRef {
     }
 }
 
+/// A GetMetrics request for the trigger's own metric, as KEDA sends it.
+fn ask(scaled_object: ScaledObjectRef) -> GetMetricsRequest {
+    GetMetricsRequest {
+        metric_name: scaled_object.scaler_metadata["metricName"].clone(),
+        scaled_object_ref: Some(scaled_object),
+    }
+}
+
+/// The error of a call that must fail with `code`.
+fn refused<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: Code,
+) -> tonic::Status {
+    let status = result.unwrap_err();
+    assert_eq!(status.code(), code, "{status:?}");
+    status
+}
+
 fn queue_of(workload: &str, activation: &str) -> ScaledObjectRef {
     scaled_object(&[
         ("metricName", "inferscale_queue_depth"),
@@ -299,10 +317,6 @@ async fn get_metric_spec_returns_the_trigger_target() {
 #[tokio::test]
 async fn get_metrics_serves_the_workload_value_as_the_external_metrics_api_does() {
     let mut h = start("metrics").await;
-    let ask = |so: ScaledObjectRef| GetMetricsRequest {
-        metric_name: so.scaler_metadata["metricName"].clone(),
-        scaled_object_ref: Some(so),
-    };
     // Queue depth sums over the workload's ready pods: 3 + 1 (the not-Ready pod of
     // another workload does not count).
     let queue = h
@@ -343,8 +357,7 @@ async fn get_metrics_serves_the_workload_value_as_the_external_metrics_api_does(
     // A metricName that is not the trigger's is refused, not answered with another signal.
     let mut mixed_up = ask(queue_of("vllm", "0"));
     mixed_up.metric_name = "inferscale_running".into();
-    let status = h.client.get_metrics(mixed_up).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    refused(h.client.get_metrics(mixed_up).await, Code::InvalidArgument);
 }
 
 #[tokio::test]
@@ -384,23 +397,25 @@ async fn an_idle_workload_reads_zero_and_is_not_active() {
 #[tokio::test]
 async fn unknown_workloads_metrics_and_keys_have_clear_statuses() {
     let mut h = start("errors").await;
-    let status = h.client.is_active(queue_of("nope", "0")).await.unwrap_err();
-    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let status = refused(
+        h.client.is_active(queue_of("nope", "0")).await,
+        Code::NotFound,
+    );
     assert!(
         status.message().contains("workload=nope") && status.message().contains("llm"),
         "{}",
         status.message()
     );
-    let status = h
-        .client
-        .get_metric_spec(scaled_object(&[
-            ("metricName", "vllm_queue"),
-            ("wrkload", "vllm"),
-            ("targetValue", "2"),
-        ]))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let status = refused(
+        h.client
+            .get_metric_spec(scaled_object(&[
+                ("metricName", "vllm_queue"),
+                ("wrkload", "vllm"),
+                ("targetValue", "2"),
+            ]))
+            .await,
+        Code::InvalidArgument,
+    );
     assert!(
         status.message().contains("\"vllm_queue\"") && status.message().contains("\"wrkload\""),
         "every problem named: {}",
@@ -408,46 +423,45 @@ async fn unknown_workloads_metrics_and_keys_have_clear_statuses() {
     );
     let mut no_namespace = queue_of("vllm", "0");
     no_namespace.namespace.clear();
-    let status = h.client.is_active(no_namespace).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let status = h
-        .client
-        .get_metrics(GetMetricsRequest {
-            scaled_object_ref: None,
-            metric_name: "inferscale_queue_depth".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    refused(
+        h.client.is_active(no_namespace).await,
+        Code::InvalidArgument,
+    );
+    refused(
+        h.client
+            .get_metrics(GetMetricsRequest {
+                scaled_object_ref: None,
+                metric_name: "inferscale_queue_depth".into(),
+            })
+            .await,
+        Code::InvalidArgument,
+    );
     // KEDA falls back to GetMetricSpec on UNIMPLEMENTED.
-    let status = h
-        .client
-        .stream_metric_spec(queue_of("vllm", "0"))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    refused(
+        h.client.stream_metric_spec(queue_of("vllm", "0")).await,
+        Code::Unimplemented,
+    );
 }
 
 #[tokio::test]
 async fn a_missing_value_is_an_error_never_zero() {
     let mut h = start("missing").await;
     let down = queue_of("down", "0");
-    let status = h
-        .client
-        .get_metrics(GetMetricsRequest {
-            scaled_object_ref: Some(down.clone()),
-            metric_name: "inferscale_queue_depth".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let status = refused(
+        h.client
+            .get_metrics(GetMetricsRequest {
+                scaled_object_ref: Some(down.clone()),
+                metric_name: "inferscale_queue_depth".into(),
+            })
+            .await,
+        Code::Unavailable,
+    );
     assert!(
         status.message().contains("missing, not 0"),
         "{}",
         status.message()
     );
-    let status = h.client.is_active(down).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    refused(h.client.is_active(down).await, Code::Unavailable);
     // A workload that is busy but has observed no request in the window has no latency:
     // missing too, not an idle 0.
     h.store.upsert_target(target("stuck-a", true, "stuck"));
@@ -456,16 +470,16 @@ async fn a_missing_value_is_an_error_never_zero() {
         .record_engine_scrape(&key, scrape(1000.0, 3.0, 2.0, &[0.3]), 0.01);
     h.store
         .record_engine_scrape(&key, scrape(1015.0, 3.0, 2.0, &[0.3]), 0.01);
-    let status = h
-        .client
-        .is_active(scaled_object(&[
-            ("metricName", "inferscale_time_to_first_token_seconds_p95"),
-            ("workload", "stuck"),
-            ("targetValue", "0.5"),
-        ]))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    refused(
+        h.client
+            .is_active(scaled_object(&[
+                ("metricName", "inferscale_time_to_first_token_seconds_p95"),
+                ("workload", "stuck"),
+                ("targetValue", "0.5"),
+            ]))
+            .await,
+        Code::Unavailable,
+    );
 }
 
 async fn next(
@@ -523,12 +537,10 @@ async fn the_stream_ends_with_the_error_when_the_value_goes_missing() {
     let status = next(&mut stream).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     // An unknown workload fails the call itself, before any message.
-    let status = h
-        .client
-        .stream_is_active(queue_of("nope", "0"))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    refused(
+        h.client.stream_is_active(queue_of("nope", "0")).await,
+        Code::NotFound,
+    );
 }
 
 #[tokio::test]
