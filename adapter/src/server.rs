@@ -370,7 +370,8 @@ fn spawn_keda_scaler(
         "serving KEDA's external scaler (gRPC, TLS)"
     );
     let shutdown = core.lifecycle.serving.clone();
-    let service = crate::keda::ScalerService::new(core.store.clone(), shutdown.clone());
+    let service = crate::keda::ScalerService::new(core.store.clone(), shutdown.clone())
+        .with_telemetry(core.telemetry.clone());
     Ok(tokio::spawn(
         crate::keda::serve(listener, tls, service, core.serve_options(config), shutdown)
             .instrument(info_span!("keda_scaler")),

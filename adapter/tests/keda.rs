@@ -17,6 +17,7 @@ use inferscale_adapter::keda::{serve, ScalerService};
 use inferscale_adapter::store::{
     OwnerRef, PodKey, ScrapeSink, Store, Target, TargetKind, TargetRegistry,
 };
+use inferscale_adapter::telemetry::Telemetry;
 use inferscale_adapter::tls::{read_ca_file, TlsOptions, TlsState};
 use inferscale_metrics::histogram::Histogram;
 use inferscale_metrics::profile::{Engine, GaugeSignal, HistogramSignal, VLLM_TTFT_BUCKETS};
@@ -176,6 +177,7 @@ fn serving_certificate(dir: &TempDir) -> (TlsOptions, String) {
 /// The scaler serving over TLS on a loopback port, and a client trusting its CA.
 struct Harness {
     store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
     client: ExternalScalerClient<Channel>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
@@ -195,8 +197,10 @@ async fn start_serving(tag: &str, client_ca: Option<&TestCa>) -> Harness {
     let (options, ca_pem) = serving_certificate(&dir);
     let store = store();
     let shutdown = CancellationToken::new();
+    let telemetry = Arc::new(Telemetry::new());
     let service = ScalerService::new(store.clone(), shutdown.clone())
         .with_clock(test_clock)
+        .with_telemetry(telemetry.clone())
         .with_poll_interval(Duration::from_millis(20));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -222,6 +226,7 @@ async fn start_serving(tag: &str, client_ca: Option<&TestCa>) -> Harness {
         .expect("TLS connection");
     Harness {
         store,
+        telemetry,
         client: ExternalScalerClient::new(channel),
         shutdown,
         server,
@@ -441,6 +446,33 @@ async fn unknown_workloads_metrics_and_keys_have_clear_statuses() {
         h.client.stream_metric_spec(queue_of("vllm", "0")).await,
         Code::Unimplemented,
     );
+}
+
+#[tokio::test]
+async fn calls_are_counted_in_the_adapter_request_metrics_by_rpc_and_code() {
+    let mut h = start("telemetry").await;
+    h.client.is_active(queue_of("vllm", "0")).await.unwrap();
+    refused(
+        h.client.is_active(queue_of("nope", "0")).await,
+        Code::NotFound,
+    );
+    refused(
+        h.client.get_metrics(ask(queue_of("down", "0"))).await,
+        Code::Unavailable,
+    );
+    h.client
+        .get_metric_spec(queue_of("vllm", "0"))
+        .await
+        .unwrap();
+    let text = h.telemetry.render(h.store.as_ref(), test_clock());
+    for series in [
+        r#"inferscale_adapter_requests_total{route="keda_is_active",code="200"} 1"#,
+        r#"inferscale_adapter_requests_total{route="keda_is_active",code="404"} 1"#,
+        r#"inferscale_adapter_requests_total{route="keda_get_metrics",code="503"} 1"#,
+        r#"inferscale_adapter_requests_total{route="keda_get_metric_spec",code="200"} 1"#,
+    ] {
+        assert!(text.contains(series), "{series} in:\n{text}");
+    }
 }
 
 #[tokio::test]

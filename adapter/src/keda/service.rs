@@ -18,13 +18,14 @@ use super::proto::{
 use super::query::ScalerQuery;
 use crate::api::ExternalQuery;
 use crate::store::SignalView;
+use crate::telemetry::Telemetry;
 use futures::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 /// How often an open `StreamIsActive` re-reads its value, pushing only changes. The store
 /// changes once per scrape (5 s by default); a second keeps a push within a second of the
@@ -40,6 +41,8 @@ pub struct ScalerService {
     /// Ends every open stream (cleanly) when cancelled: the process is shutting down.
     shutdown: CancellationToken,
     poll_interval: Duration,
+    /// Where calls are counted (`requests_total{route="keda_…"}`), if anywhere.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl ScalerService {
@@ -50,7 +53,34 @@ impl ScalerService {
             clock: crate::scrape::unix_now,
             shutdown,
             poll_interval: STREAM_POLL_INTERVAL,
+            telemetry: None,
         }
+    }
+
+    /// The same service counting each call and its latency in the adapter's request metrics,
+    /// under the routes `keda_is_active`, `keda_stream_is_active` (opening the stream),
+    /// `keda_get_metric_spec` and `keda_get_metrics`, with the HTTP code of the gRPC status
+    /// (`200`, `400` invalid metadata, `404` no such pod or metric, `503` missing value).
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> ScalerService {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
+    /// Counts a finished call.
+    fn observed<T>(
+        &self,
+        route: &'static str,
+        started: Instant,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        if let Some(telemetry) = &self.telemetry {
+            let code = match &result {
+                Ok(_) => "200",
+                Err(status) => http_code(status.code()),
+            };
+            telemetry.request(route, code, started.elapsed().as_secs_f64());
+        }
+        result
     }
 
     /// The same service re-reading open streams every `interval` instead of
@@ -90,6 +120,44 @@ impl ScalerService {
 
     fn is_active(&self, namespace: &str, query: &ScalerQuery) -> Result<bool, Status> {
         self.value(namespace, query).map(|v| query.is_active(v))
+    }
+
+    /// GetMetrics' answer.
+    fn metrics(&self, request: &GetMetricsRequest) -> Result<GetMetricsResponse, Status> {
+        let scaled_object = request
+            .scaled_object_ref
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("GetMetrics without a scaledObjectRef"))?;
+        let (namespace, query) = read_ref(scaled_object)?;
+        // KEDA asks by the name GetMetricSpec returned; another name is a mix-up worth
+        // refusing rather than answering with the wrong signal.
+        if !request.metric_name.is_empty() && request.metric_name != query.metric.name {
+            return Err(Status::invalid_argument(format!(
+                "metricName {:?} does not match the trigger's metricName {:?}",
+                request.metric_name, query.metric.name
+            )));
+        }
+        let value = self.value(&namespace, &query)?;
+        Ok(GetMetricsResponse {
+            metric_values: vec![MetricValue {
+                metric_name: query.metric.name.to_owned(),
+                metric_value: legacy_integer(value),
+                metric_value_float: value,
+            }],
+        })
+    }
+}
+
+/// The HTTP code a gRPC status corresponds to (grpc-gateway's mapping), for our metrics'
+/// closed `code` label.
+fn http_code(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "200",
+        Code::InvalidArgument => "400",
+        Code::NotFound => "404",
+        Code::Unimplemented => "501",
+        Code::Unavailable => "503",
+        _ => "5xx",
     }
 }
 
@@ -131,9 +199,11 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
-        let (namespace, query) = read_ref(request.get_ref())?;
-        let result = ScalerService::is_active(self, &namespace, &query)?;
-        Ok(Response::new(IsActiveResponse { result }))
+        let started = Instant::now();
+        let answer = read_ref(request.get_ref())
+            .and_then(|(namespace, query)| ScalerService::is_active(self, &namespace, &query));
+        self.observed("keda_is_active", started, answer)
+            .map(|result| Response::new(IsActiveResponse { result }))
     }
 
     type StreamIsActiveStream = IsActiveStream;
@@ -145,8 +215,12 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
-        let (namespace, query) = read_ref(request.get_ref())?;
-        let first = ScalerService::is_active(self, &namespace, &query)?;
+        let started = Instant::now();
+        let opened = read_ref(request.get_ref()).and_then(|(namespace, query)| {
+            let first = ScalerService::is_active(self, &namespace, &query)?;
+            Ok((namespace, query, first))
+        });
+        let (namespace, query, first) = self.observed("keda_stream_is_active", started, opened)?;
         let mut ticker = tokio::time::interval(self.poll_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let state = PushState {
@@ -168,7 +242,9 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
-        let (_, query) = read_ref(request.get_ref())?;
+        let started = Instant::now();
+        let query = read_ref(request.get_ref()).map(|(_, query)| query);
+        let query = self.observed("keda_get_metric_spec", started, query)?;
         Ok(Response::new(GetMetricSpecResponse {
             metric_specs: vec![MetricSpec {
                 metric_name: query.metric.name.to_owned(),
@@ -182,28 +258,10 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<GetMetricsRequest>,
     ) -> Result<Response<GetMetricsResponse>, Status> {
-        let request = request.get_ref();
-        let scaled_object = request
-            .scaled_object_ref
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("GetMetrics without a scaledObjectRef"))?;
-        let (namespace, query) = read_ref(scaled_object)?;
-        // KEDA asks by the name GetMetricSpec returned; another name is a mix-up worth
-        // refusing rather than answering with the wrong signal.
-        if !request.metric_name.is_empty() && request.metric_name != query.metric.name {
-            return Err(Status::invalid_argument(format!(
-                "metricName {:?} does not match the trigger's metricName {:?}",
-                request.metric_name, query.metric.name
-            )));
-        }
-        let value = self.value(&namespace, &query)?;
-        Ok(Response::new(GetMetricsResponse {
-            metric_values: vec![MetricValue {
-                metric_name: query.metric.name.to_owned(),
-                metric_value: legacy_integer(value),
-                metric_value_float: value,
-            }],
-        }))
+        let started = Instant::now();
+        let answer = self.metrics(request.get_ref());
+        self.observed("keda_get_metrics", started, answer)
+            .map(Response::new)
     }
 
     type StreamMetricSpecStream = MetricSpecStream;
