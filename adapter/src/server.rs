@@ -262,10 +262,17 @@ async fn run_standalone(
         )
         .instrument(info_span!("http")),
     );
+    let mut servers = vec![("HTTP server", server)];
+    if let Some(keda) = &config.keda_scaler {
+        servers.push((
+            "KEDA external-scaler server",
+            spawn_keda_scaler(keda, &core, config)?,
+        ));
+    }
     run_until_stopped(
         &core.lifecycle,
         config.shutdown_delay,
-        vec![("HTTP server", server)],
+        servers,
         vec![("scrape loop", scraper)],
     )
     .await
@@ -327,10 +334,10 @@ async fn run_cluster(
         .instrument(info_span!("https")),
     );
     let mut servers = vec![("HTTPS server", server)];
-    if let Some(keda) = &cluster.keda_scaler {
+    if let Some(keda) = &config.keda_scaler {
         servers.push((
             "KEDA external-scaler server",
-            spawn_keda_scaler(keda, cluster, &core, config)?,
+            spawn_keda_scaler(keda, &core, config)?,
         ));
     }
     run_until_stopped(
@@ -353,11 +360,10 @@ async fn run_cluster(
 /// to another replica.
 fn spawn_keda_scaler(
     keda: &KedaScalerConfig,
-    cluster: &ClusterConfig,
     core: &Core,
     config: &ServeConfig,
 ) -> Result<JoinHandle<()>, ServerError> {
-    let tls = TlsState::new(&cluster.tls)?;
+    let tls = TlsState::new(&keda.tls)?;
     if let Some(path) = &keda.client_ca_file {
         tls.require_client_certificates(crate::tls::read_ca_file(path)?)?;
     }

@@ -2,7 +2,9 @@
 //! the vendored `externalscaler.proto` dials the adapter's scaler over TLS (a CA-signed
 //! serving certificate read from files, as in a cluster) and exercises every RPC, the
 //! errors KEDA sees (unknown workload or metric, missing value), idle, the push stream's
-//! changes and its end on shutdown.
+//! changes and its end on shutdown, client certificates, the request metrics — and once
+//! through the real `adapter serve` binary (standalone, a loopback pod serving the project's
+//! vLLM fixture), whose streams end with OK on SIGTERM before it exits 0.
 
 #![allow(
     clippy::unwrap_used,
@@ -610,4 +612,116 @@ async fn with_a_client_ca_only_clients_with_its_certificates_are_answered() {
         };
         assert!(refused);
     }
+}
+
+/// The adapter process, killed if the test ends early.
+struct Adapter(std::process::Child);
+
+impl Drop for Adapter {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback port (bound and released; the race with other tests is harmless here).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binary_serves_the_scaler_and_ends_its_streams_with_ok_on_sigterm() {
+    // A vLLM pod: the project's own two-engine fixture (2 + 1 requests waiting).
+    let body = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../metrics/tests/fixtures/vllm-v1-two-engines.txt"),
+    )
+    .unwrap();
+    let pod = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pod_port = pod.local_addr().unwrap().port();
+    let app =
+        axum::Router::new().route("/metrics", axum::routing::get(move || async move { body }));
+    tokio::spawn(async move { axum::serve(pod, app).await });
+
+    let dir = TempDir::new("binary");
+    let (options, ca_pem) = serving_certificate(&dir);
+    let scaler_port = free_port();
+    let mut child = Adapter(
+        std::process::Command::new(env!("CARGO_BIN_EXE_adapter"))
+            .args([
+                "serve".to_owned(),
+                "--standalone".to_owned(),
+                format!("--target=llm/vllm-0=http://127.0.0.1:{pod_port}/metrics"),
+                format!("--insecure-listen=127.0.0.1:{}", free_port()),
+                format!("--keda-scaler-listen=127.0.0.1:{scaler_port}"),
+                format!("--tls-cert-file={}", options.cert_file.unwrap().display()),
+                format!(
+                    "--tls-private-key-file={}",
+                    options.key_file.unwrap().display()
+                ),
+                "--shutdown-delay=200ms".to_owned(),
+                "--scrape-interval=1s".to_owned(),
+                "--scrape-timeout=500ms".to_owned(),
+                "--window=2s".to_owned(),
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let namespace_queue = scaled_object(&[
+        ("metricName", "inferscale_queue_depth"),
+        ("targetValue", "2"),
+        ("activationTargetValue", "2.5"),
+    ]);
+    // Until the first scrape lands: UNAVAILABLE (missing), then the value.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let (mut client, value) = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no value from the binary's scaler"
+        );
+        if let Ok(channel) = connect(scaler_port, &ca_pem, None).await {
+            let mut client = ExternalScalerClient::new(channel);
+            if let Ok(answer) = client.get_metrics(ask(namespace_queue.clone())).await {
+                break (
+                    client,
+                    answer.into_inner().metric_values[0].metric_value_float,
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(value, 3.0);
+    let mut stream = client
+        .stream_is_active(namespace_queue)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut stream).await.unwrap(), Some(true), "3 > 2.5");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(
+        next(&mut stream).await.unwrap(),
+        None,
+        "the stream ends with OK at shutdown"
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the adapter did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
 }
