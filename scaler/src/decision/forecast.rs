@@ -96,16 +96,8 @@ pub struct Forecaster {
     trend: f64,
     /// Smoothed request rate (same memory as the level).
     request_level: f64,
-    /// Slow EWMA of offered work: the load's intensity (bias-corrected: the weighted mean of
-    /// what has been seen, so the first minutes are not read as a ramp from zero).
+    /// Slow EWMA of offered work: the load's intensity.
     baseline: f64,
-    /// The EWMA started from zero and the weight it has accumulated (`baseline` is their
-    /// ratio). Absent in states saved before they existed: such a state resumes from its
-    /// `baseline` at full weight.
-    #[serde(default)]
-    baseline_sum: f64,
-    #[serde(default)]
-    baseline_weight: f64,
     /// Per-decision samples inside the current burst window: (time, work, requests).
     recent: VecDeque<(f64, f64, f64)>,
     /// Short-window samples within memory.
@@ -132,7 +124,7 @@ impl Forecaster {
             None => {
                 self.level = work;
                 self.request_level = requests;
-                self.update_baseline(BASELINE_ALPHA, work);
+                self.baseline = work;
             }
             Some(last) if now > last => {
                 let dt = now - last;
@@ -142,7 +134,7 @@ impl Forecaster {
                 self.level = a * work + (1.0 - a) * (self.level + self.trend * dt);
                 self.trend = b * (self.level - previous) / dt + (1.0 - b) * self.trend;
                 self.request_level += a * (requests - self.request_level);
-                self.update_baseline(per_step(BASELINE_ALPHA, dt), work);
+                self.baseline += per_step(BASELINE_ALPHA, dt) * (work - self.baseline);
             }
             Some(_) => return,
         }
@@ -181,23 +173,6 @@ impl Forecaster {
             } else {
                 old + SEASON_ALPHA * (work - old)
             };
-        }
-    }
-
-    /// One step of the baseline EWMA with weight `a` on `work`, bias-corrected: with weights
-    /// `a` from a zero start, the EWMA over the weight it has accumulated is the weighted mean
-    /// of the samples seen (the first sample alone is taken at face value, the next ones
-    /// nearly equally, and after a memory the plain EWMA).
-    fn update_baseline(&mut self, a: f64, work: f64) {
-        if self.baseline_weight <= 0.0 && self.baseline > 0.0 {
-            // A state saved before the bias correction: its baseline has full weight.
-            self.baseline_sum = self.baseline;
-            self.baseline_weight = 1.0;
-        }
-        self.baseline_sum += a * (work - self.baseline_sum);
-        self.baseline_weight += a * (1.0 - self.baseline_weight);
-        if self.baseline_weight > 0.0 {
-            self.baseline = self.baseline_sum / self.baseline_weight;
         }
     }
 
@@ -411,42 +386,6 @@ mod tests {
         // each scaled by the baseline ahead over the baseline then (within ±20 % here).
         assert!((1.8..2.7).contains(&work.high), "{work:?}");
         assert!((0.4..0.6).contains(&work.low), "{work:?}");
-    }
-
-    #[test]
-    fn the_baseline_is_the_mean_of_the_first_samples_not_a_ramp_from_zero() {
-        let s = ForecastSettings::default();
-        let mut f = Forecaster::default();
-        // 0, then 2, 2, 2 every 5 s. With weights a = 0.016 from a zero start the corrected
-        // EWMA is Σ aᵢ wᵢ / Σ aᵢ with aᵢ = a(1 − a)^(n−i): after the four samples
-        // (0 × 0.9528 + 2 × (0.9683 + 0.9841 + 1)) / (0.9528 + 0.9683 + 0.9841 + 1) ≈ 1.512,
-        // where an EWMA started at the first sample (0) would read 0.094.
-        for (i, w) in [0.0, 2.0, 2.0, 2.0].into_iter().enumerate() {
-            f.observe(&s, i as f64 * 5.0, w, 1.0);
-        }
-        let a: f64 = 0.016;
-        let weights: Vec<f64> = (0..4).map(|i| (1.0 - a).powi(3 - i)).collect();
-        let expected = 2.0 * (weights[1] + weights[2] + weights[3]) / weights.iter().sum::<f64>();
-        assert!(
-            (f.baseline - expected).abs() < 1e-9,
-            "{} vs {expected}",
-            f.baseline
-        );
-        assert!((expected - 1.512).abs() < 1e-3);
-    }
-
-    #[test]
-    fn a_state_saved_before_the_bias_correction_resumes_from_its_baseline() {
-        let s = ForecastSettings::default();
-        let mut f = Forecaster {
-            last_at: Some(0.0),
-            level: 3.0,
-            baseline: 3.0,
-            ..Forecaster::default()
-        };
-        // Full weight on 3.0, then one step of 0.016 toward 5.0: 3.032.
-        f.observe(&s, 5.0, 5.0, 1.0);
-        assert!((f.baseline - 3.032).abs() < 1e-9, "{}", f.baseline);
     }
 
     #[test]
