@@ -177,6 +177,11 @@ pub struct SimulateArgs {
     /// With `--sweep`: replays run at once (each on its own thread).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
+    /// With `--sweep`: the families `--policy` leaves out are read back from this earlier
+    /// report's `<scenario>/runs.md` instead of being re-run (same traces, times-to-ready and
+    /// replay), so a few families can be swept against every baseline's frontier.
+    #[arg(long, requires = "sweep")]
+    pub import_runs: Option<PathBuf>,
 }
 
 /// Parses `120s`, `2m`, `500ms`, `1h` or a bare number of seconds.
@@ -222,6 +227,8 @@ pub struct Resolved {
     pub readme: Option<PathBuf>,
     pub sweep: bool,
     pub jobs: usize,
+    /// With a sweep: an earlier report whose runs stand in for the families not swept.
+    pub import_runs: Option<PathBuf>,
     /// Size the initial fleet from the trace (no `--initial-replicas` given).
     pub auto_initial: bool,
 }
@@ -403,6 +410,7 @@ impl SimulateArgs {
             readme: self.readme.clone(),
             sweep: self.sweep,
             jobs: self.jobs.max(1),
+            import_runs: self.import_runs.clone(),
             auto_initial: self.initial_replicas.is_none(),
         })
     }

@@ -144,6 +144,88 @@ impl PolicySpec {
         }
     }
 
+    /// The setting a [`PolicySpec::label`] names (how an earlier report's `runs.md` is read
+    /// back); `None` when the text is no label.
+    pub fn parse_label(label: &str) -> Option<PolicySpec> {
+        let (family, rest) = label.trim().split_once('(')?;
+        let args = rest.strip_suffix(')')?;
+        let mut pairs = Vec::new();
+        for arg in args.split(',') {
+            match arg.split_once('=') {
+                Some((k, v)) => pairs.push((k, v)),
+                None => pairs.push(("", arg)),
+            }
+        }
+        let get = |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        let num = |key: &str| get(key)?.trim_end_matches('s').parse::<f64>().ok();
+        let min = || get("min")?.parse::<u32>().ok();
+        let reactive = || {
+            pairs
+                .iter()
+                .find_map(|(k, v)| Some((Reactive::parse(k)?, v.parse::<f64>().ok()?)))
+        };
+        Some(match family {
+            "fixed" => PolicySpec::Fixed {
+                replicas: get("")?.parse().ok()?,
+            },
+            "hpa-cpu" => PolicySpec::HpaCpu {
+                target: num("target")?,
+                min: min()?,
+            },
+            "hpa-queue" => PolicySpec::HpaQueue {
+                target: num("target")?,
+                min: min()?,
+            },
+            "hpa-ttft" => PolicySpec::HpaTtft {
+                target_secs: num("target")?,
+                min: min()?,
+            },
+            "hpa-tokens" => PolicySpec::HpaTokens {
+                target: num("target")?,
+                min: min()?,
+            },
+            "keda" => PolicySpec::Keda {
+                threshold: num("threshold")?,
+                min: min()?,
+            },
+            "kpa" => PolicySpec::Kpa {
+                target: num("target")?,
+                min: min()?,
+            },
+            "aibrix" => PolicySpec::Aibrix {
+                target: num("target")?,
+                min: min()?,
+            },
+            "warm-pool" => PolicySpec::WarmPool {
+                cost_ratio: num("ratio")?,
+                capacity: num("capacity")?,
+                min: min()?,
+            },
+            "hpa-adapter" => {
+                let (metric, target) = reactive()?;
+                PolicySpec::HpaAdapter {
+                    metric,
+                    target,
+                    min: min()?,
+                }
+            }
+            "hpa+warm-pool" => {
+                let (metric, target) = reactive()?;
+                PolicySpec::HpaWarmPool {
+                    metric,
+                    target,
+                    cost_ratio: num("ratio")?,
+                    capacity: num("capacity")?,
+                    min: min()?,
+                }
+            }
+            "oracle" => PolicySpec::Oracle {
+                headroom: num("headroom")?,
+            },
+            _ => return None,
+        })
+    }
+
     /// The family with its knobs, e.g. `hpa-queue(target=1,min=2)`.
     pub fn label(&self) -> String {
         match *self {
