@@ -100,9 +100,7 @@ pub fn grid(initial: u32, max: u32) -> Vec<PolicySpec> {
     // the warm pool at its best capacity of the first round).
     let reactive = [
         (Reactive::Queue, 1.0),
-        (Reactive::Queue, 4.0),
         (Reactive::Tokens, 6_000.0),
-        (Reactive::Tokens, 10_000.0),
         (Reactive::Tokens, 20_000.0),
     ];
     for &min in &mins[..mins.len().min(3)] {
