@@ -39,6 +39,10 @@ report-composed: ## hpa-adapter and hpa+warm-pool swept against docs/decision-qu
 	  --trace $(SHARED)/traces/AzureLLMInferenceTrace_conv.csv --density 1,20 \
 	  --time-to-ready 120s,300s --out docs/decision-quality/composed --import-runs docs/decision-quality
 
+report-routing: ## Routing sensitivity of the best baseline, warm-pool and hpa+warm-pool (docs/decision-quality/routing.md); ~1 min
+	cargo build --release -p inferscale-scaler
+	INFERSCALE_SHARED=$(SHARED) hack/routing-sensitivity.sh
+
 bench: ## Parser and signal benchmarks (criterion), then the replay benchmark
 	cargo bench -p inferscale-metrics --bench parse
 	cargo bench -p inferscale-scaler
@@ -52,4 +56,4 @@ binaries: ## Build and cache the Kubernetes test binaries (kube-apiserver, etcd,
 e2e: ## End-to-end tests: real control plane, HPA, simulated vLLM fleet (tests/e2e)
 	hack/e2e-test.sh
 
-.PHONY: help demo inspect-demo test setup fmt clippy report report-composed bench fuzz binaries e2e
+.PHONY: help demo inspect-demo test setup fmt clippy report report-composed report-routing bench fuzz binaries e2e
