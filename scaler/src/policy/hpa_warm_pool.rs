@@ -125,67 +125,17 @@ impl Policy for HpaWithWarmPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::forecast::ForecastSettings;
-    use crate::decision::readiness::TimeToReady;
-    use crate::decision::{
-        Bounds, Cost, Objective, Settings, TierSetting, TierTimes, Tiers, WorkModel,
-    };
     use crate::observe::{PodPhase, PodView};
     use crate::policy::hpa::Behavior;
     use inferscale_metrics::fleet::FleetSignals;
     use inferscale_metrics::signals::{Latency, Missing, ModelSignals, Reading};
 
+    use crate::policy::warm_pool::tests::observation;
+
     fn composed(min: u32) -> HpaWithWarmPool {
-        let warm = WarmPool::new(
-            Settings {
-                objective: Objective {
-                    ttft_secs: 2.0,
-                    attainment: 0.5,
-                },
-                cost: Cost::from_ratio(2.5, 0.001),
-                tiers: Tiers {
-                    sleeping: TierSetting::OFF,
-                    placeholder: TierSetting::OFF,
-                },
-                bounds: Bounds {
-                    min_replicas: min,
-                    max_replicas: 64,
-                },
-                work: WorkModel {
-                    prefill_secs_per_token: 1e-4,
-                    decode_secs_per_token: 1e-3,
-                    prior_capacity: 0.5,
-                },
-                forecast: ForecastSettings::default(),
-                decision_period_secs: 5.0,
-            },
-            TierTimes {
-                cold: TimeToReady::prior(120.0),
-                placeholder: TimeToReady::prior(48.0),
-                wake: TimeToReady::prior(2.0),
-            },
-        )
-        .unwrap();
+        let warm = crate::policy::warm_pool::tests::policy_with(0.001, min);
         let hpa = Hpa::queue_depth(4.0, min, 64, Behavior::default()).unwrap();
         HpaWithWarmPool::new(hpa, warm)
-    }
-
-    fn observation(now: f64, tokens: f64, arrivals: u64, ready: u32) -> Observation {
-        Observation {
-            now,
-            pods: Vec::new(),
-            fleet: FleetSignals::of(&[]),
-            ready,
-            starting: 0,
-            sleeping: 0,
-            placeholders: 0,
-            pending: Vec::new(),
-            desired_serving: ready,
-            arrivals_total: arrivals,
-            arrival_prompt_tokens_total: tokens,
-            gateway_queue: 0,
-            new_ready_durations: Vec::new(),
-        }
     }
 
     #[test]

@@ -172,28 +172,21 @@ impl PolicySpec {
                 target: num("target")?,
                 min: min()?,
             },
-            "hpa-queue" => PolicySpec::HpaQueue {
-                target: num("target")?,
-                min: min()?,
-            },
+            "hpa-queue" | "hpa-tokens" | "kpa" | "aibrix" => {
+                let (target, min) = (num("target")?, min()?);
+                match family {
+                    "hpa-queue" => PolicySpec::HpaQueue { target, min },
+                    "hpa-tokens" => PolicySpec::HpaTokens { target, min },
+                    "kpa" => PolicySpec::Kpa { target, min },
+                    _ => PolicySpec::Aibrix { target, min },
+                }
+            }
             "hpa-ttft" => PolicySpec::HpaTtft {
                 target_secs: num("target")?,
                 min: min()?,
             },
-            "hpa-tokens" => PolicySpec::HpaTokens {
-                target: num("target")?,
-                min: min()?,
-            },
             "keda" => PolicySpec::Keda {
                 threshold: num("threshold")?,
-                min: min()?,
-            },
-            "kpa" => PolicySpec::Kpa {
-                target: num("target")?,
-                min: min()?,
-            },
-            "aibrix" => PolicySpec::Aibrix {
-                target: num("target")?,
                 min: min()?,
             },
             "warm-pool" => PolicySpec::WarmPool {

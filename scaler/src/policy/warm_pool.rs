@@ -194,26 +194,32 @@ impl Policy for WarmPool {
 pub const WARM_POOL_PERIOD_SECS: f64 = DEFAULT_DECISION_PERIOD_SECS;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::decision::forecast::ForecastSettings;
     use crate::decision::{Bounds, Cost, Objective, TierSetting, Tiers, WorkModel};
     use inferscale_metrics::fleet::FleetSignals;
 
     fn policy() -> WarmPool {
+        policy_with(DEFAULT_COST_RATIO, 1)
+    }
+
+    /// A warm pool with a 2 s objective, no sleeping or placeholder tier, a 120 s cold start
+    /// and `cost_ratio`, over `[min, 64]`.
+    pub(crate) fn policy_with(cost_ratio: f64, min: u32) -> WarmPool {
         WarmPool::new(
             Settings {
                 objective: Objective {
                     ttft_secs: 2.0,
                     attainment: 0.5,
                 },
-                cost: Cost::from_ratio(2.5, DEFAULT_COST_RATIO),
+                cost: Cost::from_ratio(2.5, cost_ratio),
                 tiers: Tiers {
                     sleeping: TierSetting::OFF,
                     placeholder: TierSetting::OFF,
                 },
                 bounds: Bounds {
-                    min_replicas: 1,
+                    min_replicas: min,
                     max_replicas: 64,
                 },
                 work: WorkModel {
@@ -233,7 +239,13 @@ mod tests {
         .unwrap()
     }
 
-    fn observation(now: f64, prompt_tokens: f64, arrivals: u64, ready: u32) -> Observation {
+    /// `ready` pods and the gateway's counters at `now`; no pod reports anything.
+    pub(crate) fn observation(
+        now: f64,
+        prompt_tokens: f64,
+        arrivals: u64,
+        ready: u32,
+    ) -> Observation {
         Observation {
             now,
             pods: Vec::new(),
