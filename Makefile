@@ -25,7 +25,7 @@ fmt: ## Format the Rust code
 clippy: ## Lint with warnings as errors
 	cargo clippy --workspace --all-targets -- -D warnings
 
-report: ## Decision-quality report: sweep every policy, LP bound, frontiers (docs/decision-quality, README section); 20-50 min on 2 cores
+report: ## Decision-quality report: sweep every policy, LP bound, frontiers (docs/decision-quality, README section); 20-60 min on 2 cores
 	cargo build --release -p inferscale-scaler
 	nice -n 10 target/release/scaler simulate --sweep --quiet --jobs 2 \
 	  --trace $(SHARED)/traces/AzureLLMInferenceTrace_code.csv \
