@@ -44,6 +44,12 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Reading an input (an earlier report's runs, the README to regenerate) failed.
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Jitter of copies made by `--density`: a second keeps per-second burst structure while

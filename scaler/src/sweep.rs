@@ -330,7 +330,7 @@ fn sweep_scenario(
 /// from their labels and figures (the replay is deterministic, so they are what a re-run
 /// would give with the same simulator).
 fn import_runs(path: &Path, swept: &[PolicySpec]) -> Result<Vec<Point>, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CliError::Write {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Read {
         path: path.to_owned(),
         source,
     })?;
@@ -716,7 +716,7 @@ fn links_from<'a>(file: &Path, out: &'a Path) -> &'a Path {
 
 /// Replaces the README's section between the markers with `summary`.
 fn regenerate_readme(readme: &Path, summary: &str) -> Result<(), CliError> {
-    let text = std::fs::read_to_string(readme).map_err(|source| CliError::Write {
+    let text = std::fs::read_to_string(readme).map_err(|source| CliError::Read {
         path: readme.to_owned(),
         source,
     })?;
@@ -827,6 +827,8 @@ mod tests {
             ]
         );
         assert_eq!(points[1].row.ttft_p99, Some(f64::INFINITY));
+        let missing = import_runs(&dir.join("runs.md"), &swept).unwrap_err();
+        assert!(missing.to_string().starts_with("cannot read "), "{missing}");
         assert_eq!((points[1].row.timeouts, points[1].row.retries), (1, 2));
     }
 
