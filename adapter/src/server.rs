@@ -11,7 +11,7 @@
 use crate::api::health::Probes;
 use crate::api::{self, AppState};
 use crate::auth::AuthState;
-use crate::config::{ClusterConfig, KedaScalerConfig, Mode, ServeConfig};
+use crate::config::{ClusterConfig, Mode, ServeConfig};
 use crate::http::{ConnectionLimits, ServeOptions, DRAIN_TIMEOUT};
 use crate::lifecycle::{run_restarting, termination_signal, Lifecycle, RestartPolicy};
 use crate::scrape::{unix_now, Scraper};
@@ -263,12 +263,7 @@ async fn run_standalone(
         .instrument(info_span!("http")),
     );
     let mut servers = vec![("HTTP server", server)];
-    if let Some(keda) = &config.keda_scaler {
-        servers.push((
-            "KEDA external-scaler server",
-            spawn_keda_scaler(keda, &core, config)?,
-        ));
-    }
+    servers.extend(spawn_keda_scaler(&core, config)?);
     run_until_stopped(
         &core.lifecycle,
         config.shutdown_delay,
@@ -334,12 +329,7 @@ async fn run_cluster(
         .instrument(info_span!("https")),
     );
     let mut servers = vec![("HTTPS server", server)];
-    if let Some(keda) = &config.keda_scaler {
-        servers.push((
-            "KEDA external-scaler server",
-            spawn_keda_scaler(keda, &core, config)?,
-        ));
-    }
+    servers.extend(spawn_keda_scaler(&core, config)?);
     run_until_stopped(
         &core.lifecycle,
         config.shutdown_delay,
@@ -353,16 +343,15 @@ async fn run_cluster(
     .await
 }
 
-/// Serves KEDA's external scaler with its own TLS state over the same serving certificate
+/// Serves KEDA's external scaler, if configured, with its own TLS state over the same serving certificate
 /// files: client certificates are not requested, or required from the `--keda-client-ca-file`
 /// CA (the cluster's client CAs, which the API's port trusts, play no part here). It stops
 /// with the HTTPS server (the `serving` token): open streams end with OK, and KEDA reconnects
 /// to another replica.
-fn spawn_keda_scaler(
-    keda: &KedaScalerConfig,
-    core: &Core,
-    config: &ServeConfig,
-) -> Result<JoinHandle<()>, ServerError> {
+fn spawn_keda_scaler(core: &Core, config: &ServeConfig) -> Result<Option<Critical>, ServerError> {
+    let Some(keda) = &config.keda_scaler else {
+        return Ok(None);
+    };
     let tls = TlsState::new(&keda.tls)?;
     if let Some(path) = &keda.client_ca_file {
         tls.require_client_certificates(crate::tls::read_ca_file(path)?)?;
@@ -378,8 +367,9 @@ fn spawn_keda_scaler(
     let shutdown = core.lifecycle.serving.clone();
     let service = crate::keda::ScalerService::new(core.store.clone(), shutdown.clone())
         .with_telemetry(core.telemetry.clone());
-    Ok(tokio::spawn(
+    let task = tokio::spawn(
         crate::keda::serve(listener, tls, service, core.serve_options(config), shutdown)
             .instrument(info_span!("keda_scaler")),
-    ))
+    );
+    Ok(Some(("KEDA external-scaler server", task)))
 }
