@@ -685,7 +685,14 @@ class Cluster:
 
     def create_hpa(self, namespace: str, name: str, target: str, metric: str,
                    average_value: str, min_replicas: int = 1, max_replicas: int = 6,
-                   scale_down_window: int = 15, scale_up_window: int = 0) -> dict:
+                   scale_down_window: int = 15, scale_up_window: int = 0,
+                   more_metrics: list[tuple[str, str]] | None = None) -> dict:
+        """An HPA on Pods metric ``metric`` (AverageValue ``average_value``), plus each
+        (metric, AverageValue) of ``more_metrics`` (the HPA follows the largest proposal)."""
+        pods_metrics = [{"type": "Pods", "pods": {
+            "metric": {"name": m},
+            "target": {"type": "AverageValue", "averageValue": v}}}
+            for m, v in [(metric, average_value), *(more_metrics or [])]]
         return self.api.apply({
             "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
             "metadata": {"name": name, "namespace": namespace},
@@ -693,9 +700,7 @@ class Cluster:
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
                                    "name": target},
                 "minReplicas": min_replicas, "maxReplicas": max_replicas,
-                "metrics": [{"type": "Pods", "pods": {
-                    "metric": {"name": metric},
-                    "target": {"type": "AverageValue", "averageValue": average_value}}}],
+                "metrics": pods_metrics,
                 "behavior": {
                     "scaleUp": {"stabilizationWindowSeconds": scale_up_window,
                                 "selectPolicy": "Max",
