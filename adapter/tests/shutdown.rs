@@ -156,5 +156,8 @@ async fn sigterm_drains_requests_and_exits_zero() {
     );
     assert!(during_delay > 10, "requests kept flowing during the delay");
     assert!(failed.is_empty(), "failed requests: {failed:?}");
-    assert!(exited - sigterm < delay + Duration::from_secs(12), "bounded drain");
+    assert!(
+        exited - sigterm < delay + Duration::from_secs(12),
+        "bounded drain"
+    );
 }
