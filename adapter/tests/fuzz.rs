@@ -26,19 +26,17 @@
 
 use axum::body::Body;
 use axum::http::Request;
-use inferscale_adapter::api::{router, AppState};
+use inferscale_adapter::api::router;
 use inferscale_adapter::auth::AuthState;
 use inferscale_adapter::quantity::format_quantity;
 use inferscale_adapter::selector::{Requirement, Selector, MAX_REQUIREMENTS, MAX_SET_VALUES};
-use inferscale_adapter::store::{PodKey, ScrapeSink, Store, Target, TargetKind, TargetRegistry};
-use inferscale_adapter::telemetry::Telemetry;
-use inferscale_metrics::profile::{Engine, GaugeSignal};
-use inferscale_metrics::snapshot::EngineSnapshot;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use tower::ServiceExt;
+
+mod support;
+use support::state;
 
 const SELECTOR_EXECUTIONS: u64 = 20_000;
 const QUANTITY_EXECUTIONS: u64 = 200_000;
@@ -329,30 +327,6 @@ fn valid_target(text: &str) -> bool {
                     b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}' | b'#'
                 )
         })
-}
-
-fn state() -> AppState {
-    let store = Arc::new(Store::new(60.0, 18.0));
-    let key = PodKey::new("llm", "vllm-a");
-    store.upsert_target(Target {
-        key: key.clone(),
-        uid: "uid-a".into(),
-        kind: TargetKind::Engine,
-        url: Some("http://127.0.0.1:1/metrics".into()),
-        labels: BTreeMap::from([("app".to_owned(), "vllm".to_owned())]),
-        node: Some("gpu-node-1".into()),
-        ready: true,
-        terminating: false,
-        owners: vec![],
-    });
-    for t in [1000.0, 1015.0] {
-        let mut s = EngineSnapshot::new(t, Engine::Vllm);
-        s.model_mut("llama").set_gauge(GaugeSignal::QueueDepth, 3.0);
-        store.record_engine_scrape(&key, s, 0.01);
-    }
-    let mut state = AppState::new(store, Arc::new(Telemetry::new()));
-    state.clock = || 1016.0;
-    state
 }
 
 #[tokio::test]
