@@ -117,7 +117,8 @@ def test_h_readiness_ignores_pending_and_evicted_pods(cluster: Cluster):
     c.create_hpa(ns, name, name, WAITING, "2", min_replicas=2, max_replicas=4,
                  scale_down_window=10)
     # A scrape-labelled pod waiting for a GPU node that never comes: Pending for the whole
-    # test (~60 s here; in a cluster, minutes while a node is provisioned).
+    # test (~35 s here, adapter restart included; in a cluster, minutes while a node is
+    # provisioned).
     c.create_deployment(ns, "starved", replicas=1, model="starved-model", gpus=64)
     t_pending = time.monotonic()
     c.wait_for(lambda: (condition(c.hpa(ns, name), "ScalingActive") or {}).get("status")
