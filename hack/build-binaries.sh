@@ -5,6 +5,8 @@
 #   etcd                                  (go.etcd.io/etcd/server/v3)
 #   kwok (+ upstream Stage configs)       (sigs.k8s.io/kwok/cmd/kwok)
 #   llm-d-inference-sim (vLLM simulator)  (github.com/llm-d/llm-d-inference-sim)
+#   prometheus, promtool                  (github.com/prometheus/prometheus/cmd/...)
+#   helm                                  (helm.sh/helm/v3/cmd/helm)
 #
 # Usage: hack/build-binaries.sh [component ...]     (default: all of the above)
 #
@@ -61,7 +63,8 @@ source "$HACK_DIR/versions.env"
 
 CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
 BIN_ROOT="$CACHE_DIR/bin"
-ALL_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok llm-d-inference-sim)
+ALL_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok llm-d-inference-sim
+  promtool prometheus helm)
 PROGRESS_INTERVAL="${INFERSCALE_PROGRESS_INTERVAL:-30}"
 
 log() { printf '[build-binaries %(%H:%M:%S)T] %s\n' -1 "$*"; }
@@ -74,6 +77,8 @@ component_version() {
     etcd) echo "$ETCD_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
     llm-d-inference-sim) echo "$LLMD_SIM_VERSION" ;;
+    promtool | prometheus) echo "$PROMETHEUS_VERSION" ;;
+    helm) echo "$HELM_VERSION" ;;
     *) return 1 ;;
   esac
 }
@@ -84,6 +89,8 @@ component_module() {
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     kwok) echo sigs.k8s.io/kwok ;;
     llm-d-inference-sim) echo github.com/llm-d/llm-d-inference-sim ;;
+    promtool | prometheus) echo github.com/prometheus/prometheus ;;
+    helm) echo helm.sh/helm/v3 ;;
   esac
 }
 
@@ -95,6 +102,8 @@ component_package() {
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     kwok) echo sigs.k8s.io/kwok/cmd/kwok ;;
     llm-d-inference-sim) echo github.com/llm-d/llm-d-inference-sim/cmd/llm-d-inference-sim ;;
+    promtool | prometheus) echo "github.com/prometheus/prometheus/cmd/$1" ;;
+    helm) echo helm.sh/helm/v3/cmd/helm ;;
   esac
 }
 
@@ -103,6 +112,7 @@ version_args() {
   case "$1" in
     kubectl) echo "version --client" ;;
     llm-d-inference-sim) echo "--help" ;;
+    helm) echo "version" ;;
     *) echo "--version" ;;
   esac
 }
@@ -361,6 +371,29 @@ build_component() { # component
       ;;
     kwok)
       ldflags+=" -X sigs.k8s.io/kwok/pkg/consts.Version=$ver"
+      ;;
+    promtool | prometheus)
+      # Upstream's .promu.yml flags. The module v0.3XX.Y is Prometheus 3.XX.Y; without these
+      # `--version` prints no version at all. (No `builtinassets` tag: the module zip has no
+      # compiled web UI; the HTTP API, which is all the tests use, does not need it.)
+      local promver=${ver#v0.}
+      promver="${promver%%.*}"
+      promver="${promver:0:1}.${promver:1}.${ver##*.}"
+      promver=$(sed -E 's/\.0+([0-9])/.\1/g' <<<"$promver")
+      local pv=github.com/prometheus/common/version
+      ldflags+=" -X $pv.Version=$promver -X $pv.Revision=module-$ver -X $pv.Branch=module"
+      ldflags+=" -X $pv.BuildUser=inferscale -X $pv.BuildDate=$(sed -n 's/.*"Time":"\([0-9-]*\)T.*/\1/p' "$MOD_INFO" | tr -d -)"
+      ;;
+    helm)
+      # Upstream's Makefile: the version, and the Kubernetes version `helm template` and
+      # `helm lint` assume, taken from the k8s.io/client-go it is built with.
+      local k8s_minor
+      k8s_minor=$(sed -nE 's/^[[:space:]]*k8s.io\/client-go v0\.([0-9]+)\..*/\1/p' "$MOD_GOMOD")
+      ldflags+=" -X helm.sh/helm/v3/internal/version.version=$ver -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+      local pkg_
+      for pkg_ in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+        ldflags+=" -X $pkg_.k8sVersionMajor=1 -X $pkg_.k8sVersionMinor=${k8s_minor:-20}"
+      done
       ;;
     llm-d-inference-sim)
       # Resolve the graph first to see whether the cgo tokenizers binding is in it.
