@@ -32,8 +32,9 @@ report: ## Decision-quality report: sweep every policy, LP bound, frontiers (doc
 	  --trace $(SHARED)/traces/AzureLLMInferenceTrace_conv.csv --density 1,20 \
 	  --time-to-ready 120s,300s --out docs/decision-quality --readme README.md
 
-bench: ## Parser and signal benchmarks (criterion), then the replay benchmark
+bench: ## Parser and signal benchmarks, per-scrape CPU by stage (criterion), then the replay benchmark
 	cargo bench -p inferscale-metrics --bench parse
+	cargo bench -p inferscale-adapter --bench scrape_stages
 	cargo bench -p inferscale-scaler
 
 fuzz: ## Fuzz the exposition parser for FUZZ_SECONDS (default 120)
