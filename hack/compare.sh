@@ -3,14 +3,17 @@
 # network namespace of its own (loopback only) under the machine-wide e2e lock.
 #
 # Usage: hack/compare.sh [compare.py args...]     e.g. hack/compare.sh --pods 100 --steps 4
+#        hack/compare.sh --without-keda ...          (Prometheus polled directly; no KEDA build)
 # Takes about an hour at the defaults (1,000 pods, 20 steps in each of three phases); not in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Built here, outside the namespace (which has no route to the module proxy): the control
 # plane, Prometheus and KEDA (github.com/kedacore/keda/v2), all cached after the first time.
-hack/build-binaries.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok \
-  prometheus keda keda-adapter
+# With --without-keda, KEDA is neither built nor run.
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok prometheus)
+if [[ " $* " != *" --without-keda "* ]]; then components+=(keda keda-adapter); fi
+hack/build-binaries.sh "${components[@]}"
 nice -n 10 cargo build --release --quiet -p inferscale-adapter -p inferscale-sim
 
 # Root can make a network namespace directly; anyone else through a user namespace.

@@ -17,6 +17,11 @@ waiting per pod):
   keda-metrics-api     KEDA's metrics-api scaler reading every pod's /metrics itself
                        (`format: prometheus`, `aggregateFromKubeServiceEndpoints`, `sum`)
 
+With `--without-keda` (KEDA not built or not wanted) the KEDA paths are replaced by
+Prometheus itself: `prom15` / `prom5` poll the same `sum(...)` query from Prometheus' HTTP API
+every 100 ms. That is a lower bound for anything reading Prometheus (KEDA adds its polling
+and the HPA's sync on top) and has no desiredReplicas of its own.
+
 Load steps between 1 and 3 waiting requests per pod happen at known moments (the fleet's
 admin endpoint answers when the next scrape will see the step). Every path's value is read
 through the aggregator, as the HPA reads it, every 100 ms, and every HPA's desiredReplicas
@@ -35,6 +40,7 @@ under the e2e lock. Bounded: fixed steps and a deadline per wait.
 
     make compare                              # 1,000 pods, 20 steps per phase
     python3 -m tests.perf.compare --pods 100 --steps 4 --spacing 30   # inside `unshare -n`
+    make compare COMPARE_ARGS="--without-keda --pods 100 --steps 6"  # no KEDA build
 """
 
 from __future__ import annotations
@@ -73,8 +79,9 @@ KEDA_NS = "keda"
 class PathSpec:
     name: str
     label: str
-    hpa: str                       # the HPA whose desiredReplicas we watch
+    hpa: str                       # the HPA whose desiredReplicas we watch ("": none)
     api_path: str = ""             # filled once the HPA (KEDA's) exists
+    prom_query: str = ""           # read from Prometheus' HTTP API instead of api_path
     phases: tuple[str, ...] = ()
 
 
@@ -107,8 +114,9 @@ def bins_for(component: str) -> str:
 
 class Compare:
     def __init__(self, pods: int, steps: int, spacing: float, jitter: float,
-                 phases: list[str], workdir: Path):
+                 phases: list[str], workdir: Path, keda: bool = True):
         self.n = pods
+        self.with_keda = keda
         self.steps = steps
         self.spacing = spacing
         self.jitter = jitter
@@ -131,7 +139,8 @@ class Compare:
         self.c.start()
         self.create_fleet()
         self.start_prometheus()
-        self.start_keda()
+        if self.with_keda:
+            self.start_keda()
         self.create_consumers()
 
     def stop(self) -> None:
@@ -343,9 +352,20 @@ class Compare:
             PathSpec("keda-metrics-api", "KEDA metrics-api, format prometheus, over the pods",
                      "keda-hpa-keda-metrics-api", phases=("C",)),
         ]
+        if not self.with_keda:
+            specs = specs[:2] + [
+                PathSpec("prom15", "Prometheus 15 s (query polled directly; no KEDA)", "",
+                         phases=("A", "B"),
+                         prom_query='sum(vllm:num_requests_waiting{job="fleet-15s"})'),
+                PathSpec("prom5", "Prometheus 5 s (query polled directly; no KEDA)", "",
+                         phases=("A", "B"),
+                         prom_query='sum(vllm:num_requests_waiting{job="fleet-5s"})'),
+            ]
         self.paths = {s.name: s for s in specs}
-        for name in ("inferscale", "keda-prom15", "keda-prom15-cached", "keda-prom5",
-                     "keda-metrics-api"):
+        consumers = ["inferscale"]
+        if self.with_keda:
+            consumers += ["keda-prom15", "keda-prom15-cached", "keda-prom5", "keda-metrics-api"]
+        for name in consumers:
             self.c.api.apply({"apiVersion": "apps/v1", "kind": "Deployment",
                               "metadata": {"name": f"c-{name}", "namespace": NS},
                               "spec": {"replicas": 1,
@@ -368,6 +388,8 @@ class Compare:
                "vllm_num_requests_waiting")
         self.paths["inferscale-5s"].api_path = api
         self.paths["inferscale-1s"].api_path = api
+        if not self.with_keda:
+            return
         prom = f"http://127.0.0.1:{self.prom_port}"
         self.scaled_object("keda-prom15", None, {
             "type": "prometheus", "metadata": {
@@ -432,8 +454,14 @@ class Compare:
 
     # -- measuring -----------------------------------------------------------------------------
 
-    def read_value(self, path: str) -> float | None:
-        body = self.c.api.get(path)
+    def read_value(self, p: PathSpec) -> float | None:
+        if p.prom_query:
+            r = json.loads(common.http_get(
+                f"http://127.0.0.1:{self.prom_port}/api/v1/query?"
+                + urllib.parse.urlencode({"query": p.prom_query})))
+            res = r["data"]["result"]
+            return float(res[0]["value"][1]) if res else None
+        body = self.c.api.get(p.api_path)
         items = body.get("items", [])
         return quantity(items[0]["value"]) if items else None
 
@@ -443,11 +471,13 @@ class Compare:
         def settled() -> bool:
             for p in paths:
                 try:
-                    v = self.read_value(p.api_path)
-                except KubeError:
+                    v = self.read_value(p)
+                except (KubeError, OSError):
                     return False
                 if v is None or abs(v - want) > 0.5:
                     return False
+                if not p.hpa:
+                    continue
                 hpa = self.c.hpa(NS, p.hpa)
                 if hpa.get("status", {}).get("desiredReplicas") != level:
                     return False
@@ -507,7 +537,7 @@ class Compare:
         while not stop.is_set():
             sent = time.time()
             try:
-                v = self.read_value(p.api_path)
+                v = self.read_value(p)
                 out.append(Sample(sent, time.time(), v))
             except Exception as e:  # keep polling: an error is a sample too
                 out.append(Sample(sent, time.time(), None, str(e)[:200]))
@@ -568,13 +598,16 @@ def summarize(records: list[PhaseRecord], paths: dict[str, PathSpec], n: int) ->
                     "p99": round(common.percentile(got, 0.99), 3) if got else None,
                     "max": round(max(got), 3) if got else None,
                     "values": [None if x is None else round(x, 3) for x in xs]}
-        out[p.name] = {"label": p.label, "api": stats(api_all), "hpa": stats(hpa_all),
+        out[p.name] = {"label": p.label, "api": stats(api_all),
+                       "hpa": stats(hpa_all) if p.hpa else None,
                        "poll_errors": errors, "polls": polls}
     return out
 
 
 def table(summary: dict) -> str:
-    def cell(s: dict, k: str) -> str:
+    def cell(s: dict | None, k: str) -> str:
+        if s is None:
+            return "n/a (no HPA)"
         v = s[k]
         if v is None:
             return "—"
@@ -593,8 +626,10 @@ def svg(summary: dict, n: int) -> str:
     series = [
         ("step → API p50", [s["api"]["p50"] or math.nan for s in summary.values()]),
         ("step → API p99", [s["api"]["p99"] or math.nan for s in summary.values()]),
-        ("step → desiredReplicas p50", [s["hpa"]["p50"] or math.nan for s in summary.values()]),
-        ("step → desiredReplicas p99", [s["hpa"]["p99"] or math.nan for s in summary.values()]),
+        ("step → desiredReplicas p50",
+         [(s["hpa"] or {}).get("p50") or math.nan for s in summary.values()]),
+        ("step → desiredReplicas p99",
+         [(s["hpa"] or {}).get("p99") or math.nan for s in summary.values()]),
     ]
     return common.bar_chart(groups, series,
                             f"Freshness: load step → metric API / HPA, {n:,} pods (seconds, log scale)",
@@ -610,6 +645,8 @@ def main() -> None:
     ap.add_argument("--jitter", type=float, default=10.0)
     ap.add_argument("--phases", default="A,B,C")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    ap.add_argument("--without-keda", action="store_true",
+                    help="no KEDA: poll Prometheus' query directly instead (phase C dropped)")
     args = ap.parse_args()
     if not Path("/proc/net/dev").read_text().count(":") == 1:
         raise SystemExit("run inside a network namespace of its own (make compare does: "
@@ -617,8 +654,11 @@ def main() -> None:
     common.require_capture()
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"inferscale-compare-{os.getpid()}"
     workdir.mkdir(parents=True)
-    cmp = Compare(args.pods, args.steps, args.spacing, args.jitter, args.phases.split(","),
-                  workdir)
+    phases = args.phases.split(",")
+    if args.without_keda:
+        phases = [p for p in phases if p != "C"]
+    cmp = Compare(args.pods, args.steps, args.spacing, args.jitter, phases, workdir,
+                  keda=not args.without_keda)
     records = []
     t0 = time.monotonic()
     ok = False
@@ -643,7 +683,9 @@ def main() -> None:
         "hpa_sync_period": HPA_SYNC_PERIOD, "summary": summary,
         "phases": [{"name": r.name, "cpu_cores": r.cpu, "load_before": r.load_before,
                     "load_after": r.load_after, "steps": r.steps} for r in records],
-        "versions": {c: Path(bins_for(c)).parent.name for c in ("prometheus", "keda")},
+        "keda": not args.without_keda,
+        "versions": {c: Path(bins_for(c)).parent.name
+                     for c in ("prometheus", "keda") if c != "keda" or not args.without_keda},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     OUT_DIR.mkdir(parents=True, exist_ok=True)
