@@ -10,10 +10,12 @@ use crate::auth::authn::{AuthnOptions, DEFAULT_TOKEN_CACHE_TTL};
 use crate::auth::authz::{AuthzOptions, DEFAULT_ALLOW_CACHE_TTL};
 use crate::auth::DelegatedAuthOptions;
 use crate::error_chain::ErrorChain;
+use crate::http::ConnectionLimits;
 use crate::scrape::ScrapeConfig;
 use crate::targets::{self, PodWatchConfig, StaticTarget};
 use crate::tls::TlsOptions;
 use inferscale_metrics::signals::DEFAULT_WINDOW_SECS;
+use inferscale_metrics::snapshot::SnapshotLimits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,7 +37,8 @@ pub struct ServeArgs {
     /// JSON file of static targets with labels, node and owners (standalone mode).
     #[arg(long)]
     pub targets_file: Option<String>,
-    /// Address of the TLS server (`:6443` means every interface).
+    /// Address of the TLS server. `:6443` (or `[::]:6443`) means every interface, IPv4 and
+    /// IPv6 (dual-stack; IPv4 only on a host without IPv6); `0.0.0.0:6443` means IPv4 only.
     #[arg(long, default_value = ":6443")]
     pub listen: String,
     /// Address of the plain-HTTP server in standalone mode; must be loopback.
@@ -75,12 +78,36 @@ pub struct ServeArgs {
     /// Largest `/metrics` body accepted, bytes (after decompression).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most distinct models (`model_name` values) kept from one pod's scrape; samples of
+    /// further models are skipped and counted.
+    #[arg(long, default_value_t = SnapshotLimits::DEFAULT_MAX_MODELS)]
+    pub max_models_per_pod: usize,
+    /// Most series kept from one pod's scrape; further samples are skipped and counted.
+    #[arg(long, default_value_t = SnapshotLimits::DEFAULT_MAX_SERIES)]
+    pub max_series_per_pod: usize,
+    /// Client connections open at once (lowered to fit the file-descriptor limit). At the
+    /// limit a new connection replaces the quietest one without a request in flight.
+    #[arg(long, default_value_t = ConnectionLimits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// After SIGTERM: how long readiness fails while requests are still served, before the
+    /// listener closes and in-flight requests drain (lets the Service's endpoints drop this
+    /// replica first). Keep it plus 10 s of drain below the pod's termination grace period.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
     /// Window for rates and latency percentiles.
     #[arg(long, default_value_t = default_window())]
     pub window: humantime::Duration,
     /// Serve external.metrics.k8s.io (turn off where KEDA owns that APIService).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub external_metrics: bool,
+    /// Serve KEDA's external-scaler gRPC contract on this address (TLS with the serving
+    /// certificate; e.g. `:9443`; loopback only in standalone mode). Off when absent.
+    #[arg(long)]
+    pub keda_scaler_listen: Option<String>,
+    /// CA (PEM) that KEDA's client certificate must chain to; with it, the external
+    /// scaler refuses clients without one. Read at start. Needs --keda-scaler-listen.
+    #[arg(long)]
+    pub keda_client_ca_file: Option<String>,
     /// How long SubjectAccessReview decisions (allowed and denied) are cached.
     #[arg(long, default_value_t = DEFAULT_ALLOW_CACHE_TTL.into())]
     pub authorization_cache_ttl: humantime::Duration,
@@ -97,6 +124,10 @@ pub const MIN_SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 /// remove a pod from answers, a dead one is gone within three intervals.
 pub const STALE_AFTER_INTERVALS: u32 = 3;
 
+/// What readiness adds to one scrape interval and timeout before it stops waiting for a first
+/// scrape of every target: the scrape loop's reconcile tick (1 s) and a second of slack.
+pub const FIRST_ROUND_SLACK: Duration = Duration::from_secs(2);
+
 /// Validated, resolved settings.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -111,6 +142,15 @@ pub struct ServeConfig {
     pub stale_after: Duration,
     /// Serve `external.metrics.k8s.io`.
     pub external_metrics: bool,
+    /// KEDA's external scaler (`None`: not served).
+    pub keda_scaler: Option<KedaScalerConfig>,
+    /// Bounds on client connections.
+    pub connections: ConnectionLimits,
+    /// Readiness waits at most this long after the pod watches listed for the first scrape of
+    /// every scrapable target (one interval, the timeout, and the loop's reconcile tick).
+    pub first_round_grace: Duration,
+    /// See `--shutdown-delay`.
+    pub shutdown_delay: Duration,
 }
 
 /// Standalone or in-cluster.
@@ -126,6 +166,16 @@ pub enum Mode {
     Cluster(Box<ClusterConfig>),
 }
 
+/// Where and how KEDA's external scaler is served.
+#[derive(Debug, Clone)]
+pub struct KedaScalerConfig {
+    pub listen: SocketAddr,
+    /// The serving certificate (`--tls-cert-file`…; self-signed when absent).
+    pub tls: TlsOptions,
+    /// Require client certificates chaining to this CA.
+    pub client_ca_file: Option<PathBuf>,
+}
+
 /// Settings used only with a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -137,7 +187,7 @@ pub struct ClusterConfig {
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     let full = if text.starts_with(':') {
-        format!("0.0.0.0{text}")
+        format!("[::]{text}")
     } else {
         text.to_owned()
     };
@@ -168,15 +218,34 @@ impl ServeArgs {
         if self.max_body_bytes < 1024 {
             errors.push("--max-body-bytes must be at least 1024".into());
         }
+        if self.max_models_per_pod == 0 || self.max_series_per_pod == 0 {
+            errors.push("--max-models-per-pod and --max-series-per-pod must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            errors.push("--max-connections must be at least 1".into());
+        }
         if self.tls_cert_file.is_some() != self.tls_private_key_file.is_some() {
             errors.push("--tls-cert-file and --tls-private-key-file go together".into());
         }
+        let keda_scaler = self.keda_scaler(&mut errors);
         let mode = if self.standalone {
+            if keda_scaler
+                .as_ref()
+                .is_some_and(|k| !k.listen.ip().is_loopback())
+            {
+                errors.push(
+                    "--keda-scaler-listen must be a loopback address in standalone mode".into(),
+                );
+            }
             if self.targets.is_empty() && self.targets_file.is_none() {
                 errors.push("--standalone needs --target or --targets-file".into());
             }
             let targets = self.static_targets(&mut errors);
             match parse_listen(&self.insecure_listen) {
+                Ok(addr) if keda_scaler.as_ref().is_some_and(|k| k.listen == addr) => {
+                    errors.push("--keda-scaler-listen must differ from --insecure-listen".into());
+                    None
+                }
                 Ok(addr) if addr.ip().is_loopback() => Some(Mode::Standalone {
                     listen: addr,
                     targets,
@@ -198,6 +267,10 @@ impl ServeArgs {
                 errors.push("--pod-selector must not be empty (it would scrape every pod)".into());
             }
             match parse_listen(&self.listen) {
+                Ok(listen) if keda_scaler.as_ref().is_some_and(|k| k.listen == listen) => {
+                    errors.push("--keda-scaler-listen must differ from --listen".into());
+                    None
+                }
                 Ok(listen) => Some(Mode::Cluster(Box::new(self.cluster(listen)))),
                 Err(e) => {
                     errors.push(e);
@@ -213,10 +286,22 @@ impl ServeArgs {
                     timeout: self.scrape_timeout,
                     max_body_bytes: self.max_body_bytes,
                     concurrency: self.scrape_concurrency,
+                    limits: SnapshotLimits {
+                        max_models: self.max_models_per_pod,
+                        max_series: self.max_series_per_pod,
+                        ..SnapshotLimits::default()
+                    },
                 },
                 window,
                 stale_after: self.scrape_interval * STALE_AFTER_INTERVALS + self.scrape_timeout,
                 external_metrics: self.external_metrics,
+                keda_scaler,
+                connections: ConnectionLimits {
+                    max_connections: self.max_connections,
+                    ..ConnectionLimits::default()
+                },
+                first_round_grace: self.scrape_interval + self.scrape_timeout + FIRST_ROUND_SLACK,
+                shutdown_delay: self.shutdown_delay,
             }),
             _ => Err(errors),
         }
@@ -242,16 +327,40 @@ impl ServeArgs {
     }
 
     /// The in-cluster settings, as the option structs of the parts that use them.
+    /// The serving certificate options.
+    fn tls(&self) -> TlsOptions {
+        TlsOptions {
+            cert_file: self.tls_cert_file.as_ref().map(PathBuf::from),
+            key_file: self.tls_private_key_file.as_ref().map(PathBuf::from),
+            extra_sans: self.tls_sans.clone(),
+        }
+    }
+
+    /// KEDA's external scaler, if `--keda-scaler-listen` asks for it; problems go to
+    /// `errors`.
+    fn keda_scaler(&self, errors: &mut Vec<String>) -> Option<KedaScalerConfig> {
+        if self.keda_client_ca_file.is_some() && self.keda_scaler_listen.is_none() {
+            errors.push("--keda-client-ca-file needs --keda-scaler-listen".into());
+        }
+        match parse_listen(self.keda_scaler_listen.as_deref()?) {
+            Ok(listen) => Some(KedaScalerConfig {
+                listen,
+                tls: self.tls(),
+                client_ca_file: self.keda_client_ca_file.as_ref().map(PathBuf::from),
+            }),
+            Err(e) => {
+                errors.push(format!("--keda-scaler-listen: {e}"));
+                None
+            }
+        }
+    }
+
     fn cluster(&self, listen: SocketAddr) -> ClusterConfig {
         let path = |file: &Option<String>| file.as_ref().map(PathBuf::from);
         let authorization_cache_ttl = self.authorization_cache_ttl.into();
         ClusterConfig {
             listen,
-            tls: TlsOptions {
-                cert_file: path(&self.tls_cert_file),
-                key_file: path(&self.tls_private_key_file),
-                extra_sans: self.tls_sans.clone(),
-            },
+            tls: self.tls(),
             auth: DelegatedAuthOptions {
                 authentication: AuthnOptions {
                     client_ca_file: path(&self.client_ca_file),
@@ -350,6 +459,69 @@ mod tests {
             cluster.auth.authorization.allow_cache_ttl,
             DEFAULT_ALLOW_CACHE_TTL
         );
+    }
+
+    #[test]
+    fn the_keda_scaler_is_off_by_default_and_on_its_own_address() {
+        assert!(args(&[]).validate().unwrap().keda_scaler.is_none());
+        let config = args(&[
+            "--keda-scaler-listen=:9443",
+            "--keda-client-ca-file=/etc/keda-ca/ca.crt",
+            "--tls-cert-file=/certs/tls.crt",
+            "--tls-private-key-file=/certs/tls.key",
+        ])
+        .validate()
+        .unwrap();
+        let keda = config.keda_scaler.unwrap();
+        assert_eq!(keda.listen, "[::]:9443".parse::<SocketAddr>().unwrap());
+        assert_eq!(keda.client_ca_file, Some("/etc/keda-ca/ca.crt".into()));
+        assert_eq!(keda.tls.cert_file, Some("/certs/tls.crt".into()));
+        let errors = args(&["--keda-client-ca-file=/ca.crt"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["--keda-client-ca-file needs --keda-scaler-listen"]
+        );
+        // Standalone: loopback only, like the plain-HTTP listener.
+        let standalone = |keda: &str| {
+            args(&[
+                "--standalone",
+                "--target=a/b=http://127.0.0.1:1/metrics",
+                keda,
+            ])
+            .validate()
+        };
+        assert!(standalone("--keda-scaler-listen=127.0.0.1:9443").is_ok());
+        assert_eq!(
+            standalone("--keda-scaler-listen=:9443").unwrap_err(),
+            vec!["--keda-scaler-listen must be a loopback address in standalone mode"]
+        );
+        assert_eq!(
+            standalone("--keda-scaler-listen=127.0.0.1:8080").unwrap_err(),
+            vec!["--keda-scaler-listen must differ from --insecure-listen"]
+        );
+        let errors = args(&["--keda-scaler-listen=:6443"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["--keda-scaler-listen must differ from --listen"]
+        );
+    }
+
+    #[test]
+    fn listen_port_alone_means_every_interface_dual_stack() {
+        let config = args(&["--listen=:7443"]).validate().unwrap();
+        let Mode::Cluster(cluster) = config.mode else {
+            panic!("cluster mode")
+        };
+        assert_eq!(cluster.listen, "[::]:7443".parse::<SocketAddr>().unwrap());
+        let v4 = args(&["--listen=0.0.0.0:7443"]).validate().unwrap();
+        let Mode::Cluster(cluster) = v4.mode else {
+            panic!("cluster mode")
+        };
+        assert!(cluster.listen.is_ipv4());
     }
 
     #[test]

@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::error_chain::ErrorChain;
-use crate::http::{accept_loop, serve_connection};
+use crate::http::{accept_loop, serve_connection, ServeOptions};
 
 /// How often the serving certificate files are re-read. Kubernetes propagates a rotated Secret
 /// to the pod's volume within about a minute (kubelet sync period); checking every 5 s adds
@@ -130,6 +130,8 @@ struct ServingMaterial {
 struct ClientCas {
     requestheader: Vec<CertificateDer<'static>>,
     client_ca: Vec<CertificateDer<'static>>,
+    /// Refuse clients without a certificate (a port with no other authentication).
+    required: bool,
 }
 
 struct Inner {
@@ -231,15 +233,34 @@ impl TlsState {
         requestheader: Vec<CertificateDer<'static>>,
         client_ca: Vec<CertificateDer<'static>>,
     ) -> Result<(), TlsError> {
+        self.replace_client_cas(ClientCas {
+            requestheader,
+            client_ca,
+            required: false,
+        })
+    }
+
+    /// Makes a client certificate that chains to `client_ca` a condition of the handshake,
+    /// for a port that authenticates its clients in no other way (KEDA's external scaler).
+    /// On error the previous configuration stays.
+    pub fn require_client_certificates(
+        &self,
+        client_ca: Vec<CertificateDer<'static>>,
+    ) -> Result<(), TlsError> {
+        self.replace_client_cas(ClientCas {
+            requestheader: Vec::new(),
+            client_ca,
+            required: true,
+        })
+    }
+
+    /// Rebuilds the configuration with `cas`; on error the previous one stays.
+    fn replace_client_cas(&self, cas: ClientCas) -> Result<(), TlsError> {
         let mut guard = self
             .inner
             .material
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let cas = ClientCas {
-            requestheader,
-            client_ca,
-        };
         let config = build_server_config(&self.inner.provider, &guard.0, &cas)?;
         guard.1 = cas;
         self.swap(config);
@@ -338,6 +359,14 @@ async fn read_file_async(path: &Path) -> Result<Vec<u8>, TlsError> {
         })
 }
 
+/// The CA certificates of a PEM file (e.g. `--keda-client-ca-file`).
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    parse_pem_certificates(&read_file(path)?).map_err(|reason| TlsError::ParseCertificates {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
 /// Parses all PEM certificates in `pem`; fails on malformed PEM or when there are none.
 pub(crate) fn parse_pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = rustls_pemfile::certs(&mut &pem[..])
@@ -422,11 +451,15 @@ fn client_verifier(
             "some client CA certificates could not be used as trust anchors"
         );
     }
-    if added == 0 {
+    if added == 0 && !cas.required {
         return Ok(WebPkiClientVerifier::no_client_auth());
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        // Bearer-token clients connect without a certificate; authentication decides later.
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if cas.required {
+        return builder.build().map_err(TlsError::ClientVerifier);
+    }
+    // Bearer-token clients connect without a certificate; authentication decides later.
+    builder
         .allow_unauthenticated()
         .build()
         .map_err(TlsError::ClientVerifier)
@@ -477,11 +510,13 @@ pub async fn serve(
     listener: TcpListener,
     state: TlsState,
     router: Router,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) {
-    // Abort-on-drop, so the reloader also stops if this future is dropped mid-serve.
+    // Abort-on-drop, so the reloader also stops when serving ends.
     let _reloader = state.spawn_file_reloader().map(AbortOnDrop);
-    accept_loop(listener, shutdown, move |stream, peer, drain| {
+    let limits = options.limits;
+    accept_loop(listener, options, shutdown, move |stream, peer, conn| {
         let state = state.clone();
         let router = router.clone();
         async move {
@@ -507,7 +542,7 @@ pub async fn serve(
             );
             let mut extensions = Extensions::new();
             extensions.insert(peer_certificates);
-            serve_connection(tls, router, peer, extensions, drain).await;
+            serve_connection(tls, router, peer, extensions, limits, conn).await;
         }
     })
     .await;
@@ -740,9 +775,15 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, state.clone(), peer_router(), async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(serve(
+            listener,
+            state.clone(),
+            peer_router(),
+            crate::http::ServeOptions::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let leaf = state.serving_chain()[0].clone();
         let trusted = || {
             reqwest::Client::builder()
@@ -785,6 +826,7 @@ mod tests {
         let cas = ClientCas {
             requestheader: vec![],
             client_ca: vec![ca.der()],
+            required: false,
         };
         let verifier = client_verifier(&provider, &cas).expect("one CA");
         assert!(verifier.offer_client_auth());

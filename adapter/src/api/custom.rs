@@ -7,14 +7,14 @@
 
 use super::discovery::CUSTOM_VERSIONS;
 use super::values::{
-    json_response, measure, metric_def, parse_selector, EmptyListMeta, ListOptions, Measured,
-    MODEL_LABEL,
+    json_response, measure, metric_def, parse_selector, ApiPath, ApiQuery, EmptyListMeta,
+    ListOptions, Measured,
 };
 use super::{check_version, ApiError, AppState, CUSTOM_GROUP};
 use crate::catalogue::MetricDef;
-use crate::selector::{Requirement, Selector};
+use crate::selector::Selector;
 use crate::store::{EnginePod, OwnerRef};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -25,8 +25,9 @@ struct MetricQuery<'a> {
     def: &'static MetricDef,
     /// `labelSelector`: which pods.
     pods: Selector,
-    /// `metricLabelSelector`'s requirements on `model_name`: which models of a pod.
-    model: Vec<Requirement>,
+    /// `metricLabelSelector`: which series of a pod (our series carry one label,
+    /// `model_name`; see [`super::values::measure`] for labels they do not carry).
+    series: Selector,
 }
 
 impl<'a> MetricQuery<'a> {
@@ -41,18 +42,17 @@ impl<'a> MetricQuery<'a> {
         check_version(version, &CUSTOM_VERSIONS)?;
         let def = metric_def(metric, resource)?;
         let pods = parse_selector(options.label_selector.as_deref())?;
-        let (model, _) =
-            parse_selector(options.metric_label_selector.as_deref())?.split_off(MODEL_LABEL);
+        let series = parse_selector(options.metric_label_selector.as_deref())?;
         Ok(MetricQuery {
             version,
             def,
             pods,
-            model,
+            series,
         })
     }
 
     fn measure(&self, pods: &[&EnginePod]) -> Option<Measured> {
-        measure(self.def, pods, &self.model)
+        measure(self.def, pods, &self.series)
     }
 }
 
@@ -209,14 +209,14 @@ impl WorkloadResource {
 /// (`pods/NAME` or `pods/*`) or workloads (`deployments.apps/NAME`, any owner kind, or `*`).
 pub async fn namespaced_object_metric(
     State(state): State<AppState>,
-    Path((version, namespace, resource, name, metric)): Path<(
+    ApiPath((version, namespace, resource, name, metric)): ApiPath<(
         String,
         String,
         String,
         String,
         String,
     )>,
-    Query(options): Query<ListOptions>,
+    ApiQuery(options): ApiQuery<ListOptions>,
 ) -> Result<Response, ApiError> {
     let query = MetricQuery::parse(&version, &metric, &resource, &options)?;
     let pods = state.view.engine_pods(Some(&namespace), state.now());
@@ -350,8 +350,8 @@ impl<'a> Subject<'a> {
 /// object itself, over every pod in it.
 pub async fn namespace_metric(
     State(state): State<AppState>,
-    Path((version, namespace, metric)): Path<(String, String, String)>,
-    Query(options): Query<ListOptions>,
+    ApiPath((version, namespace, metric)): ApiPath<(String, String, String)>,
+    ApiQuery(options): ApiQuery<ListOptions>,
 ) -> Result<Response, ApiError> {
     subject_metric(
         &state,
@@ -366,8 +366,8 @@ pub async fn namespace_metric(
 /// `namespaces/NS` (every pod of the namespace) and `nodes/NODE` (every pod on the node).
 pub async fn cluster_object_metric(
     State(state): State<AppState>,
-    Path((version, resource, name, metric)): Path<(String, String, String, String)>,
-    Query(options): Query<ListOptions>,
+    ApiPath((version, resource, name, metric)): ApiPath<(String, String, String, String)>,
+    ApiQuery(options): ApiQuery<ListOptions>,
 ) -> Result<Response, ApiError> {
     let subject = match resource.as_str() {
         "namespaces" => Subject::Namespace(&name),

@@ -6,9 +6,10 @@
 //! merge into the cluster's spec, so those answer with valid (small) documents. (Finding the
 //! pods to scrape is `crate::targets`' pod watch, not discovery.)
 
+use super::values::ApiPath;
 use super::{check_version, ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
 use crate::catalogue::METRICS;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -86,7 +87,7 @@ pub async fn group_list(State(state): State<AppState>, headers: HeaderMap) -> Re
 
 pub async fn group(
     State(state): State<AppState>,
-    Path(group): Path<String>,
+    ApiPath(group): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !accepts_legacy_discovery(&headers) {
@@ -129,7 +130,7 @@ fn resource_list(
     }))
 }
 
-pub async fn custom_resources(Path(version): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn custom_resources(ApiPath(version): ApiPath<String>) -> Result<Json<Value>, ApiError> {
     check_version(&version, &CUSTOM_VERSIONS)?;
     let resources = LISTED_RESOURCES.iter().flat_map(|(resource, namespaced)| {
         METRICS
@@ -146,7 +147,7 @@ pub async fn custom_resources(Path(version): Path<String>) -> Result<Json<Value>
 
 pub async fn external_resources(
     State(state): State<AppState>,
-    Path(version): Path<String>,
+    ApiPath(version): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     if !state.external_metrics {
         return Err(ApiError::NotFound);
@@ -200,7 +201,7 @@ pub async fn openapi_v3_index(State(state): State<AppState>) -> Json<Value> {
 
 pub async fn openapi_v3(
     State(state): State<AppState>,
-    Path(path): Path<String>,
+    ApiPath(path): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     if !served_group_versions(&state).contains(&path) {
         return Err(ApiError::NotFound);
