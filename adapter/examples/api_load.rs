@@ -83,7 +83,8 @@ fn main() -> Result<()> {
 
 fn client(args: &Args, address: SocketAddr) -> Result<reqwest::Client> {
     let ca = std::fs::read(&args.ca).with_context(|| format!("reading {}", args.ca))?;
-    let mut identity = std::fs::read(&args.cert).with_context(|| format!("reading {}", args.cert))?;
+    let mut identity =
+        std::fs::read(&args.cert).with_context(|| format!("reading {}", args.cert))?;
     identity.extend(std::fs::read(&args.key).with_context(|| format!("reading {}", args.key))?);
     let mut headers = reqwest::header::HeaderMap::new();
     for h in &args.headers {
@@ -118,7 +119,9 @@ async fn run(args: Args) -> Result<()> {
     for url in &args.url {
         let parsed = reqwest::Url::parse(url).with_context(|| format!("--url {url}"))?;
         let host = parsed.host_str().context("--url without a host")?;
-        let port = parsed.port_or_known_default().context("--url without a port")?;
+        let port = parsed
+            .port_or_known_default()
+            .context("--url without a port")?;
         let address: SocketAddr = format!("{host}:{port}")
             .parse()
             .with_context(|| format!("--url {url}: the host must be an IP address"))?;
@@ -137,7 +140,11 @@ async fn run(args: Args) -> Result<()> {
     let status = first.status();
     let body = first.bytes().await?;
     if !status.is_success() {
-        bail!("{} answered {status}: {}", targets[0].0, String::from_utf8_lossy(&body));
+        bail!(
+            "{} answered {status}: {}",
+            targets[0].0,
+            String::from_utf8_lossy(&body)
+        );
     }
     let warmup_end = Instant::now() + Duration::from_secs(1);
     let end = warmup_end + args.duration;
@@ -151,8 +158,8 @@ async fn run(args: Args) -> Result<()> {
             let url = &urls[i % urls.len()];
             let mut out = ClientResult::default();
             // Paced clients start spread over one period.
-            let mut next = Instant::now()
-                + pace.map_or(Duration::ZERO, |p| p.mul_f64(i as f64 / 100.0 % 1.0));
+            let mut next =
+                Instant::now() + pace.map_or(Duration::ZERO, |p| p.mul_f64(i as f64 / 100.0 % 1.0));
             loop {
                 if pace.is_some() {
                     tokio::time::sleep_until(next.into()).await;

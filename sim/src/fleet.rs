@@ -123,9 +123,10 @@ fn split_sample(line: &str) -> Option<(&str, &str, &str, &str)> {
 
 /// The labels text without its `le` label, and the `le` value.
 fn without_le(labels: &str) -> (String, Option<&str>) {
-    let Some(start) = labels.find("le=\"").filter(|&i| {
-        i > 0 && matches!(labels.as_bytes()[i - 1], b'{' | b',')
-    }) else {
+    let Some(start) = labels
+        .find("le=\"")
+        .filter(|&i| i > 0 && matches!(labels.as_bytes()[i - 1], b'{' | b','))
+    else {
         return (labels.to_owned(), None);
     };
     let value_start = start + 4;
@@ -440,7 +441,11 @@ pub fn admin_router(fleet: Arc<Fleet>) -> Router {
 
 async fn set_load(State(fleet): State<Arc<Fleet>>, Json(load): Json<FleetLoad>) -> Response {
     if !(load.waiting.is_finite() && load.running.is_finite()) {
-        return (StatusCode::BAD_REQUEST, "waiting and running must be finite").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "waiting and running must be finite",
+        )
+            .into_response();
     }
     fleet.set_load(load);
     Json(json!({"at": crate::engine::unix_now(), "load": load})).into_response()
@@ -578,15 +583,24 @@ vllm:e2e_request_latency_seconds_sum{engine=\"0\",model_name=\"m\"} 2.0
     #[test]
     fn split_sample_finds_value_after_quoted_braces() {
         let (name, labels, value, rest) = split_sample("a{b=\"x}y\",c=\"\\\"}\"} 1.5 123").unwrap();
-        assert_eq!((name, labels, value, rest), ("a", "{b=\"x}y\",c=\"\\\"}\"}", "1.5", " 123"));
+        assert_eq!(
+            (name, labels, value, rest),
+            ("a", "{b=\"x}y\",c=\"\\\"}\"}", "1.5", " 123")
+        );
         assert_eq!(split_sample("up 1").unwrap(), ("up", "", "1", ""));
     }
 
     #[test]
     fn le_is_removed_wherever_it_stands() {
-        assert_eq!(without_le("{a=\"1\",le=\"0.5\",b=\"2\"}"), ("{a=\"1\",b=\"2\"}".into(), Some("0.5")));
+        assert_eq!(
+            without_le("{a=\"1\",le=\"0.5\",b=\"2\"}"),
+            ("{a=\"1\",b=\"2\"}".into(), Some("0.5"))
+        );
         assert_eq!(without_le("{le=\"+Inf\"}"), ("{}".into(), Some("+Inf")));
-        assert_eq!(without_le("{a=\"1\",le=\"1\"}"), ("{a=\"1\"}".into(), Some("1")));
+        assert_eq!(
+            without_le("{a=\"1\",le=\"1\"}"),
+            ("{a=\"1\"}".into(), Some("1"))
+        );
         assert_eq!(without_le("{file=\"1\"}"), ("{file=\"1\"}".into(), None));
     }
 
@@ -602,7 +616,10 @@ vllm:e2e_request_latency_seconds_sum{engine=\"0\",model_name=\"m\"} 2.0
             running: 1.0,
         };
         let at0 = replay.render(0, captured_load);
-        assert_eq!(at0, CAPTURE, "second 0 with the captured load is the capture itself");
+        assert_eq!(
+            at0, CAPTURE,
+            "second 0 with the captured load is the capture itself"
+        );
         let later = replay.render(
             10,
             FleetLoad {
@@ -611,7 +628,9 @@ vllm:e2e_request_latency_seconds_sum{engine=\"0\",model_name=\"m\"} 2.0
             },
         );
         assert!(later.contains("vllm:prompt_tokens_total{engine=\"0\",model_name=\"m\"} 5100.0\n"));
-        assert!(later.contains("vllm:prompt_tokens_created{engine=\"0\",model_name=\"m\"} 1.7e+09\n"));
+        assert!(
+            later.contains("vllm:prompt_tokens_created{engine=\"0\",model_name=\"m\"} 1.7e+09\n")
+        );
         let s = snapshot(&later);
         let m = s.combined();
         assert_eq!(m.gauge(GaugeSignal::QueueDepth), Some(7.0));
@@ -632,6 +651,14 @@ vllm:e2e_request_latency_seconds_sum{engine=\"0\",model_name=\"m\"} 2.0
     fn addresses_skip_network_and_broadcast_host_bytes() {
         let a = consecutive_addresses(std::net::Ipv4Addr::new(127, 3, 0, 253), 4, 8000);
         let s: Vec<String> = a.iter().map(ToString::to_string).collect();
-        assert_eq!(s, ["127.3.0.253:8000", "127.3.0.254:8000", "127.3.1.1:8000", "127.3.1.2:8000"]);
+        assert_eq!(
+            s,
+            [
+                "127.3.0.253:8000",
+                "127.3.0.254:8000",
+                "127.3.1.1:8000",
+                "127.3.1.2:8000"
+            ]
+        );
     }
 }
