@@ -43,12 +43,19 @@ report-routing: ## Routing sensitivity of the best baseline, warm-pool and hpa+w
 	cargo build --release -p inferscale-scaler
 	INFERSCALE_SHARED=$(SHARED) hack/routing-sensitivity.sh
 
-bench: ## Parser and signal benchmarks (criterion), then the replay benchmark
+bench: ## Parser and signal benchmarks, per-scrape CPU by stage (criterion), then the replay benchmark
 	cargo bench -p inferscale-metrics --bench parse
+	cargo bench -p inferscale-adapter --bench scrape_stages
 	cargo bench -p inferscale-scaler
 
 fuzz: ## Fuzz the exposition parser for FUZZ_SECONDS (default 120)
 	hack/fuzz.sh $(or $(FUZZ_SECONDS),120)
+
+compare: ## Freshness side by side: inferscale vs Prometheus + KEDA vs KEDA metrics-api, real control plane (~1 h, not in CI)
+	hack/compare.sh $(COMPARE_ARGS)
+
+envelope: ## Scale envelope: adapter CPU and RSS at 100..10,000 targets, 10 min each (~1 h; ENVELOPE_ARGS="--targets 1000 --duration 60" for a quick look)
+	nice -n 10 python3 -m tests.perf.envelope $(ENVELOPE_ARGS)
 
 binaries: ## Build and cache the test binaries (kube-apiserver, etcd, kwok, prometheus, promtool, helm, ...)
 	hack/build-binaries.sh
@@ -63,4 +70,4 @@ dashboards: ## Regenerate dashboards/ and the chart's and kustomize's copies of 
 	hack/gen-dashboards.py
 	hack/gen-deploy-files.py
 
-.PHONY: help demo inspect-demo test setup fmt clippy report report-composed report-routing bench fuzz binaries e2e image dashboards
+.PHONY: help demo inspect-demo test setup fmt clippy report report-composed report-routing bench fuzz binaries e2e compare envelope image dashboards

@@ -7,6 +7,7 @@
 #   llm-d-inference-sim (vLLM simulator)  (github.com/llm-d/llm-d-inference-sim)
 #   prometheus, promtool                  (github.com/prometheus/prometheus/cmd/...)
 #   helm                                  (helm.sh/helm/v3/cmd/helm)
+#   keda, keda-adapter (+ upstream CRDs)  (github.com/kedacore/keda/v2/cmd/{operator,adapter})
 #
 # Usage: hack/build-binaries.sh [component ...]     (default: all of the above)
 #
@@ -64,7 +65,7 @@ source "$HACK_DIR/versions.env"
 CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
 BIN_ROOT="$CACHE_DIR/bin"
 ALL_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok llm-d-inference-sim
-  promtool prometheus helm)
+  promtool prometheus helm keda keda-adapter)
 PROGRESS_INTERVAL="${INFERSCALE_PROGRESS_INTERVAL:-30}"
 
 log() { printf '[build-binaries %(%H:%M:%S)T] %s\n' -1 "$*"; }
@@ -79,6 +80,7 @@ component_version() {
     llm-d-inference-sim) echo "$LLMD_SIM_VERSION" ;;
     promtool | prometheus) echo "$PROMETHEUS_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
+    keda | keda-adapter) echo "$KEDA_VERSION" ;;
     *) return 1 ;;
   esac
 }
@@ -91,6 +93,7 @@ component_module() {
     llm-d-inference-sim) echo github.com/llm-d/llm-d-inference-sim ;;
     promtool | prometheus) echo github.com/prometheus/prometheus ;;
     helm) echo helm.sh/helm/v3 ;;
+    keda | keda-adapter) echo github.com/kedacore/keda/v2 ;;
   esac
 }
 
@@ -104,6 +107,9 @@ component_package() {
     llm-d-inference-sim) echo github.com/llm-d/llm-d-inference-sim/cmd/llm-d-inference-sim ;;
     promtool | prometheus) echo "github.com/prometheus/prometheus/cmd/$1" ;;
     helm) echo helm.sh/helm/v3/cmd/helm ;;
+    # Upstream's Makefile builds cmd/operator as bin/keda and cmd/adapter as bin/keda-adapter.
+    keda) echo github.com/kedacore/keda/v2/cmd/operator ;;
+    keda-adapter) echo github.com/kedacore/keda/v2/cmd/adapter ;;
   esac
 }
 
@@ -113,6 +119,8 @@ version_args() {
     kubectl) echo "version --client" ;;
     llm-d-inference-sim) echo "--help" ;;
     helm) echo "version" ;;
+    # Neither KEDA binary has a version flag; pflag's --help exits 0.
+    keda | keda-adapter) echo "--help" ;;
     *) echo "--version" ;;
   esac
 }
@@ -275,6 +283,27 @@ add_kube_staging_replaces() { # work upstream_gomod
   log "  $(wc -w <<<"$mods") staging modules replaced with $staging_version"
 }
 
+# Repeats the upstream go.mod's `replace` directives whose target is another module version
+# (not a local ./ or ../ path, which is not in the module zip).
+add_upstream_module_replaces() { # work upstream_gomod
+  local work=$1 upstream=$2 lines
+  lines=$(awk '
+    /^replace \($/ { block = 1; next }
+    block && /^\)/ { block = 0; next }
+    { line = $0; sub(/^replace[[:space:]]+/, "", line) }
+    (block || $1 == "replace") && line ~ /=>/ {
+      split(line, side, "=>"); target = side[2]; gsub(/^[[:space:]]+|[[:space:]]+$/, "", target)
+      if (target !~ /^\.\.?\//) { gsub(/^[[:space:]]+/, "", line); print line }
+    }' "$upstream")
+  [[ -n "$lines" ]] || return 0
+  {
+    echo
+    echo "// The upstream module's own replaces (a dependency's go.mod replaces are ignored)."
+    while IFS= read -r line; do echo "replace $line"; done <<<"$lines"
+  } >>"$work/go.mod"
+  log "  $(wc -l <<<"$lines") upstream replace(s) repeated"
+}
+
 kube_ldflags() { # info_file
   local minor build_date
   minor=${KUBERNETES_VERSION#v1.}
@@ -395,6 +424,13 @@ build_component() { # component
         ldflags+=" -X $pkg_.k8sVersionMajor=1 -X $pkg_.k8sVersionMinor=${k8s_minor:-20}"
       done
       ;;
+    keda | keda-adapter)
+      # KEDA's go.mod carries module-to-module replaces (nexus-proto-annotations) that only a
+      # main module's go.mod applies: repeat them in the wrapper. Version flags as its Makefile.
+      add_upstream_module_replaces "$work" "$MOD_GOMOD"
+      ldflags+=" -X github.com/kedacore/keda/v2/version.Version=${ver#v}"
+      ldflags+=" -X github.com/kedacore/keda/v2/version.GitCommit=module-$ver"
+      ;;
     llm-d-inference-sim)
       # Resolve the graph first to see whether the cgo tokenizers binding is in it.
       (cd "$work" && go mod download "$module" >/dev/null 2>&1 && go list -deps "$pkg" 2>/dev/null) >"$work/deps.txt" || true
@@ -450,6 +486,11 @@ build_component() { # component
     mkdir -p "$tmp/stages"
     (cd "$MOD_DIR/kustomize/stage" &&
       find . -name '*.yaml' ! -name kustomization.yaml ! -path '*/testdata/*' -exec cp --parents {} "$tmp/stages/" \;)
+  fi
+  if [[ "$comp" == keda && -d "$MOD_DIR/config/crd/bases" ]]; then
+    # The operator watches ScaledObjects etc.: ship upstream's CRDs to apply to a test cluster.
+    mkdir -p "$tmp/crds"
+    cp "$MOD_DIR"/config/crd/bases/*.yaml "$tmp/crds/"
   fi
   cp "$work/go.mod" "$tmp/wrapper.go.mod"
   [[ -f "$work/go.sum" ]] && cp "$work/go.sum" "$tmp/wrapper.go.sum"
