@@ -553,8 +553,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use inferscale_metrics::parser::Format;
     use inferscale_metrics::histogram::Histogram;
+    use inferscale_metrics::parser::Format;
     use inferscale_metrics::profile::{GaugeSignal, HistogramSignal, RouteIndex};
     use inferscale_metrics::snapshot::EngineSnapshot;
 
