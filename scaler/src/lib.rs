@@ -8,6 +8,7 @@
 
 pub mod calibration;
 pub mod cli;
+pub mod controller;
 pub mod observe;
 pub mod policy;
 pub mod replica;

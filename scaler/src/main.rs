@@ -21,12 +21,21 @@ struct Cli {
 enum Command {
     /// Replay a trace against scaling policies and price them.
     Simulate(SimulateArgs),
+    /// Print the WarmPool CustomResourceDefinition (YAML).
+    Crd,
 }
 
 fn main() -> anyhow::Result<()> {
-    let Cli {
-        command: Command::Simulate(args),
-    } = Cli::parse();
+    match Cli::parse().command {
+        Command::Simulate(args) => simulate(args),
+        Command::Crd => {
+            print!("{}", inferscale_scaler::controller::crd::crd_yaml()?);
+            Ok(())
+        }
+    }
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let mut resolved = args.resolve()?;
     let trace = resolved.load_trace().context("loading the trace")?;
     resolved.size_initial_fleet(&trace);
