@@ -15,4 +15,5 @@ pub mod replica;
 pub mod report;
 pub mod sim;
 pub mod svg;
+pub mod time_to_ready;
 pub mod trace;

@@ -342,7 +342,17 @@ pub struct TierCapacity {
 
 /// A readiness tier.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
 )]
 pub enum Tier {
     /// A new pod that needed new capacity: created → Ready.
