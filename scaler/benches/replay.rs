@@ -8,7 +8,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use inferscale_scaler::calibration::{CostModel, ModelProfile, StartupTime};
 use inferscale_scaler::policy::kpa::{Kpa, DEFAULT_KPA_CONCURRENCY_TARGET};
-use inferscale_scaler::sim::{simulate, FleetConfig, Routing, SimConfig};
+use inferscale_scaler::replay::{simulate, FleetConfig, Routing, SimConfig};
 use inferscale_scaler::trace::{Synthetic, Trace};
 use std::time::Instant;
 
@@ -36,6 +36,7 @@ fn config() -> SimConfig {
                 median_secs: 2.0,
                 log_sigma: 0.3,
             },
+            node_provisioning_share: 0.6,
             cost: CostModel {
                 gpu_cost_per_hour: 2.5,
             },

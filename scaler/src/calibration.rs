@@ -2,7 +2,7 @@
 //! replica has, how long a replica takes to become ready or to wake, and what it costs.
 //!
 //! Owns: the named constants and the closed-form step-time model built from them.
-//! Does not own: scheduling (see [`crate::replica`]) or the event loop (see [`crate::sim`]).
+//! Does not own: scheduling (see [`crate::replica`]) or the event loop (see [`crate::replay`]).
 //!
 //! # Where the numbers come from
 //!
@@ -256,6 +256,12 @@ pub const TIME_TO_READY_LOG_SIGMA: f64 = 0.25;
 pub const SLEEP_WAKE_MEDIAN_SECS: f64 = 2.0;
 /// Spread of wake time (log-sd); host-memory contention gives a modest tail.
 pub const SLEEP_WAKE_LOG_SIGMA: f64 = 0.3;
+
+/// Share of a cold start spent provisioning the GPU node (the rest: image pull, weight load,
+/// CUDA-graph capture). Node provisioning is commonly 3–4 min on the large clouds' GPU pools
+/// and an 8B model's pod start 1–2 min, so at a 300 s cold start the node is ~60 % of it. A
+/// placeholder pod that keeps the node up saves this share. Our assumption, not a measurement.
+pub const NODE_PROVISIONING_SHARE: f64 = 0.6;
 
 /// Cost of the fleet.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

@@ -5,18 +5,23 @@
 //! Does not own: printing and process exit (the binary), or any simulation logic.
 
 use crate::calibration::{
-    CostModel, ModelProfile, StartupTime, SLEEP_WAKE_LOG_SIGMA, SLEEP_WAKE_MEDIAN_SECS,
-    TIME_TO_READY_LOG_SIGMA,
+    CostModel, ModelProfile, StartupTime, NODE_PROVISIONING_SHARE, SLEEP_WAKE_LOG_SIGMA,
+    SLEEP_WAKE_MEDIAN_SECS, TIME_TO_READY_LOG_SIGMA,
+};
+use crate::decision::forecast::ForecastSettings;
+use crate::decision::readiness::TimeToReady;
+use crate::decision::{
+    Bounds, Cost, Objective, Settings, TierSetting, TierTimes, Tiers, WorkModel,
 };
 use crate::policy::hpa::{Behavior, Hpa, DEFAULT_CPU_TARGET, DEFAULT_QUEUE_TARGET_PER_POD};
 use crate::policy::keda::Keda;
 use crate::policy::kpa::{Kpa, DEFAULT_AIBRIX_KV_TARGET, DEFAULT_KPA_CONCURRENCY_TARGET};
 use crate::policy::warm_pool::{
-    WarmPool, WarmPoolConfig, DEFAULT_COST_RATIO, DEFAULT_WARM_POOL_UTILISATION,
+    WarmPool, DEFAULT_COST_RATIO, DEFAULT_WARM_POOL_UTILISATION, WARM_POOL_PERIOD_SECS,
 };
 use crate::policy::{oracle, Policy, PolicyError, PolicyKind};
+use crate::replay::{simulate, FleetConfig, Routing, RunResult, SimConfig, SimError};
 use crate::report::{PolicyRow, Report, ReportError};
-use crate::sim::{simulate, FleetConfig, Routing, RunResult, SimConfig, SimError};
 use crate::svg;
 use crate::trace::{Synthetic, Trace, TraceError};
 use std::path::{Path, PathBuf};
@@ -249,6 +254,7 @@ impl SimulateArgs {
                     initial_replicas: initial,
                     time_to_ready: ttr,
                     wake,
+                    node_provisioning_share: NODE_PROVISIONING_SHARE,
                     cost: CostModel {
                         gpu_cost_per_hour: self.gpu_cost_per_hour,
                     },
@@ -313,16 +319,40 @@ impl Resolved {
             PolicyKind::Keda => Box::new(Keda::new(self.queue_target, min, max)?),
             PolicyKind::Kpa => Box::new(Kpa::knative(self.concurrency_target, min, max)?),
             PolicyKind::Aibrix => Box::new(Kpa::aibrix(self.kv_target, min, max)?),
-            PolicyKind::WarmPool => Box::new(WarmPool::new(WarmPoolConfig {
-                prior_time_to_ready: f.time_to_ready.quantile(0.9),
-                prefill_secs_per_token: oracle::prefill_secs_per_token(&f.profile),
-                decode_secs_per_token: oracle::decode_secs_per_token(&f.profile),
-                prior_capacity: self.warm_utilisation,
-                slo_ttft_secs: self.config.slo_ttft_secs,
-                cost_ratio: self.cost_ratio,
-                min,
-                max,
-            })?),
+            PolicyKind::WarmPool => {
+                let cold = f.time_to_ready;
+                Box::new(WarmPool::new(
+                    Settings {
+                        objective: Objective {
+                            ttft_secs: self.config.slo_ttft_secs,
+                            attainment: self.slo_attainment,
+                        },
+                        cost: Cost::from_ratio(f.cost.gpu_cost_per_hour, self.cost_ratio),
+                        tiers: Tiers {
+                            sleeping: TierSetting::OFF,
+                            placeholder: TierSetting::OFF,
+                        },
+                        bounds: Bounds {
+                            min_replicas: min,
+                            max_replicas: max,
+                        },
+                        work: WorkModel {
+                            prefill_secs_per_token: oracle::prefill_secs_per_token(&f.profile),
+                            decode_secs_per_token: oracle::decode_secs_per_token(&f.profile),
+                            prior_capacity: self.warm_utilisation,
+                        },
+                        forecast: ForecastSettings::default(),
+                        decision_period_secs: WARM_POOL_PERIOD_SECS,
+                    },
+                    TierTimes {
+                        cold: TimeToReady::prior(cold.median_secs),
+                        placeholder: TimeToReady::prior(
+                            cold.median_secs * (1.0 - f.node_provisioning_share),
+                        ),
+                        wake: TimeToReady::prior(f.wake.median_secs),
+                    },
+                )?)
+            }
             PolicyKind::Oracle => {
                 return Err(CliError::Invalid(vec![
                     "the oracle is built by searching, not by name".to_owned(),

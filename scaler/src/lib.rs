@@ -9,11 +9,11 @@
 pub mod calibration;
 pub mod cli;
 pub mod controller;
+pub mod decision;
 pub mod observe;
 pub mod policy;
+pub mod replay;
 pub mod replica;
 pub mod report;
-pub mod sim;
 pub mod svg;
-pub mod time_to_ready;
 pub mod trace;

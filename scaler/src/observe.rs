@@ -107,8 +107,12 @@ pub struct Observation {
     pub ready: u32,
     /// Serving pods still starting or waking.
     pub starting: u32,
-    /// Warm pods (sleeping, or starting to become warm).
-    pub warm: u32,
+    /// Sleeping pods (asleep, or starting or draining toward sleep).
+    pub sleeping: u32,
+    /// Placeholder pods holding a GPU node.
+    pub placeholders: u32,
+    /// Serving pods not Ready yet, with their ages and where they come from.
+    pub pending: Vec<crate::decision::Pending>,
     /// Serving replicas currently requested (the deployment's `spec.replicas`).
     pub desired_serving: u32,
     /// Requests that reached the gateway so far (a counter; policies difference it).
@@ -117,8 +121,9 @@ pub struct Observation {
     pub arrival_prompt_tokens_total: f64,
     /// Requests held at the gateway because no pod could take them.
     pub gateway_queue: usize,
-    /// Cold-start durations of pods that became ready since the last decision, seconds.
-    pub new_ready_durations: Vec<f64>,
+    /// Start or wake durations of pods that became ready since the last decision, seconds,
+    /// by where they came from (cold, placeholder, sleeping).
+    pub new_ready_durations: Vec<(crate::decision::Tier, f64)>,
 }
 
 /// A pod's newest signals (all models combined), as the adapter would serve them.

@@ -4,7 +4,7 @@
 //! the waiting queue), KV-block accounting with recompute preemption, step timing through the
 //! [`ModelProfile`], and the cumulative counters and TTFT histogram a real vLLM would expose,
 //! emitted as an [`EngineSnapshot`] at each scrape.
-//! Does not own: routing, replica lifecycle (cold start, sleep) or time (see [`crate::sim`]).
+//! Does not own: routing, replica lifecycle (cold start, sleep) or time (see [`crate::replay`]).
 //!
 //! The scheduler follows vLLM V1's shape in simplified form: each step has a token budget;
 //! running sequences are served in admission order (a decode costs one token, an unfinished

@@ -4,7 +4,7 @@
 //! attainment, and rendering the table.
 //! Does not own: running simulations or plotting (see [`crate::svg`]).
 
-use crate::sim::RunResult;
+use crate::replay::RunResult;
 use serde::Serialize;
 use std::fmt::Write as _;
 

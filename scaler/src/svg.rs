@@ -3,10 +3,10 @@
 //!
 //! Owns: the timeline plot (demand vs ready and GPU-holding replicas over time) and the TTFT
 //! CDF plot (all policies, log-scaled latency axis, the objective marked).
-//! Does not own: the numbers (see [`crate::sim`], [`crate::report`]). Nothing here can fail,
+//! Does not own: the numbers (see [`crate::replay`], [`crate::report`]). Nothing here can fail,
 //! so the module has no error type.
 
-use crate::sim::RunResult;
+use crate::replay::RunResult;
 use std::fmt::Write as _;
 
 const WIDTH: f64 = 900.0;

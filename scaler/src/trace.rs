@@ -3,7 +3,7 @@
 //!
 //! Owns: the [`Request`] and [`Trace`] types, the CSV parser, time scaling, and the
 //! `kind:key=value,...` synthetic specs (Poisson, diurnal, bursts, ramps).
-//! Does not own: what happens to a request once it arrives (see [`crate::sim`]).
+//! Does not own: what happens to a request once it arrives (see [`crate::replay`]).
 //!
 //! The Azure 2023 traces (Patel et al., "Splitwise", ISCA 2024; CC-BY-4.0) have a header
 //! `TIMESTAMP,ContextTokens,GeneratedTokens`, timestamps like `2023-11-16 18:17:03.9799600`,

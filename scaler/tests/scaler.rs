@@ -5,7 +5,7 @@
 use inferscale_scaler::calibration::{CostModel, ModelProfile, StartupTime};
 use inferscale_scaler::observe::{Observation, PodPhase, SignalPath};
 use inferscale_scaler::policy::{Decision, Policy};
-use inferscale_scaler::sim::{simulate, FleetConfig, Routing, RunResult, SimConfig};
+use inferscale_scaler::replay::{simulate, FleetConfig, Routing, RunResult, SimConfig};
 use inferscale_scaler::trace::{Request, Synthetic, Trace};
 
 /// A policy that holds a fixed size and remembers what it saw.
@@ -41,6 +41,7 @@ fn config(profile: ModelProfile, replicas: (u32, u32, u32), routing: Routing) ->
             max_replicas: replicas.2,
             time_to_ready: StartupTime::new(60.0, 0.25).unwrap(),
             wake: StartupTime::new(2.0, 0.3).unwrap(),
+            node_provisioning_share: 0.6,
             cost: CostModel {
                 gpu_cost_per_hour: 2.0,
             },

@@ -4,7 +4,7 @@
 //! ([`PolicyKind`]) the CLI names. Each policy lives in its own module: [`hpa`] (Kubernetes
 //! HPA, on queue depth or a CPU-like utilisation), [`keda`], [`kpa`] (Knative KPA and the
 //! AIBrix-like variant), [`warm_pool`] (inferscale's own) and [`oracle`] (clairvoyant).
-//! Does not own: acting on decisions (pods, routing, costs — see [`crate::sim`]).
+//! Does not own: acting on decisions (pods, routing, costs — see [`crate::replay`]).
 
 pub mod hpa;
 pub mod keda;
@@ -36,14 +36,20 @@ pub enum PolicyError {
 pub struct Decision {
     /// Serving replicas (the deployment's `spec.replicas`).
     pub serving: u32,
-    /// Warm replicas kept asleep (vLLM sleep mode) to wake in seconds; 0 for every policy but
+    /// Replicas kept asleep (vLLM sleep mode) to wake in seconds; 0 for every policy but
     /// the warm pool.
-    pub warm: u32,
+    pub sleeping: u32,
+    /// Placeholder pods holding GPU nodes; 0 for every policy but the warm pool.
+    pub placeholders: u32,
 }
 
 impl Decision {
     pub fn serving(serving: u32) -> Decision {
-        Decision { serving, warm: 0 }
+        Decision {
+            serving,
+            sleeping: 0,
+            placeholders: 0,
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! Owns: turning a trace into per-window work (replica-seconds of prefill and decode at a
 //! reference batch, from the calibration's step model), the plan of replicas over time for a
 //! headroom factor, and the search for the smallest headroom that meets a target attainment.
-//! Does not own: simulating the plan (it is replayed by [`crate::sim`] like any policy).
+//! Does not own: simulating the plan (it is replayed by [`crate::replay`] like any policy).
 //!
 //! It is a lower bound in practice rather than in proof: the search is over one headroom
 //! factor applied to a work estimate, not over every possible schedule. It still beats
@@ -14,7 +14,7 @@
 use super::{Decision, Policy};
 use crate::calibration::ModelProfile;
 use crate::observe::{Observation, SignalPath};
-use crate::sim::{simulate, RunResult, SimConfig, SimError};
+use crate::replay::{simulate, RunResult, SimConfig, SimError};
 use crate::trace::Trace;
 
 /// Plan granularity, seconds: the Azure code trace has bursts of ~1M prompt tokens within

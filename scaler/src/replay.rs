@@ -11,6 +11,7 @@
 //! doing (starting, serving, draining, asleep), because that is what a cloud bills for.
 
 use crate::calibration::{CalibrationError, CostModel, ModelProfile, StartupTime};
+use crate::decision::{Pending, Tier};
 use crate::observe::{self, Observation, PodPhase, PodView, SignalPath};
 use crate::policy::{Decision, Policy};
 use crate::replica::{Replica, RequestState, Sequence};
@@ -62,6 +63,8 @@ pub struct FleetConfig {
     pub time_to_ready: StartupTime,
     /// Wake from vLLM sleep mode.
     pub wake: StartupTime,
+    /// Share of a cold start spent provisioning the node (what a placeholder saves).
+    pub node_provisioning_share: f64,
     pub cost: CostModel,
     pub routing: Routing,
 }
@@ -201,6 +204,8 @@ enum Lifecycle {
     },
     Sleeping,
     Waking,
+    /// A low-priority pod that holds a GPU node (ready for a replica from `node_ready_at`).
+    Placeholder,
     Gone,
 }
 
@@ -210,6 +215,12 @@ struct Pod {
     replica: Replica,
     history: ScrapeHistory,
     created_at: f64,
+    /// Where a starting or waking pod's capacity comes from (cold, a placeholder's node, sleep).
+    from: Tier,
+    /// When the current start or wake began (pending ages, learned time-to-ready).
+    phase_since: f64,
+    /// When a placeholder's node is up (node provisioning done).
+    node_ready_at: f64,
     /// Busy seconds and time at the previous decision (for the CPU-like utilisation).
     busy_mark: (f64, f64),
 }
@@ -229,7 +240,7 @@ struct Fleet<'a> {
     held_gpus: u32,
     gpu_secs: f64,
     finished: usize,
-    new_ready_durations: Vec<f64>,
+    new_ready_durations: Vec<(Tier, f64)>,
     desired: Decision,
 }
 
@@ -243,21 +254,51 @@ impl<'a> Fleet<'a> {
         });
     }
 
-    fn add_pod(&mut self, now: f64, life: Lifecycle) {
+    fn push_pod(&mut self, now: f64, life: Lifecycle, from: Tier) -> usize {
         let id = self.pods.len();
         self.pods.push(Pod {
             life,
             replica: Replica::new(&self.config.fleet.profile),
             history: self.path.history(),
             created_at: now,
+            from,
+            phase_since: now,
+            node_ready_at: now,
             busy_mark: (0.0, now),
         });
         self.active.push(id);
         self.held_gpus += 1;
-        if let Lifecycle::Starting { .. } = life {
-            let ready_in = self.config.fleet.time_to_ready.sample(&mut self.rng);
-            self.schedule(now + ready_in, EventKind::Ready(id));
-        }
+        id
+    }
+
+    /// A serving pod already Ready (the initial fleet).
+    fn add_ready_pod(&mut self, now: f64) {
+        self.push_pod(now, Lifecycle::Ready, Tier::Awake);
+    }
+
+    /// A new pod that starts a replica: a full cold start, or — on a node a placeholder kept —
+    /// only the pod's own share of it (image pull, weight load, graph capture), after the node
+    /// is up.
+    fn start_pod(&mut self, now: f64, to_sleep: bool, node_ready_at: Option<f64>) {
+        let fleet = &self.config.fleet;
+        let draw = fleet.time_to_ready.sample(&mut self.rng);
+        let (from, ready_at) = match node_ready_at {
+            None => (Tier::Cold, now + draw),
+            Some(node) => (
+                Tier::Placeholder,
+                node.max(now) + draw * (1.0 - fleet.node_provisioning_share),
+            ),
+        };
+        let id = self.push_pod(now, Lifecycle::Starting { to_sleep }, from);
+        self.schedule(ready_at, EventKind::Ready(id));
+    }
+
+    /// A placeholder: its node is up after the node-provisioning share of a cold start.
+    fn add_placeholder(&mut self, now: f64) {
+        let fleet = &self.config.fleet;
+        let draw = fleet.time_to_ready.sample(&mut self.rng);
+        let id = self.push_pod(now, Lifecycle::Placeholder, Tier::Placeholder);
+        self.pods[id].node_ready_at = now + draw * fleet.node_provisioning_share;
     }
 
     fn remove_pod(&mut self, id: usize) {
@@ -285,7 +326,7 @@ impl<'a> Fleet<'a> {
         })
     }
 
-    fn warm_count(&self) -> u32 {
+    fn sleeping_count(&self) -> u32 {
         self.count(|l| {
             matches!(
                 l,
@@ -369,39 +410,50 @@ impl<'a> Fleet<'a> {
         let serving = decision
             .serving
             .clamp(fleet.min_replicas, fleet.max_replicas);
-        let warm = decision
-            .warm
+        let sleeping = decision
+            .sleeping
             .min(fleet.max_replicas.saturating_sub(serving));
-        self.desired = Decision { serving, warm };
+        let placeholders = decision.placeholders;
+        self.desired = Decision {
+            serving,
+            sleeping,
+            placeholders,
+        };
         let mut current = self.serving_count();
-        // Scale up: wake the warm pool first, then adopt warm pods still starting, then cold.
+        // Scale up, quickest capacity first: wake a sleeper, adopt a pod starting or draining
+        // toward sleep, start on a node a placeholder holds (preempting it), else cold.
         while current < serving {
             if let Some(id) = self.find(|l| l == Lifecycle::Sleeping) {
                 self.pods[id].life = Lifecycle::Waking;
+                self.pods[id].phase_since = now;
                 let wake_in = self.config.fleet.wake.sample(&mut self.rng);
                 self.schedule(now + wake_in, EventKind::Woken(id));
             } else if let Some(id) = self.find(|l| l == Lifecycle::Starting { to_sleep: true }) {
                 self.pods[id].life = Lifecycle::Starting { to_sleep: false };
             } else if let Some(id) = self.find(|l| l == Lifecycle::Draining { then_sleep: true }) {
                 self.pods[id].life = Lifecycle::Ready;
+            } else if let Some(id) = self.placeholder_to_preempt() {
+                let node_ready_at = self.pods[id].node_ready_at;
+                self.remove_pod(id);
+                self.start_pod(now, false, Some(node_ready_at));
             } else {
-                self.add_pod(now, Lifecycle::Starting { to_sleep: false });
+                self.start_pod(now, false, None);
             }
             current += 1;
         }
         // Scale down: unready pods first (as the ReplicaSet controller does), newest first;
         // then the least-loaded ready pods, which drain before they go.
         while current > serving {
-            let warm_room = self.warm_count() < warm;
+            let sleep_room = self.sleeping_count() < sleeping;
             if let Some(id) = self.find_last(|l| l == Lifecycle::Starting { to_sleep: false }) {
-                if warm_room {
+                if sleep_room {
                     self.pods[id].life = Lifecycle::Starting { to_sleep: true };
                 } else {
                     self.remove_pod(id);
                 }
             } else if let Some(id) = self.least_loaded_ready() {
                 self.pods[id].life = Lifecycle::Draining {
-                    then_sleep: warm_room,
+                    then_sleep: sleep_room,
                 };
                 self.finish_draining_if_idle(id);
             } else if let Some(id) = self.find(|l| l == Lifecycle::Waking) {
@@ -412,13 +464,13 @@ impl<'a> Fleet<'a> {
             }
             current -= 1;
         }
-        // The warm pool.
-        let mut warm_now = self.warm_count();
-        while warm_now < warm {
-            self.add_pod(now, Lifecycle::Starting { to_sleep: true });
-            warm_now += 1;
+        // The sleeping pool.
+        let mut asleep = self.sleeping_count();
+        while asleep < sleeping {
+            self.start_pod(now, true, None);
+            asleep += 1;
         }
-        while warm_now > warm {
+        while asleep > sleeping {
             if let Some(id) = self.find(|l| l == Lifecycle::Sleeping) {
                 self.remove_pod(id);
             } else if let Some(id) = self.find_last(|l| l == Lifecycle::Starting { to_sleep: true })
@@ -429,8 +481,34 @@ impl<'a> Fleet<'a> {
             } else {
                 break;
             }
-            warm_now -= 1;
+            asleep -= 1;
         }
+        // Placeholders.
+        let mut held = self.count(|l| l == Lifecycle::Placeholder);
+        while held < placeholders {
+            self.add_placeholder(now);
+            held += 1;
+        }
+        while held > placeholders {
+            match self.find_last(|l| l == Lifecycle::Placeholder) {
+                Some(id) => self.remove_pod(id),
+                None => break,
+            }
+            held -= 1;
+        }
+    }
+
+    /// The placeholder whose node is up soonest.
+    fn placeholder_to_preempt(&self) -> Option<usize> {
+        self.active
+            .iter()
+            .copied()
+            .filter(|&id| self.pods[id].life == Lifecycle::Placeholder)
+            .min_by(|&a, &b| {
+                self.pods[a]
+                    .node_ready_at
+                    .total_cmp(&self.pods[b].node_ready_at)
+            })
     }
 
     fn find(&self, pred: impl Fn(Lifecycle) -> bool) -> Option<usize> {
@@ -470,16 +548,31 @@ impl<'a> Fleet<'a> {
     fn observe(&mut self, now: f64, arrivals: u64, arrival_tokens: f64) -> Observation {
         let mut pods = Vec::with_capacity(self.active.len());
         let (mut ready, mut starting) = (0, 0);
+        let mut pending = Vec::new();
         for &id in &self.active {
             let pod = &mut self.pods[id];
+            if matches!(
+                pod.life,
+                Lifecycle::Starting { to_sleep: false } | Lifecycle::Waking
+            ) {
+                pending.push(Pending {
+                    age_secs: now - pod.phase_since,
+                    from: if pod.life == Lifecycle::Waking {
+                        Tier::Sleeping
+                    } else {
+                        pod.from
+                    },
+                });
+            }
             let phase = match pod.life {
                 Lifecycle::Starting { to_sleep: false } => PodPhase::Starting,
                 Lifecycle::Ready => PodPhase::Ready,
                 Lifecycle::Draining { .. } => PodPhase::Draining,
                 Lifecycle::Waking => PodPhase::Waking,
-                Lifecycle::Sleeping | Lifecycle::Starting { to_sleep: true } | Lifecycle::Gone => {
-                    continue
-                }
+                Lifecycle::Sleeping
+                | Lifecycle::Starting { to_sleep: true }
+                | Lifecycle::Placeholder
+                | Lifecycle::Gone => continue,
             };
             match phase {
                 PodPhase::Ready => ready += 1,
@@ -511,7 +604,9 @@ impl<'a> Fleet<'a> {
             fleet,
             ready,
             starting,
-            warm: self.warm_count(),
+            sleeping: self.sleeping_count(),
+            placeholders: self.count(|l| l == Lifecycle::Placeholder),
+            pending,
             desired_serving: self.desired.serving,
             arrivals_total: arrivals,
             arrival_prompt_tokens_total: arrival_tokens,
@@ -572,7 +667,7 @@ pub fn simulate(
         desired: Decision::serving(config.fleet.initial_replicas),
     };
     for _ in 0..config.fleet.initial_replicas {
-        fleet.add_pod(0.0, Lifecycle::Ready);
+        fleet.add_ready_pod(0.0);
     }
     let capacity_tokens = config.fleet.profile.kv_capacity_tokens();
     let timeline_step = (trace.duration() / TIMELINE_POINTS).max(MIN_TIMELINE_STEP_SECS);
@@ -630,8 +725,10 @@ pub fn simulate(
             }
             EventKind::Ready(id) => {
                 if let Lifecycle::Starting { to_sleep } = fleet.pods[id].life {
-                    let took = now - fleet.pods[id].created_at;
-                    fleet.new_ready_durations.push(took);
+                    let pod = &fleet.pods[id];
+                    fleet
+                        .new_ready_durations
+                        .push((pod.from, now - pod.phase_since));
                     fleet.pods[id].life = if to_sleep {
                         Lifecycle::Sleeping
                     } else {
@@ -643,6 +740,8 @@ pub fn simulate(
             }
             EventKind::Woken(id) => {
                 if fleet.pods[id].life == Lifecycle::Waking {
+                    let took = now - fleet.pods[id].phase_since;
+                    fleet.new_ready_durations.push((Tier::Sleeping, took));
                     fleet.pods[id].life = Lifecycle::Ready;
                     fleet.pods[id].busy_mark = (fleet.pods[id].replica.busy_secs, now);
                     fleet.drain_gateway(now);

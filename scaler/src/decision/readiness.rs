@@ -1,12 +1,15 @@
 //! Time-to-ready learned as a distribution: a log-normal fitted to observed durations,
-//! weighted toward recent ones.
+//! weighted toward recent ones. One learner for the live controller and the simulator's
+//! warm-pool policy (written by the controller engineer on i11-controller, moved here so
+//! there is one home).
 //!
 //! Owns: the fit ([`TimeToReady`]) — its update from one observation, its quantiles (through
 //! statrs' `LogNormal`), and the small state that survives a restart (mean and variance of
 //! ln(seconds), effective weight, sample count), which the controller keeps in the WarmPool's
 //! status.
-//! Does not own: where the durations come from (pod lifecycle and wake calls, see
-//! `controller::pods`) or what horizon is chosen from them.
+//! Does not own: where the durations come from (pod lifecycle and wake calls in a cluster,
+//! the replay's pod events in the simulator) or what horizon is chosen from them (see
+//! [`super::decide`]).
 //!
 //! Why log-normal: a cold start is a sum of stages that each scale (node provisioning, image
 //! pull, weight load, graph capture), so its logarithm is close to normal and its right tail
