@@ -23,6 +23,8 @@ enum Command {
     Simulate(SimulateArgs),
     /// Print the WarmPool CustomResourceDefinition (YAML).
     Crd,
+    /// Run the warm-pool controller in a cluster (kubeconfig or in-cluster config).
+    Run(inferscale_scaler::controller::RunArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,7 +34,21 @@ fn main() -> anyhow::Result<()> {
             print!("{}", inferscale_scaler::controller::crd::crd_yaml()?);
             Ok(())
         }
+        Command::Run(args) => run_controller(args),
     }
+}
+
+fn run_controller(args: inferscale_scaler::controller::RunArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(inferscale_scaler::controller::run(args))?;
+    Ok(())
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {

@@ -8,6 +8,9 @@
 //! two drift.
 //! Does not own: what the controller does with a pool (see [`super::reconcile`]).
 
+// kube's `printcolumn(...)` arguments repeat `type_` once per column by design.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -96,9 +99,6 @@ pub const CRD_PATH: &str = "deploy/components/warm-pool/crd.yaml";
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
-    "!has(self.tiers) || !has(self.tiers.awakeIdle) || self.tiers.awakeIdle.maxReplicas <= self.bounds.maxReplicas"
-).message("tiers.awakeIdle.maxReplicas must not exceed bounds.maxReplicas"))]
-#[x_kube(validation = Rule::new(
     "!has(self.tiers) || !has(self.tiers.sleeping) || self.tiers.sleeping.maxReplicas <= self.bounds.maxReplicas"
 ).message("tiers.sleeping.maxReplicas must not exceed bounds.maxReplicas"))]
 pub struct WarmPoolSpec {
@@ -111,13 +111,17 @@ pub struct WarmPoolSpec {
     pub cost: Cost,
     /// Replica bounds of the recommendation.
     pub bounds: Bounds,
-    /// Readiness tiers the pool may use besides cold starts; a tier that is absent is not
-    /// used. Default: none, so the pool only recommends replicas ahead of demand.
+    /// Readiness tiers the pool may use besides awake replicas and cold starts; a tier that is
+    /// absent is not used. Default: none, so the pool keeps its headroom awake (an idle awake
+    /// replica serves at once for the same GPU price) and recommends replicas ahead of demand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiers: Option<Tiers>,
     /// How demand is forecast.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<ForecastSettings>,
+    /// What a request costs a replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_model: Option<WorkModel>,
     /// Seconds between decisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 5, max = 300))]
@@ -206,9 +210,6 @@ pub struct Bounds {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Tiers {
-    /// Replicas kept awake and idle: serve at once, cost a full GPU.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub awake_idle: Option<AwakeIdleTier>,
     /// Replicas put to sleep with vLLM sleep mode (`--enable-sleep-mode`, and
     /// `VLLM_SERVER_DEV_MODE=1` for the endpoints): seconds to wake, still hold their GPU,
     /// taken out of the Service while asleep.
@@ -218,15 +219,6 @@ pub struct Tiers {
     /// tolerations, keeping a GPU node up for a real replica to preempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placeholder: Option<PlaceholderTier>,
-}
-
-/// Settings of the awake-and-idle tier.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct AwakeIdleTier {
-    /// Most idle awake replicas kept beyond the forecast.
-    #[schemars(range(min = 0, max = 1000))]
-    pub max_replicas: u32,
 }
 
 /// Settings of the sleeping tier.
@@ -278,18 +270,43 @@ pub struct PlaceholderTier {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ForecastSettings {
-    /// Quantile of the learned cold-start time used as the forecast horizon (default 0.95).
+    /// Window at which bursts are measured, seconds (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.5, max = 0.999))]
-    pub horizon_quantile: Option<f64>,
-    /// Coverage of the prediction interval (default 0.8).
+    #[schemars(range(min = 1, max = 600))]
+    pub burst_window_seconds: Option<u32>,
+    /// How long burst samples are remembered, seconds (default 1800).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.5, max = 0.99))]
-    pub interval: Option<f64>,
-    /// Time-to-ready assumed until one has been observed, seconds (default 180).
+    #[schemars(range(min = 60, max = 604800))]
+    pub memory_seconds: Option<u32>,
+    /// Seasonal period, seconds (86400 for a daily cycle); none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 600, max = 2419200))]
+    pub season_seconds: Option<u32>,
+    /// Cold-start time assumed until one has been observed, seconds (default 180).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600))]
     pub prior_time_to_ready_seconds: Option<u32>,
+}
+
+/// What a request costs a replica, for sizing. The defaults describe Llama-3.1-8B in BF16 on
+/// an H100; the per-replica capacity is then learned from the fleet's TTFT, which absorbs a
+/// constant error in these.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkModel {
+    /// Replica-seconds one prompt token costs (prefill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0").message("prefillSecondsPerToken must be positive"))]
+    pub prefill_seconds_per_token: Option<f64>,
+    /// Replica-seconds one generated token costs in a busy batch (decode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0").message("decodeSecondsPerToken must be positive"))]
+    pub decode_seconds_per_token: Option<f64>,
+    /// Share of a replica's time it can be kept busy within the objective, until learned
+    /// (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.05, max = 1.5))]
+    pub prior_capacity: Option<f64>,
 }
 
 /// What the controller saw and decided.
@@ -384,34 +401,44 @@ pub struct TimeToReadyStatus {
     pub p50_seconds: f64,
     /// 95th percentile, seconds.
     pub p95_seconds: f64,
-    /// Observations so far.
+    /// Observations behind the estimate (0: the prior).
     pub samples: u64,
-    /// Mean of ln(seconds), weighted toward recent observations (the fit's state).
-    pub log_mean: f64,
-    /// Variance of ln(seconds), same weighting.
-    pub log_variance: f64,
-    /// Effective weight of the observations in the fit (saturates so the fit keeps learning).
+    /// Effective weight of the observations in the fit (saturates, so it keeps learning).
     pub weight: f64,
+    /// Weighted mean of ln(seconds): with `logVariance` and `weight`, the fit's whole state.
+    pub log_mean: f64,
+    /// Weighted variance of ln(seconds).
+    pub log_variance: f64,
+    /// When the latest observation counted became Ready (RFC 3339): starts at or before it
+    /// are not counted again after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_observed_time: Option<String>,
+}
+
+/// A forecast value with its interval.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Estimate {
+    pub expected: f64,
+    /// 5th percentile of the burst-grain scenarios.
+    pub low: f64,
+    /// 95th percentile.
+    pub high: f64,
 }
 
 /// The demand forecast at the horizon.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ForecastStatus {
-    /// How far ahead, seconds (the learned cold-start quantile).
+    /// How far ahead, seconds (the learned p95 cold start).
     pub horizon_seconds: f64,
-    /// Demand now, in replicas' worth of work.
-    pub current_replicas: f64,
-    /// Forecast at the horizon, replicas' worth of work.
-    pub replicas: f64,
-    /// Lower bound of the prediction interval.
-    pub lower_replicas: f64,
-    /// Upper bound of the prediction interval.
-    pub upper_replicas: f64,
-    /// Coverage of the interval (e.g. 0.8).
-    pub interval: f64,
-    /// Request rate the forecast was made from, requests per second.
-    pub requests_per_second: f64,
+    /// Requests per second at the horizon.
+    pub requests_per_second: Estimate,
+    /// Offered work at the horizon, in replicas kept fully busy.
+    pub work: Estimate,
+    /// Request rate measured when the forecast was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_requests_per_second: Option<f64>,
     /// When it was made (RFC 3339).
     pub time: String,
 }
@@ -422,37 +449,41 @@ pub struct ForecastStatus {
 pub struct DecisionStatus {
     /// When (RFC 3339).
     pub time: String,
-    /// ScaleUp, Wake, Sleep, AddPlaceholders, RemovePlaceholders, ScaleDown or Hold.
+    /// scale_up, scale_down, wake or hold.
     pub action: String,
-    /// Why, in words.
+    /// What was seen, what was chosen, why.
     pub message: String,
-    /// Recommended replicas before this decision.
-    pub previous_recommended: u32,
-    /// Recommended replicas after it.
-    pub recommended: u32,
-    /// Target per tier after it.
-    pub target: TierTarget,
-    /// Expected cost per hour of the plan: GPUs held, and requests expected to miss.
+    /// Replicas recommended to the HPA (serving and sleeping).
+    pub recommended_replicas: u32,
+    /// Serving replicas wanted.
+    pub serving: u32,
+    /// Sleeping replicas wanted.
+    pub sleeping: u32,
+    /// Placeholders wanted.
+    pub placeholders: u32,
+    /// Sleeping replicas woken by this decision.
+    pub woken: u32,
+    /// Serving replicas put to sleep by this decision.
+    pub put_to_sleep: u32,
+    /// Learned work one replica sustains within the objective.
+    pub capacity_per_replica: f64,
+    /// Expected cost per hour of the plan.
     pub expected_cost_per_hour: ExpectedCost,
 }
 
-/// What a decision aims for per tier.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TierTarget {
-    pub awake: u32,
-    pub sleeping: u32,
-    pub placeholders: u32,
-}
-
-/// Expected cost per hour, in the spec's currency (or in replica-hours with a ratio).
+/// Expected cost per hour, in the spec's currency (in replica-hours when only a ratio is set).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExpectedCost {
     /// GPUs held by every tier.
     pub capacity: f64,
-    /// Requests expected to miss the objective, priced.
+    /// Requests expected to miss the objective per hour.
     pub misses: f64,
+    /// Those misses, priced.
+    pub miss_cost: f64,
+    pub total: f64,
+    /// Expected share of requests within the objective.
+    pub attainment: f64,
 }
 
 /// Short strings for `kubectl get` columns.
