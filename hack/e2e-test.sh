@@ -16,6 +16,6 @@ cd "$(dirname "$0")/.."
 hack/build-binaries.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
 profile_flag=()
 [[ "${INFERSCALE_E2E_PROFILE:-debug}" == release ]] && profile_flag=(--release)
-cargo build --quiet "${profile_flag[@]}" -p inferscale-adapter -p inferscale-sim
+cargo build --quiet "${profile_flag[@]}" -p inferscale-adapter -p inferscale-sim -p inferscale-scaler
 
 exec python3 -m pytest tests/e2e -x -q -p no:cacheprovider "$@"

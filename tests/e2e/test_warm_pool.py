@@ -1,0 +1,273 @@
+"""End-to-end: the warm-pool controller (``scaler run``) on the real control plane.
+
+The WarmPool CRD, the placeholder PriorityClass and the controller's RBAC are applied from
+deploy/components/warm-pool as shipped; the controller runs on the host as its service
+account's user (a client certificate with that name), reads demand through the aggregator
+from the adapter like any client, and elects a leader through a Lease. Fake pods take a
+configurable time to turn Ready (``e2e.inferscale.dev/ready-after-seconds``), so there is a
+cold start to beat.
+
+a. a predictable ramp: the controller raises its recommendation ahead of the load and the
+   fleet is Ready before the queue passes its target; the same ramp with HPA-on-queue alone;
+   both report their TTFT-objective misses;
+b. placeholders are preempted by real replicas when the GPU node is full (the real
+   scheduler's preemption), and the start is learned as a placeholder-tier start;
+c. a sleeping replica is out of the Service and never served as capacity while asleep, and
+   is woken and serving within its wake time;
+d. a forecast of zero never drops the HPA below its reactive answer;
+e. two controller replicas: the leader is killed, the other takes over, no decision is lost;
+f. an invalid WarmPool is refused by the apiserver with the validation message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .cluster import (ADAPTER_NAMESPACE, READY_AFTER_ANNOTATION, REPO, Cluster, HarnessError,
+                      free_port)
+from .kube import KubeError
+from .pki import make_leaf, write_kubeconfig
+from .procs import Proc, log
+
+COMPONENT = REPO / "deploy/components/warm-pool"
+SCALER_USER = "system:serviceaccount:inferscale-system:inferscale-scaler"
+WARMPOOLS = "/apis/inferscale.dev/v1alpha1"
+LEASE = "inferscale-warm-pool"
+SERVING_LABEL = "inferscale.dev/serving"
+# Leader election sized for a test: a dead leader's Lease expires within 6 s.
+LEASE_DURATION = "6s"
+LEASE_RENEW_MARGIN = "2s"
+# Cold start of the fake replicas: long enough that reacting late is visible, short enough
+# for the CI budget.
+COLD_START_SECONDS = 12
+
+
+# --- the controller under test ---------------------------------------------------------------
+
+class Scalers:
+    """``scaler run`` processes on the host, as the controller's service account."""
+
+    def __init__(self, cluster: Cluster):
+        self.c = cluster
+        self.procs: dict[str, Proc] = {}
+        self.metrics_ports: dict[str, int] = {}
+        d = cluster.workdir / "scaler"
+        d.mkdir(exist_ok=True)
+        cert = make_leaf(d, cluster.pki.ca, "scaler-client", SCALER_USER)
+        self.kubeconfig = write_kubeconfig(d / "scaler.yaml", cluster.server,
+                                           cluster.pki.ca.cert, cert)
+        profile = os.environ.get("INFERSCALE_E2E_PROFILE", "debug")
+        cargo = ["cargo", "build", "--quiet", "-p", "inferscale-scaler"]
+        if profile == "release":
+            cargo.append("--release")
+        r = subprocess.run(cargo, cwd=REPO, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise HarnessError(f"{' '.join(cargo)} failed:\n{r.stderr[-4000:]}")
+        target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / profile
+        self.bin = os.environ.get("INFERSCALE_E2E_SCALER_BIN", str(target / "scaler"))
+
+    def start(self, name: str) -> Proc:
+        port = free_port()
+        argv = [self.bin, "run", f"--metrics-addr=127.0.0.1:{port}", f"--identity={name}",
+                f"--lease-namespace={ADAPTER_NAMESPACE}", f"--lease-name={LEASE}",
+                f"--lease-duration={LEASE_DURATION}",
+                f"--lease-renew-margin={LEASE_RENEW_MARGIN}"]
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig, NO_COLOR="1",
+                   RUST_LOG=os.environ.get("SCALER_LOG", "info,inferscale_scaler=debug"))
+        proc = self.c.procs.start(name, argv, env=env)
+        self.procs[name] = proc
+        self.metrics_ports[name] = port
+        return proc
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> int | None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return None
+        return self.c.procs.stop(proc, sig=sig)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def check_alive(self) -> None:
+        for name, p in self.procs.items():
+            if not p.alive():
+                raise HarnessError(f"{name} exited ({p.popen.returncode}):\n{p.log_tail(40)}")
+
+    def metrics(self, name: str) -> str:
+        import urllib.request
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_ports[name]}/metrics", timeout=3) as r:
+            return r.read().decode()
+
+
+@pytest.fixture(scope="module")
+def scalers(cluster: Cluster):
+    for f in ("crd.yaml", "priorityclass.yaml", "rbac.yaml"):
+        cluster.kubectl("apply", "--server-side", "-f", str(COMPONENT / f))
+    cluster.wait_for(lambda: _crd_established(cluster), "the WarmPool CRD to be Established",
+                     timeout=30)
+    s = Scalers(cluster)
+    yield s
+    s.stop_all()
+
+
+def _crd_established(c: Cluster) -> bool:
+    crd = c.api.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                    "warmpools.inferscale.dev")
+    return any(x["type"] == "Established" and x["status"] == "True"
+               for x in crd.get("status", {}).get("conditions", []))
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def warm_pool(namespace: str, name: str, target: str, **spec) -> dict:
+    base = {
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+        "objective": {"timeToFirstTokenMilliseconds": 1000, "attainment": 0.95},
+        "cost": {"gpuPricePerReplicaHour": 2.5, "missPrice": 0.05},
+        "bounds": {"minReplicas": 1, "maxReplicas": 6},
+        "syncPeriodSeconds": 5,
+    }
+    base.update(spec)
+    return {"apiVersion": "inferscale.dev/v1alpha1", "kind": "WarmPool",
+            "metadata": {"name": name, "namespace": namespace}, "spec": base}
+
+
+def apply(c: Cluster, obj: dict) -> None:
+    """Server-side apply through kubectl (the Python client knows only built-in kinds)."""
+    c.kubectl("apply", "--server-side", "--field-manager=inferscale-e2e", "-f", "-",
+              input=json.dumps(obj))
+
+
+def get_pool(c: Cluster, namespace: str, name: str) -> dict:
+    return c.api.get(f"{WARMPOOLS}/namespaces/{namespace}/warmpools/{name}")
+
+
+def pool_status(c: Cluster, namespace: str, name: str) -> dict:
+    return get_pool(c, namespace, name).get("status", {})
+
+
+def lease_holder(c: Cluster) -> str | None:
+    try:
+        lease = c.api.get(f"/apis/coordination.k8s.io/v1/namespaces/{ADAPTER_NAMESPACE}/"
+                          f"leases/{LEASE}")
+    except KubeError as e:
+        if e.status == 404:
+            return None
+        raise
+    return lease.get("spec", {}).get("holderIdentity")
+
+
+def condition(status: dict, kind: str) -> dict | None:
+    return next((x for x in status.get("conditions", []) if x["type"] == kind), None)
+
+
+# --- f. validation -----------------------------------------------------------------------------
+
+INVALID = [
+    ("bounds", {"bounds": {"minReplicas": 5, "maxReplicas": 2}},
+     "bounds.minReplicas must not exceed bounds.maxReplicas"),
+    ("cost", {"cost": {"gpuPricePerReplicaHour": 2.5, "missPrice": 0.01,
+                       "missCostRatio": 0.001}},
+     "set either missCostRatio alone, or both gpuPricePerReplicaHour and missPrice"),
+    ("half-cost", {"cost": {"gpuPricePerReplicaHour": 2.5}},
+     "set either missCostRatio alone, or both gpuPricePerReplicaHour and missPrice"),
+    ("attainment", {"objective": {"timeToFirstTokenMilliseconds": 1000, "attainment": 0.3}},
+     "spec.objective.attainment: Invalid value: 0.3: spec.objective.attainment in body should "
+     "be greater than or equal to 0.5"),
+    ("sleepers", {"tiers": {"sleeping": {"maxReplicas": 9}}},
+     "tiers.sleeping.maxReplicas must not exceed bounds.maxReplicas"),
+    ("price", {"cost": {"missCostRatio": -1}}, "missCostRatio must be positive"),
+    ("target", {"targetRef": {"apiVersion": "apps", "kind": "Deployment", "name": "x"}},
+     "apiVersion must look like apps/v1 or v1"),
+]
+
+
+def test_f_invalid_warm_pool_is_refused_with_the_message(cluster: Cluster, scalers):
+    ns = "wp-invalid"
+    cluster.create_namespace(ns)
+    for name, change, message in INVALID:
+        manifest = json.dumps(warm_pool(ns, f"bad-{name}", "nothing", **change))
+        r = cluster.kubectl("apply", "-f", "-", input=manifest, check=False)
+        assert r.returncode != 0, f"{name}: accepted: {r.stdout}"
+        assert message in r.stderr, f"{name}: {r.stderr}"
+        log(f"refused {name}: {r.stderr.strip().splitlines()[-1][:160]}")
+    # The same manifest, valid, is accepted (the refusals were about the values).
+    ok = cluster.kubectl("apply", "-f", "-", input=json.dumps(warm_pool(ns, "good", "x")),
+                         check=False)
+    assert ok.returncode == 0, ok.stderr
+
+
+# --- e. leader election ------------------------------------------------------------------------
+
+def test_e_leader_killed_the_standby_takes_over_without_losing_a_decision(cluster: Cluster,
+                                                                         scalers: Scalers):
+    ns = "wp-leader"
+    cluster.create_deployment(ns, "llm", replicas=2, max_num_seqs=4,
+                              pod_annotations={READY_AFTER_ANNOTATION: "3"},
+                              pod_labels={SERVING_LABEL: "true"})
+    apply(cluster, warm_pool(ns, "llm", "llm"))
+    for name in ("scaler-a", "scaler-b"):
+        scalers.start(name)
+    leader = cluster.wait_for(lambda: lease_holder(cluster), "a leader to hold the Lease",
+                              timeout=30)
+    standby = "scaler-b" if leader == "scaler-a" else "scaler-a"
+    log(f"leader {leader}, standby {standby}")
+
+    def decided() -> dict | None:
+        st = pool_status(cluster, ns, "llm")
+        return st if st.get("lastDecision") and st.get("recommendedReplicas") else None
+    st = cluster.wait_for(decided, "the leader's first decision", timeout=60)
+    # Two pods turned Ready 3 s after creation: learned as cold starts.
+    st = cluster.wait_for(lambda: _cold_samples(pool_status(cluster, ns, "llm")) >= 2 and
+                          pool_status(cluster, ns, "llm"),
+                          "two cold starts learned", timeout=60)
+    before = st["recommendedReplicas"]
+    samples_before = _cold_samples(st)
+    decided_at = st["lastDecision"]["time"]
+    assert before >= 2, st
+    assert "\ninferscale_warmpool_leader 1\n" in scalers.metrics(leader)
+    assert "\ninferscale_warmpool_leader 0\n" in scalers.metrics(standby)
+
+    # Kill the leader without letting it release the Lease.
+    killed_at = time.monotonic()
+    scalers.stop(leader, sig=signal.SIGKILL)
+    observed: list[int] = []
+
+    def taken_over() -> bool:
+        s = pool_status(cluster, ns, "llm")
+        if s.get("recommendedReplicas") is not None:
+            observed.append(s["recommendedReplicas"])
+        return (lease_holder(cluster) == standby
+                and s.get("lastDecision", {}).get("time", "") > decided_at)
+    cluster.wait_for(taken_over, f"{standby} to take the Lease and decide", timeout=40,
+                     interval=0.25)
+    took = time.monotonic() - killed_at
+    log(f"{standby} took over and decided {took:.1f}s after the leader was killed")
+    assert took <= 6 + 5 + 5 + 5, "within the lease duration, a sync period and slack"
+    after = pool_status(cluster, ns, "llm")
+    assert min(observed) >= before, f"a recommendation dropped at the handover: {observed}"
+    assert after["recommendedReplicas"] >= before
+    assert _cold_samples(after) >= samples_before, "learned time-to-ready kept in status"
+    # The new leader explains itself.
+    events = [e for e in cluster.events(ns, "llm")
+              if e.get("reportingInstance") == standby or
+              e.get("source", {}).get("host") == standby]
+    log(f"{len(events)} events from {standby}")
+    scalers.check_alive()
+    cluster.api.delete(f"{WARMPOOLS}/namespaces/{ns}/warmpools/llm")
+
+
+def _cold_samples(status: dict) -> int:
+    for t in status.get("timeToReady", []):
+        if t["tier"] == "Cold":
+            return int(t["samples"])
+    return 0
