@@ -92,6 +92,11 @@ class Scalers:
             return None
         return self.c.procs.stop(proc, sig=sig)
 
+    def ensure_running(self) -> None:
+        """At least one live controller (a test may have killed the others)."""
+        if not any(p.alive() for p in self.procs.values()):
+            self.start(f"scaler-{len(self.procs) + 1}")
+
     def stop_all(self) -> None:
         for name in list(self.procs):
             self.stop(name)
@@ -164,6 +169,13 @@ def lease_holder(c: Cluster) -> str | None:
             return None
         raise
     return lease.get("spec", {}).get("holderIdentity")
+
+
+def endpoints(c: Cluster, ns: str, name: str) -> list[str]:
+    """What a Service selecting ``inferscale.dev/serving: "true"`` sends traffic to: Ready pods
+    of the workload that are awake."""
+    return [f"{ip}:8000" for ip in
+            c.ready_pod_ips(ns, f"app.kubernetes.io/name={name},{SERVING_LABEL}=true")]
 
 
 def condition(status: dict, kind: str) -> dict | None:
@@ -271,3 +283,101 @@ def _cold_samples(status: dict) -> int:
         if t["tier"] == "Cold":
             return int(t["samples"])
     return 0
+
+
+# --- b. placeholders preempted by real replicas --------------------------------------------------
+
+PREEMPT_NODE = "kwok-gpu-preempt"
+# An extended resource only the preemption node has, two of it: a replica and a placeholder
+# fill the node, and no other test's pod can take the room.
+SLOT = "e2e.inferscale.dev/slot"
+# vllm-sim's cost per token, for the WarmPool's work model: a replica of max-num-seqs 4 at
+# 20 ms per token generates 200 tokens/s when full, so one token is 1/200 of a replica-second;
+# the fixed 200 ms TTFT of a request is taken as its prompt's share.
+SIM_WORK_MODEL = {"prefillSecondsPerToken": 0.005, "decodeSecondsPerToken": 0.005,
+                  "priorCapacity": 0.5}
+
+
+def add_preemption_node(c: Cluster) -> None:
+    resources = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "8",
+                 SLOT: "2"}
+    c.api.apply({"apiVersion": "v1", "kind": "Node",
+                 "metadata": {"name": PREEMPT_NODE,
+                              "annotations": {"kwok.x-k8s.io/node": "fake"},
+                              "labels": {"type": "kwok", "kubernetes.io/hostname": PREEMPT_NODE}},
+                 "spec": {"podCIDR": "127.1.9.0/24"}})
+    c.api.apply_status({"apiVersion": "v1", "kind": "Node", "metadata": {"name": PREEMPT_NODE},
+                        "status": {"allocatable": resources, "capacity": resources,
+                                   "addresses": [{"type": "InternalIP", "address": "127.2.0.9"},
+                                                 {"type": "Hostname", "address": PREEMPT_NODE}]}})
+    c.wait_for(lambda: any(x["type"] == "Ready" and x["status"] == "True" for x in
+                           c.api.get(f"/api/v1/nodes/{PREEMPT_NODE}")["status"]["conditions"]),
+               "the preemption node to be Ready", timeout=30)
+
+
+def placeholders_of(c: Cluster, ns: str, pool: str) -> list[dict]:
+    return [p for p in c.pods(ns, f"inferscale.dev/placeholder-for={pool}")
+            if not p["metadata"].get("deletionTimestamp")]
+
+
+def test_b_placeholders_are_preempted_by_real_replicas(cluster: Cluster, scalers: Scalers):
+    ns = "wp-preempt"
+    add_preemption_node(cluster)
+    scalers.ensure_running()
+    dep = cluster.create_deployment(ns, "llm", replicas=1, max_num_seqs=4,
+                                    pod_annotations={READY_AFTER_ANNOTATION: "5"},
+                                    pod_labels={SERVING_LABEL: "true"},
+                                    node_selector={"kubernetes.io/hostname": PREEMPT_NODE})
+    # The replica needs a slot of the preemption node (a placeholder copies the request).
+    dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"][SLOT] = "1"
+    dep["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"][SLOT] = "1"
+    cluster.api.apply({"apiVersion": "apps/v1", "kind": "Deployment",
+                       "metadata": {"name": "llm", "namespace": ns}, "spec": dep["spec"]})
+    cluster.wait_for(lambda: cluster.ready_pod_ips(ns, "app.kubernetes.io/name=llm"),
+                     "the first replica", timeout=60)
+    # One serving replica at most, placeholders priced at half a replica: demand above one
+    # replica's capacity is what a placeholder is for.
+    apply(cluster, warm_pool(ns, "llm", "llm", bounds={"minReplicas": 1, "maxReplicas": 1},
+                             cost={"missCostRatio": 0.01}, workModel=SIM_WORK_MODEL,
+                             tiers={"placeholder": {"maxReplicas": 1, "priceFactor": 0.5}}))
+    from .load import ClosedLoopLoad
+    with ClosedLoopLoad(lambda: endpoints(cluster, ns, "llm"), "qwen2.5-7b", concurrency=12, spread="round-robin", max_duration=240,
+                        name="preempt-load"):
+        placeholder = cluster.wait_for(
+            lambda: [p for p in placeholders_of(cluster, ns, "llm")
+                     if p.get("spec", {}).get("nodeName") == PREEMPT_NODE],
+            "a placeholder scheduled on the GPU node", timeout=120)[0]
+        spec = placeholder["spec"]
+        assert spec["priorityClassName"] == "inferscale-placeholder"
+        assert spec["priority"] == -10 and spec["preemptionPolicy"] == "Never"
+        assert spec["containers"][0]["resources"]["limits"][SLOT] == "1"
+        assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        log(f"placeholder {placeholder['metadata']['name']} holds the node's last slot")
+        # The node is full: a second replica (what an HPA would ask for) must preempt it.
+        cluster.scale(ns, "llm", 2)
+        ready = cluster.wait_for(
+            lambda: len(cluster.ready_pod_ips(ns, "app.kubernetes.io/name=llm")) >= 2 and
+            cluster.ready_pod_ips(ns, "app.kubernetes.io/name=llm"),
+            "the second replica Ready on the placeholder's node", timeout=90)
+        assert len(ready) == 2
+    gone = placeholder["metadata"]["name"]
+    names = {p["metadata"]["name"] for p in placeholders_of(cluster, ns, "llm")}
+    assert gone not in names, "the placeholder was preempted"
+    preempted = [e for e in cluster.events(ns, gone) if e.get("reason") == "Preempted"]
+    assert preempted, f"the scheduler's Preempted event on {gone}"
+    log(f"scheduler: {preempted[0].get('message') or preempted[0].get('note')}")
+    # The start is learned as a placeholder-assisted one.
+    st = cluster.wait_for(lambda: _tier(pool_status(cluster, ns, "llm"), "Placeholder")
+                          .get("samples", 0) >= 1 and pool_status(cluster, ns, "llm"),
+                          "a placeholder-tier start in status", timeout=60)
+    took = _tier(st, "Placeholder")["p50Seconds"]
+    log(f"placeholder-tier time-to-ready learned: {took}s")
+    assert 4 <= took <= 15, st
+    cluster.api.delete(f"{WARMPOOLS}/namespaces/{ns}/warmpools/llm")
+    cluster.wait_for(lambda: not placeholders_of(cluster, ns, "llm"),
+                     "the pool's placeholders to go with it", timeout=30)
+    cluster.scale(ns, "llm", 0)
+
+
+def _tier(status: dict, tier: str) -> dict:
+    return next((t for t in status.get("timeToReady", []) if t["tier"] == tier), {})
