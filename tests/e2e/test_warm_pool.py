@@ -381,3 +381,205 @@ def test_b_placeholders_are_preempted_by_real_replicas(cluster: Cluster, scalers
 
 def _tier(status: dict, tier: str) -> dict:
     return next((t for t in status.get("timeToReady", []) if t["tier"] == tier), {})
+
+
+# --- a. a predictable ramp: warm pool + HPA vs HPA-on-queue alone --------------------------------
+
+RAMP_MODEL = "ramp-model"
+# vllm-sim answers in 200 ms unqueued and a replica of 4 slots turns a slot over every
+# ~0.15 s, so two requests waiting per replica already miss a 500 ms objective.
+RAMP_OBJECTIVE_SECONDS = 0.5
+# Concurrency (closed-loop clients) rises by one every RAMP_STEP_SECONDS from RAMP_FROM to
+# RAMP_TO, then holds: one replica (4 slots, ~0.6 s a request) serves 4 clients without a
+# queue, so the ramp needs 1 → 4 replicas over ~80 s, against a 12 s cold start.
+RAMP_FROM, RAMP_TO, RAMP_STEP_SECONDS, RAMP_HOLD_SECONDS = 1, 16, 5.0, 20.0
+QUEUE_TARGET = "1"
+RECOMMENDED = "inferscale_recommended_replicas"
+
+
+def ramp_hpa(ns: str, with_recommendation: bool) -> dict:
+    metrics = [{"type": "Pods", "pods": {
+        "metric": {"name": "vllm_num_requests_waiting"},
+        "target": {"type": "AverageValue", "averageValue": QUEUE_TARGET}}}]
+    if with_recommendation:
+        # AverageValue 1 on an Object metric: desired replicas = the recommendation itself;
+        # the HPA takes the max with the queue metric, so the forecast can only add.
+        metrics.append({"type": "Object", "object": {
+            "describedObject": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm"},
+            "metric": {"name": RECOMMENDED},
+            "target": {"type": "AverageValue", "averageValue": "1"}}})
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "llm", "namespace": ns},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                        "name": "llm"},
+                     "minReplicas": 1, "maxReplicas": 6, "metrics": metrics,
+                     "behavior": {
+                         "scaleUp": {"stabilizationWindowSeconds": 0,
+                                     "policies": [{"type": "Pods", "value": 4,
+                                                   "periodSeconds": 5}]},
+                         "scaleDown": {"stabilizationWindowSeconds": 120,
+                                       "policies": [{"type": "Pods", "value": 1,
+                                                     "periodSeconds": 30}]}}}}
+
+
+def ttft_counts(addrs: list[str]) -> tuple[int, int]:
+    """(requests, requests within the objective) from every simulator's TTFT histogram."""
+    from .load import get_text
+    total = within = 0
+    le = f'le="{RAMP_OBJECTIVE_SECONDS}"'
+    for addr in addrs:
+        status, text = get_text(addr, "/metrics")
+        if status != 200:
+            continue
+        for line in text.splitlines():
+            if line.startswith("vllm:time_to_first_token_seconds_count"):
+                total += int(float(line.rsplit(" ", 1)[1]))
+            elif (line.startswith("vllm:time_to_first_token_seconds_bucket") and le in line):
+                within += int(float(line.rsplit(" ", 1)[1]))
+    return total, within
+
+
+def run_ramp(c: Cluster, ns: str, warm: bool) -> dict:
+    from .load import ClosedLoopLoad
+    c.create_deployment(ns, "llm", replicas=1, model=RAMP_MODEL, max_num_seqs=4,
+                        pod_annotations={READY_AFTER_ANNOTATION: str(COLD_START_SECONDS)},
+                        pod_labels={SERVING_LABEL: "true"})
+    c.wait_for(lambda: endpoints(c, ns, "llm"), "the first replica", timeout=60)
+    if warm:
+        apply(c, warm_pool(ns, "llm", "llm", workModel=SIM_WORK_MODEL,
+                           objective={"timeToFirstTokenMilliseconds":
+                                      int(RAMP_OBJECTIVE_SECONDS * 1000), "attainment": 0.95},
+                           cost={"missCostRatio": 0.01},
+                           forecast={"priorTimeToReadySeconds": COLD_START_SECONDS}))
+    c.api.apply(ramp_hpa(ns, warm))
+    c.wait_for(lambda: (condition(c.hpa(ns, "llm").get("status", {}), "ScalingActive")
+                        or {}).get("status") == "True", "the HPA to read its metrics", 60)
+    timeline: list[dict] = []
+    t0 = time.monotonic()
+    with ClosedLoopLoad(lambda: endpoints(c, ns, "llm"), RAMP_MODEL, concurrency=RAMP_FROM,
+                        spread="round-robin", max_duration=400, name=f"ramp-{ns}") as load:
+        level = RAMP_FROM
+        next_step = t0 + RAMP_STEP_SECONDS
+        end = t0 + (RAMP_TO - RAMP_FROM) * RAMP_STEP_SECONDS + RAMP_HOLD_SECONDS
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if now >= next_step and level < RAMP_TO:
+                level += 1
+                load.set_concurrency(level)
+                next_step += RAMP_STEP_SECONDS
+            h = c.hpa(ns, "llm").get("status", {})
+            rec = pool_status(c, ns, "llm").get("recommendedReplicas") if warm else None
+            pods = c.pods(ns, "app.kubernetes.io/name=llm")
+            waiting = None
+            for m in h.get("currentMetrics") or []:
+                if m.get("type") == "Pods":
+                    from .kube import quantity
+                    waiting = quantity(m["pods"]["current"]["averageValue"])
+            timeline.append({"t": round(now - t0, 1), "clients": level,
+                             "desired": h.get("desiredReplicas"),
+                             "ready": len(endpoints(c, ns, "llm")), "pods": len(pods),
+                             "recommended": rec, "waiting_per_pod": waiting})
+            time.sleep(1.0)
+        total, within = ttft_counts(endpoints(c, ns, "llm"))
+        completed = load.completed
+    misses = total - within
+    crossed = next((p["t"] for p in timeline
+                    if p["waiting_per_pod"] is not None and p["waiting_per_pod"] > 1), None)
+    raised = next((p["t"] for p in timeline if (p["recommended"] or 0) > 1), None)
+    result = {"namespace": ns, "warm": warm, "requests": total, "misses": misses,
+              "miss_share": round(misses / total, 4) if total else None,
+              "completed": completed, "queue_first_over_target_at": crossed,
+              "recommendation_first_raised_at": raised,
+              "peak_ready": max(p["ready"] for p in timeline)}
+    log(f"ramp {ns}: {json.dumps(result)}")
+    for p in timeline[::5]:
+        log(f"  {json.dumps(p)}")
+    if warm:
+        get = c.kubectl("get", "warmpools", "-n", ns, "-o", "wide", check=False)
+        log("kubectl get warmpools -o wide:\n" + get.stdout)
+        desc = c.kubectl("describe", "warmpool", "llm", "-n", ns, check=False)
+        log("kubectl describe warmpool llm:\n" + desc.stdout)
+    (c.workdir / f"ramp-{ns}.json").write_text(json.dumps({"result": result,
+                                                           "timeline": timeline}, indent=1))
+    c.api.delete(f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/llm")
+    if warm:
+        c.api.delete(f"{WARMPOOLS}/namespaces/{ns}/warmpools/llm")
+    c.scale(ns, "llm", 0)
+    return result
+
+
+def test_a_ramp_warm_pool_ahead_of_hpa_on_queue(cluster: Cluster, scalers: Scalers):
+    scalers.ensure_running()
+    alone = run_ramp(cluster, "wp-ramp-hpa", warm=False)
+    warm = run_ramp(cluster, "wp-ramp-warm", warm=True)
+    report = (f"TTFT-objective ({RAMP_OBJECTIVE_SECONDS:.0f} s) misses on the ramp: "
+              f"HPA on queue alone {alone['misses']}/{alone['requests']}, "
+              f"warm pool + HPA {warm['misses']}/{warm['requests']}")
+    log(report)
+    out = os.environ.get("INFERSCALE_E2E_RAMP_REPORT")
+    if out:
+        Path(out).write_text(json.dumps({"hpa_alone": alone, "warm_pool": warm}, indent=1))
+    assert warm["recommendation_first_raised_at"] is not None, warm
+    # The warm pool raised its recommendation before the queue passed its target (or the
+    # queue never did), and missed fewer requests than the reactive HPA alone.
+    if warm["queue_first_over_target_at"] is not None:
+        assert warm["recommendation_first_raised_at"] < warm["queue_first_over_target_at"], warm
+    assert warm["misses"] < alone["misses"], report
+
+
+# --- d. a forecast of zero never drops the HPA below its reactive answer ----------------------
+
+def test_d_zero_forecast_never_drops_the_hpa_below_its_reactive_answer(cluster: Cluster,
+                                                                      scalers: Scalers):
+    from .load import set_synthetic_load
+    scalers.ensure_running()
+    c, ns = cluster, "wp-zero"
+    c.create_deployment(ns, "llm", replicas=3, model="zero-model", max_num_seqs=4,
+                        pod_labels={SERVING_LABEL: "true"})
+    addrs = c.wait_for(lambda: len(endpoints(c, ns, "llm")) == 3 and endpoints(c, ns, "llm"),
+                       "three replicas", timeout=60)
+    # Two requests waiting on every replica, and none finishing: the queue metric holds the
+    # HPA at exactly 3 (its target is 2 per pod), while the demand rates are 0, so the warm
+    # pool's forecast is 0 and it recommends its minimum, 1.
+    for addr in addrs:
+        set_synthetic_load(addr, waiting=2, running=4)
+    hpa = ramp_hpa(ns, with_recommendation=True)
+    hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"] = "2"
+    # No scale-down stabilisation: had the HPA followed the recommendation, it would drop at
+    # its next sync.
+    hpa["spec"]["behavior"]["scaleDown"] = {"stabilizationWindowSeconds": 0,
+                                            "policies": [{"type": "Percent", "value": 100,
+                                                          "periodSeconds": 5}]}
+    c.api.apply(hpa)
+    apply(c, warm_pool(ns, "llm", "llm", workModel=SIM_WORK_MODEL,
+                       bounds={"minReplicas": 1, "maxReplicas": 6}))
+
+    def recommends_one() -> dict | None:
+        st = pool_status(c, ns, "llm")
+        return st if st.get("recommendedReplicas") == 1 else None
+    st = c.wait_for(recommends_one, "the warm pool to recommend 1 on a zero forecast",
+                    timeout=120)
+    log(f"warm pool: {st['lastDecision']['message']}")
+    assert st["forecast"]["requestsPerSecond"]["expected"] == 0, st["forecast"]
+
+    def hpa_sees_both() -> dict | None:
+        h = c.hpa(ns, "llm")
+        kinds = {m["type"] for m in h.get("status", {}).get("currentMetrics") or []}
+        return h if {"Pods", "Object"} <= kinds else None
+    h = c.wait_for(hpa_sees_both, "the HPA to read both metrics", timeout=30)
+    log(f"HPA metrics: {json.dumps(h['status']['currentMetrics'])}")
+    # For 30 s (15 HPA syncs) the HPA stays at its reactive answer, 3.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        h = c.hpa(ns, "llm")["status"]
+        assert h["desiredReplicas"] == 3, h
+        assert c.deployment(ns, "llm")["spec"]["replicas"] == 3
+        time.sleep(1)
+    obj = next(m for m in h["currentMetrics"] if m["type"] == "Object")
+    from .kube import quantity
+    assert quantity(obj["object"]["current"]["averageValue"]
+                    if "averageValue" in obj["object"]["current"]
+                    else obj["object"]["current"]["value"]) == 1, obj
+    c.api.delete(f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/llm")
+    c.api.delete(f"{WARMPOOLS}/namespaces/{ns}/warmpools/llm")
+    c.scale(ns, "llm", 0)
