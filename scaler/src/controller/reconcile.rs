@@ -57,6 +57,8 @@ const WAKE_POLL: Duration = Duration::from_millis(250);
 /// Wakes tried before a replica that will not wake is deleted (the ReplicaSet replaces it
 /// with a cold start, which is better than a GPU held by a replica that never serves).
 const MAX_WAKE_ATTEMPTS: u32 = 3;
+/// A sync this close to its due time counts as due (a requeue timer is not exact).
+const SYNC_EARLY_SECS: f64 = 0.25;
 /// Retry delay after a failed sync.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
 /// Retry delay while a pod watch is still listing.
@@ -196,6 +198,8 @@ struct PoolMemory {
     /// Request-rate forecasts awaiting their horizon: (due, forecast).
     forecasts: VecDeque<(f64, f64)>,
     started: f64,
+    /// When the last decision was made.
+    last_sync: Option<f64>,
     resume_floor: u32,
     last_recommended: u32,
     capacity: Capacity,
@@ -250,6 +254,7 @@ impl PoolMemory {
             sleep_unavailable: None,
             forecasts: VecDeque::new(),
             started: now,
+            last_sync: None,
             resume_floor: status.and_then(|s| s.recommended_replicas).unwrap_or(0),
             last_recommended: status.and_then(|s| s.recommended_replicas).unwrap_or(0),
             capacity: Capacity::default(),
@@ -333,10 +338,23 @@ async fn sync(pool: &WarmPool, ctx: &Arc<Context>) -> Result<Action, Error> {
             .entry(key.clone())
             .or_insert_with(|| PoolMemory::resume(&pool.spec, pool.status.as_ref(), now));
         if memory.generation != generation {
-            // A changed spec may have enabled sleep mode on the engines.
+            // A changed spec may have enabled sleep mode on the engines, and is decided on
+            // at once.
             memory.sleep_unavailable = None;
             memory.generation = generation;
+            memory.last_sync = None;
         }
+        // Our own status write (and any other change that is not the spec) triggers a sync
+        // too; decisions keep their period instead of following the watch.
+        if let Some(last) = memory.last_sync {
+            let due = last + period.as_secs_f64() - SYNC_EARLY_SECS;
+            if now < due {
+                return Ok(Action::requeue(Duration::from_secs_f64(
+                    due - now + SYNC_EARLY_SECS,
+                )));
+            }
+        }
+        memory.last_sync = Some(now);
     }
 
     let settings = match settings::settings(&pool.spec) {
@@ -980,6 +998,8 @@ fn start_wake(
         }
     };
     if let Ok(mut tasks) = ctx.tasks.lock() {
+        // Reap finished wakes so the set holds only the ones in flight.
+        while tasks.try_join_next().is_some() {}
         tasks.spawn(tracing::Instrument::instrument(task, span));
     }
 }
@@ -1384,4 +1404,68 @@ async fn patch_status(ctx: &Context, pool: &WarmPool, status: WarmPoolStatus) ->
     .await
     .map_err(kube_error("writing the WarmPool status"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(c: &mut Condition, secs: i64) {
+        c.last_transition_time = Time(Timestamp::from_second(secs).unwrap());
+    }
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+        let mut ready = condition("Ready", true, "Decided", "first", Some(1));
+        at(&mut ready, 100);
+        let mut again = condition("Ready", true, "Decided", "second", Some(2));
+        at(&mut again, 200);
+        let merged = merge_conditions(&[ready.clone()], vec![again]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].message, "second");
+        assert_eq!(merged[0].last_transition_time, ready.last_transition_time);
+        let mut flipped = condition("Ready", false, "InvalidSpec", "bad", Some(3));
+        at(&mut flipped, 300);
+        let merged = merge_conditions(&merged, vec![flipped.clone()]);
+        assert_eq!(merged[0].last_transition_time, flipped.last_transition_time);
+    }
+
+    #[test]
+    fn conditions_are_sorted_and_new_ones_added() {
+        let merged = merge_conditions(
+            &[condition("TargetResolved", true, "Found", "", None)],
+            vec![
+                condition("Ready", true, "Decided", "", None),
+                condition("MetricsAvailable", false, "NoData", "", None),
+            ],
+        );
+        let types: Vec<&str> = merged.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["MetricsAvailable", "Ready", "TargetResolved"]);
+    }
+
+    #[test]
+    fn the_recommendation_counts_sleepers_and_respects_bounds() {
+        let mut rec = Recommendation {
+            serving_replicas: 3,
+            wake: 0,
+            put_to_sleep: 0,
+            sleeping_wanted: 2,
+            placeholders_wanted: 1,
+            forecast: Default::default(),
+            expected_cost: Default::default(),
+            capacity_per_replica: 0.5,
+            action: decision::Action::Hold,
+            reason: String::new(),
+        };
+        let bounds = decision::Bounds {
+            min_replicas: 1,
+            max_replicas: 8,
+        };
+        assert_eq!(recommended_replicas(&rec, &bounds), 5);
+        rec.serving_replicas = 7;
+        assert_eq!(recommended_replicas(&rec, &bounds), 8);
+        rec.serving_replicas = 0;
+        rec.sleeping_wanted = 0;
+        assert_eq!(recommended_replicas(&rec, &bounds), 1);
+    }
 }
