@@ -275,6 +275,19 @@ def test_e_leader_killed_the_standby_takes_over_without_losing_a_decision(cluste
               e.get("source", {}).get("host") == standby]
     log(f"{len(events)} events from {standby}")
     scalers.check_alive()
+
+    # Graceful shutdown releases the Lease: a third replica takes over at once, well before
+    # the Lease would have expired.
+    scalers.start("scaler-c")
+    time.sleep(1)
+    stopped_at = time.monotonic()
+    code = scalers.stop(standby, sig=signal.SIGTERM)
+    assert code == 0, f"{standby} exited {code} on SIGTERM"
+    cluster.wait_for(lambda: lease_holder(cluster) == "scaler-c", "scaler-c to take the Lease",
+                     timeout=20, interval=0.1)
+    handover = time.monotonic() - stopped_at
+    log(f"scaler-c took the released Lease {handover:.1f}s after {standby} was stopped")
+    assert handover < 4, "a released Lease is taken without waiting for it to expire"
     cluster.api.delete(f"{WARMPOOLS}/namespaces/{ns}/warmpools/llm")
 
 
