@@ -596,3 +596,98 @@ def test_d_zero_forecast_never_drops_the_hpa_below_its_reactive_answer(cluster: 
     c.api.delete(f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/llm")
     c.api.delete(f"{WARMPOOLS}/namespaces/{ns}/warmpools/llm")
     c.scale(ns, "llm", 0)
+
+
+# --- c. a sleeping replica: out of the Service while asleep, woken within its wake time --------
+
+WAKE_SECONDS = 2.0
+# The decision core's warm-up (scaler/src/decision/mod.rs WARM_UP_SECS).
+WARM_UP_SECONDS = 60
+SLEEP_STATE = "inferscale.dev/sleep-state"
+SLEEP_SINCE = "inferscale.dev/sleep-state-since"
+
+
+def sleep_state(pod: dict) -> str | None:
+    return pod["metadata"].get("annotations", {}).get(SLEEP_STATE)
+
+
+def test_c_sleeping_replica_is_out_of_service_and_wakes_within_its_wake_time(
+        cluster: Cluster, scalers: Scalers):
+    from .load import ClosedLoopLoad, get_text
+    scalers.ensure_running()
+    c, ns = cluster, "wp-sleep"
+    # A 20 s cold start: the pool holds capacity that long after the load falls, and with a
+    # sleeping replica priced at a fifth of an awake one it keeps that capacity asleep.
+    c.create_deployment(ns, "llm", replicas=2, model="sleep-model", max_num_seqs=4,
+                        sim_args=["--enable-sleep-mode",
+                                  "--wake-time-level1", f"{WAKE_SECONDS:g}s"],
+                        pod_annotations={READY_AFTER_ANNOTATION: "20"},
+                        pod_labels={SERVING_LABEL: "true"})
+    c.wait_for(lambda: len(endpoints(c, ns, "llm")) == 2, "two replicas", timeout=90)
+    apply(c, warm_pool(ns, "llm", "llm", workModel=SIM_WORK_MODEL,
+                       bounds={"minReplicas": 1, "maxReplicas": 3},
+                       cost={"missCostRatio": 0.01},
+                       tiers={"sleeping": {"maxReplicas": 1, "priceFactor": 0.2}}))
+    with ClosedLoopLoad(lambda: endpoints(c, ns, "llm"), "sleep-model", concurrency=8,
+                        spread="round-robin", max_duration=400, name="sleep-load") as load:
+        # Past the decision's warm-up (it never lowers during its first minute) with two
+        # replicas busy, then the load stops.
+        c.wait_for(lambda: pool_status(c, ns, "llm").get("lastDecision"),
+                   "the first decision", timeout=30)
+        time.sleep(WARM_UP_SECONDS + 5)
+        load.set_concurrency(0)
+
+        def asleep() -> dict | None:
+            for p in c.pods(ns, "app.kubernetes.io/name=llm"):
+                if sleep_state(p) == "asleep":
+                    return p
+            return None
+        pod = c.wait_for(asleep, "a replica put to sleep after the load fell", timeout=150,
+                         interval=1)
+        name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+        addr = f"{ip}:8000"
+        log(f"{name} is asleep: {pool_status(c, ns, 'llm')['lastDecision']['message']}")
+        # Out of the Service, asleep in the engine, and not serving capacity.
+        assert pod["metadata"]["labels"][SERVING_LABEL] == "false"
+        assert pod["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"] \
+            == "-100"
+        assert addr not in endpoints(c, ns, "llm")
+        status, body = get_text(addr, "/is_sleeping")
+        assert status == 200 and json.loads(body)["is_sleeping"] is True, body
+        status, metrics = get_text(addr, "/metrics")
+        assert 'vllm:engine_sleep_state{engine="0",model_name="sleep-model",' \
+               'sleep_state="awake"} 0' in metrics or 'sleep_state="awake"} 0' in metrics
+        st = c.wait_for(lambda: (pool_status(c, ns, "llm").get("capacity") or {}).get(
+            "sleeping") == 1 and pool_status(c, ns, "llm"), "status to count the sleeper", 20)
+        assert st["capacity"]["serving"] == 1, st["capacity"]
+        served_before = _requests_served(get_text(addr, "/metrics")[1])
+
+        # Demand returns: the sleeper is woken (before any new pod is asked for).
+        load.set_concurrency(8)
+        woken = c.wait_for(
+            lambda: next((p for p in c.pods(ns, "app.kubernetes.io/name=llm")
+                          if p["metadata"]["name"] == name and sleep_state(p) is None
+                          and p["metadata"]["labels"].get(SERVING_LABEL) == "true"), None),
+            f"{name} to be woken and back in the Service", timeout=60, interval=0.25)
+        assert woken
+        pods = c.pods(ns, "app.kubernetes.io/name=llm")
+        assert len(pods) == 2, "woken, not replaced by a new pod"
+        c.wait_for(lambda: _requests_served(get_text(addr, "/metrics")[1]) > served_before,
+                   f"{name} to serve again", timeout=20)
+    st = c.wait_for(lambda: _tier(pool_status(c, ns, "llm"), "Sleeping").get("samples", 0) >= 1
+                    and pool_status(c, ns, "llm"), "the wake to be timed in status", 20)
+    wake = _tier(st, "Sleeping")
+    log(f"wake learned: p50 {wake['p50Seconds']}s over {wake['samples']} wake(s)")
+    assert WAKE_SECONDS <= wake["p50Seconds"] <= WAKE_SECONDS + 3, wake
+    events = [e.get("reason") for e in c.events(ns, "llm")]
+    assert {"Draining", "Slept", "Woken"} <= set(events), events
+    c.api.delete(f"{WARMPOOLS}/namespaces/{ns}/warmpools/llm")
+    c.scale(ns, "llm", 0)
+
+
+def _requests_served(metrics: str) -> int:
+    total = 0
+    for line in metrics.splitlines():
+        if line.startswith("vllm:request_success_total{"):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
