@@ -1,7 +1,10 @@
-//! inferscale-scaler: the what-if simulator and the warm-pool controller's decision logic.
+//! inferscale-scaler: the warm-pool controller (`scaler run`) and the what-if simulator that is
+//! its test bench.
 //!
-//! Everything here is plain Rust with no Kubernetes or async types: a discrete-event model of a
-//! vLLM fleet ([`replica`], [`sim`]) calibrated in [`calibration`], fed by request [`trace`]s,
+//! [`controller`] is the only Kubernetes and async code: the kube-runtime controller around
+//! the pure decision core ([`decision`]), which the simulator's warm-pool policy calls too.
+//! Everything else is plain Rust with no Kubernetes or async types: a discrete-event model of a
+//! vLLM fleet ([`replica`], [`replay`]) calibrated in [`calibration`], fed by request [`trace`]s,
 //! observed through the same signal code the adapter serves ([`observe`], built on
 //! `inferscale-metrics`), scaled by [`policy`] state machines, and summarised by [`report`]
 //! and [`svg`]. [`cli`] turns `scaler simulate` arguments into a validated run.
