@@ -29,6 +29,12 @@ pub enum HistogramError {
     /// A bound is `NaN` or appears twice.
     #[error("histogram has a NaN or duplicated bucket bound")]
     InvalidBound,
+    /// A bucket count is `NaN`, infinite or negative.
+    #[error("histogram has a NaN, infinite or negative bucket count")]
+    InvalidCount,
+    /// A cumulative count is lower than the count of a smaller bound.
+    #[error("cumulative bucket counts decrease as the bound grows")]
+    NonMonotonic,
     /// A later scrape has fewer observations in some bucket: the process restarted.
     #[error("bucket counts decreased (counter reset)")]
     CounterReset,
@@ -37,9 +43,12 @@ pub enum HistogramError {
 impl Histogram {
     /// Builds a histogram from `(upper_bound, cumulative_count)` pairs in any order.
     ///
-    /// Counts that are not monotonic in the bound (possible when a scrape races the
-    /// exporter's updates) are raised to the running maximum, as Prometheus'
-    /// `ensureMonotonic` does.
+    /// Refuses what cannot be a histogram instead of repairing it: counts that fall as the
+    /// bound grows, and `NaN`, infinite or negative counts. Prometheus' `histogram_quantile`
+    /// raises such counts to the running maximum at query time (`ensureMonotonic`), but every
+    /// exporter we read (prometheus_client, metrics-exporter-prometheus) derives cumulative
+    /// counts from per-bucket counts at collection time, so a decreasing series is a broken
+    /// or hostile body, and interpolating through it would serve a made-up percentile.
     pub fn from_buckets(
         mut buckets: Vec<(f64, f64)>,
         sum: f64,
@@ -55,14 +64,16 @@ impl Histogram {
             Some((bound, _)) if *bound == f64::INFINITY => {}
             _ => return Err(HistogramError::MissingInfBucket),
         }
-        let mut running_max = 0.0f64;
-        let (upper_bounds, cumulative) = buckets
-            .into_iter()
-            .map(|(bound, count)| {
-                running_max = running_max.max(count);
-                (bound, running_max)
-            })
-            .unzip();
+        if buckets
+            .iter()
+            .any(|&(_, count)| !count.is_finite() || count < 0.0)
+        {
+            return Err(HistogramError::InvalidCount);
+        }
+        if buckets.windows(2).any(|w| w[1].1 < w[0].1) {
+            return Err(HistogramError::NonMonotonic);
+        }
+        let (upper_bounds, cumulative) = buckets.into_iter().unzip();
         Ok(Histogram {
             upper_bounds,
             cumulative,
@@ -275,9 +286,24 @@ mod tests {
     }
 
     #[test]
-    fn non_monotonic_counts_are_repaired() {
-        let h = hist(&[(1.0, 5.0), (2.0, 4.0), (INF, 6.0)]);
-        assert_eq!(h.cumulative_counts(), &[5.0, 5.0, 6.0]);
+    fn non_monotonic_counts_are_refused_not_repaired() {
+        assert_eq!(
+            Histogram::from_buckets(vec![(1.0, 5.0), (2.0, 4.0), (INF, 6.0)], 0.0),
+            Err(HistogramError::NonMonotonic)
+        );
+        // Equal neighbours are fine: an empty bucket.
+        assert!(Histogram::from_buckets(vec![(1.0, 5.0), (2.0, 5.0), (INF, 6.0)], 0.0).is_ok());
+    }
+
+    #[test]
+    fn nan_infinite_or_negative_counts_are_refused() {
+        for bad in [f64::NAN, f64::INFINITY, -1.0] {
+            assert_eq!(
+                Histogram::from_buckets(vec![(1.0, bad), (INF, 6.0)], 0.0),
+                Err(HistogramError::InvalidCount),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

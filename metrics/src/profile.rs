@@ -6,9 +6,12 @@
 //! Does not own: reading samples (see [`crate::snapshot`]) or window arithmetic.
 //!
 //! Sources: vLLM `vllm/v1/metrics/loggers.py` and `vllm/engine/metrics.py` 0.3–0.33 (as
-//! summarised in the fixtures' METRICS-REFERENCE), SGLang
-//! `python/sglang/srt/metrics/collector.py`, TGI `router/src/server.rs` metric names, and
+//! summarised in the fixtures' METRICS-REFERENCE); SGLang's `production_metrics.md` samples of
+//! 0.3.5, 0.4.0 and 0.4.3 and a real 0.5.x scrape (names and HELP texts as exposed); TGI's
+//! `docs/source/reference/metrics.md` and a real 3.x scrape (the fixtures' `tgi/METRICS.md`);
 //! dcgm-exporter 4.5.3-4.8.2 `etc/default-counters.csv` plus `1.x-compatibility-metrics.csv`.
+//! The SGLang and TGI rows are checked against those real scrapes by golden tests
+//! (`metrics/tests/engines.rs`, `tests/golden/test_engines_match_reference.py`).
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -100,6 +103,9 @@ pub enum Target {
     /// `vllm:cache_config_info`: KV capacity carried in the `num_gpu_blocks` and
     /// `block_size` labels.
     CacheConfig,
+    /// A gauge whose value is the KV-cache capacity in tokens (SGLang's
+    /// `max_total_num_tokens`); summed over the series of one pod, like cache config.
+    KvCapacityTokens,
     /// `process_start_time_seconds`: a change means the server restarted.
     ProcessStart,
 }
@@ -114,7 +120,8 @@ pub struct Mapping {
     /// When one body has two names for one signal (vLLM 0.9.2–0.11 exposes both
     /// `kv_cache_usage_perc` and the deprecated `gpu_cache_usage_perc`), the lower rank wins.
     pub rank: u8,
-    /// Versions that expose this name (documentation; shown by `adapter profiles`).
+    /// Versions that expose this name, and how the row reads it when that is not obvious
+    /// (documentation).
     pub versions: &'static str,
 }
 
@@ -242,11 +249,14 @@ pub const VLLM: EngineProfile = EngineProfile {
     ],
 };
 
-/// SGLang (`--enable-metrics`).
+/// SGLang (`--enable-metrics`), 0.3.5 → 0.5.x. Renames across versions are ranked rows:
+/// 0.3.x names series `name=` and counts `num_requests_running|waiting`; 0.4 renamed those
+/// `num_running_reqs`/`num_queue_reqs` and `name` to `model_name`; 0.5 adds
+/// `inter_token_latency_seconds`, `queue_time_seconds` and `num_requests_total`.
 pub const SGLANG: EngineProfile = EngineProfile {
     engine: Engine::Sglang,
     prefix: "sglang:",
-    // Early SGLang releases labelled series with `name` instead of `model_name`.
+    // SGLang 0.3.x labelled series with `name` instead of `model_name`.
     model_labels: &["model_name", "name"],
     shard_label: Some("dp_rank"),
     reason_label: None,
@@ -255,19 +265,37 @@ pub const SGLANG: EngineProfile = EngineProfile {
             "sglang:num_queue_reqs",
             Target::Gauge(G::QueueDepth),
             0,
-            "all",
+            ">=0.4",
+        ),
+        row(
+            "sglang:num_requests_waiting",
+            Target::Gauge(G::QueueDepth),
+            1,
+            "0.3.x",
         ),
         row(
             "sglang:num_running_reqs",
             Target::Gauge(G::Running),
             0,
-            "all",
+            ">=0.4",
+        ),
+        row(
+            "sglang:num_requests_running",
+            Target::Gauge(G::Running),
+            1,
+            "0.3.x",
         ),
         row(
             "sglang:token_usage",
             Target::Gauge(G::KvCacheUsage),
             0,
-            "all",
+            "all (fraction 0-1 of the KV pool)",
+        ),
+        row(
+            "sglang:max_total_num_tokens",
+            Target::KvCapacityTokens,
+            0,
+            "0.3.x, >=0.5 (\"Maximum total number of tokens in the KV cache pool\")",
         ),
         row(
             "sglang:prompt_tokens_total",
@@ -285,7 +313,14 @@ pub const SGLANG: EngineProfile = EngineProfile {
             "sglang:num_requests_total",
             Target::Counter(C::RequestsFinished),
             0,
-            "all",
+            ">=0.5",
+        ),
+        row(
+            "sglang:e2e_request_latency_seconds_count",
+            Target::Counter(C::RequestsFinished),
+            1,
+            "all; read where num_requests_total is absent (<0.5): every finished request \
+             observes one end-to-end latency",
         ),
         row(
             "sglang:time_to_first_token_seconds",
@@ -297,13 +332,13 @@ pub const SGLANG: EngineProfile = EngineProfile {
             "sglang:inter_token_latency_seconds",
             Target::Histogram(H::InterTokenLatency),
             0,
-            "newer",
+            ">=0.5",
         ),
         row(
             "sglang:time_per_output_token_seconds",
             Target::Histogram(H::InterTokenLatency),
             1,
-            "older",
+            "<0.5",
         ),
         row(
             "sglang:e2e_request_latency_seconds",
@@ -315,19 +350,30 @@ pub const SGLANG: EngineProfile = EngineProfile {
             "sglang:queue_time_seconds",
             Target::Histogram(H::QueueTime),
             0,
-            "newer",
+            ">=0.5",
+        ),
+        row(
+            "sglang:waiting_request_latency_seconds",
+            Target::Histogram(H::QueueTime),
+            1,
+            "0.3.x (absent in 0.4.x)",
         ),
         row(
             "process_start_time_seconds",
             Target::ProcessStart,
             0,
-            "all (prometheus_client)",
+            "single-process only (SGLang's multiprocess collector drops it)",
         ),
     ],
 };
 
-/// Hugging Face text-generation-inference. TGI has no time-to-first-token or KV-usage
-/// metric; those signals are simply absent for it.
+/// Hugging Face text-generation-inference, 2.3 → 3.x (`metrics-exporter-prometheus`: no
+/// model label, counters without `_total`, no `_created`, no process start). TGI has no
+/// time-to-first-token and no KV-usage metric; those signals are absent for it, never
+/// derived. Token counts come from the `_sum` of the per-request token histograms, so they
+/// move when a request is validated (input) or finishes (generated), not token by token;
+/// finished requests are the successful ones (failures are `tgi_request_failure{err}`); the
+/// inter-token latency is the per-request mean time per token.
 pub const TGI: EngineProfile = EngineProfile {
     engine: Engine::Tgi,
     prefix: "tgi_",
@@ -343,16 +389,28 @@ pub const TGI: EngineProfile = EngineProfile {
             "all",
         ),
         row(
+            "tgi_request_input_length_sum",
+            Target::Counter(C::PromptTokens),
+            0,
+            "all (input tokens of every validated request)",
+        ),
+        row(
+            "tgi_request_generated_tokens_sum",
+            Target::Counter(C::GenerationTokens),
+            0,
+            "all (generated tokens of every successful request)",
+        ),
+        row(
             "tgi_request_success",
             Target::Counter(C::RequestsFinished),
             0,
-            "all",
+            "all (successful requests)",
         ),
         row(
             "tgi_request_mean_time_per_token_duration",
             Target::Histogram(H::InterTokenLatency),
             0,
-            "all",
+            "all (per-request mean)",
         ),
         row(
             "tgi_request_duration",
@@ -560,13 +618,16 @@ fn sample_names(mapping: &Mapping) -> Vec<(String, SamplePart)> {
             (format!("{family}_count"), SamplePart::Count),
             (format!("{family}_created"), SamplePart::Created),
         ],
-        Target::Counter(_) => {
-            let base = family.strip_suffix("_total").unwrap_or(family);
-            vec![
+        // prometheus_client pairs a `_total` counter with a `_created` gauge; counters
+        // without the suffix (TGI's, or a histogram's `_sum`/`_count` read as a counter)
+        // have none.
+        Target::Counter(_) => match family.strip_suffix("_total") {
+            Some(base) => vec![
                 (family.to_owned(), SamplePart::Value),
                 (format!("{base}_created"), SamplePart::Created),
-            ]
-        }
+            ],
+            None => vec![(family.to_owned(), SamplePart::Value)],
+        },
         _ => vec![(family.to_owned(), SamplePart::Value)],
     }
 }

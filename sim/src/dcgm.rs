@@ -1,17 +1,23 @@
 //! A fake node's GPUs in the dcgm-exporter 4.5.3-4.8.2 text format.
 //!
 //! Owns: the assignments file (which pod holds how many GPUs), handing GPUs out in order,
-//! deriving each GPU's readings from its holder's load, and rendering the exporter's label
-//! layout (`gpu, UUID, pci_bus_id, device, modelName, Hostname, DCGM_FI_DRIVER_VERSION`,
-//! then `container, namespace, pod` for held GPUs). Does not own: reading the file or
-//! scraping pods (see [`crate::dcgm_server`]).
+//! deriving each GPU's readings from its holder's load, and rendering the exporter's output:
+//! the 23 families of a real NVIDIA L4 scrape with the default counters
+//! (`../shared/fixtures/dcgm/dcgm-exporter-L4-…`), in its order, with its HELP texts and
+//! number formats, and the template's label layout (`gpu, UUID, pci_bus_id, device,
+//! modelName, Hostname, DCGM_FI_DRIVER_VERSION`, then `container, namespace, pod` for held
+//! GPUs). `DCGM_FI_DEV_XID_ERRORS` and `DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL`, default counters
+//! too, are left out as the L4 capture leaves them out (no XID yet; an L4 has no NVLink).
+//! Does not own: reading the file or scraping pods (see [`crate::dcgm_server`]).
 //!
 //! Load model: a held GPU is `busy` = 1 when its pod has requests waiting (the batch is
 //! full), else `running / max_num_seqs` (capped at 1); `busy` = 0 when the pod is idle, has
 //! no `metrics_url`, or cannot be scraped. `GPU_UTIL` = 100 × busy, `GR_ENGINE_ACTIVE` =
-//! busy, `SM_ACTIVE` = 0.85 × busy, power and temperature rise linearly from idle; a held
-//! GPU shows 90 % of its memory used (vLLM's default `gpu_memory_utilization` preallocates
-//! it), an unheld one none.
+//! busy, DRAM and tensor activity and memory-copy utilisation in fixed proportion to it
+//! (decode is memory-bound), clocks, power and temperature rise linearly from the L4
+//! capture's idle readings, and the energy counter integrates the power between scrapes; a
+//! held GPU shows 90 % of its memory used (vLLM's default `gpu_memory_utilization`
+//! preallocates it), an unheld one none.
 
 use serde::Deserialize;
 use std::fmt::Write;
@@ -22,9 +28,13 @@ pub const DEFAULT_MAX_NUM_SEQS: u32 = 256;
 /// Share of frame buffer vLLM preallocates (`--gpu-memory-utilization` default).
 const HELD_MEMORY_FRACTION: f64 = 0.9;
 
-/// SM activity relative to graphics-engine activity during decode: kernels keep the engine
-/// busy while not every SM has a warp, so SM_ACTIVE reads lower.
-const SM_PER_ENGINE_ACTIVE: f64 = 0.85;
+/// Device-memory activity relative to graphics-engine activity: LLM decode streams the
+/// weights and KV cache every step, so DRAM stays busy most of the time the engine is.
+const DRAM_PER_ENGINE_ACTIVE: f64 = 0.6;
+
+/// Tensor-pipe activity relative to graphics-engine activity: memory-bound decode leaves
+/// the tensor cores idle most of the time.
+const TENSOR_PER_ENGINE_ACTIVE: f64 = 0.25;
 
 /// One pod holding GPUs on this node, as the harness writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -86,10 +96,18 @@ pub struct Node {
     pub memory_mib: u32,
     pub idle_watts: f64,
     pub max_watts: f64,
+    /// SM clock idle and at full load, MHz.
+    pub sm_clock_mhz: (f64, f64),
+    /// Memory clock idle and at full load, MHz.
+    pub mem_clock_mhz: (f64, f64),
+    /// Frame buffer the driver reserves, MiB.
+    pub reserved_mib: u32,
 }
 
 impl Node {
-    /// An NVIDIA L4 node, with the idle readings of the kOps L4 capture.
+    /// An NVIDIA L4 node, with the idle readings of the kOps L4 capture (SM clock 210 MHz,
+    /// memory clock 405 MHz, 16.365 W, 22563 MiB free, 470 MiB reserved) and NVIDIA's L4
+    /// datasheet maxima (72 W, 2040 MHz boost; 6251 MHz memory clock).
     pub fn l4(name: &str, gpus: u32) -> Node {
         Node {
             name: name.to_owned(),
@@ -99,6 +117,9 @@ impl Node {
             memory_mib: 22563,
             idle_watts: 16.365,
             max_watts: 72.0,
+            sm_clock_mhz: (210.0, 2040.0),
+            mem_clock_mhz: (405.0, 6251.0),
+            reserved_mib: 470,
         }
     }
 }
@@ -109,6 +130,15 @@ pub struct GpuView<'a> {
     pub holder: Option<&'a Assignment>,
     /// 0–1.
     pub busy: f64,
+    /// `DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`, mJ since the exporter started.
+    pub energy_mj: f64,
+}
+
+impl Node {
+    /// Board power of a GPU this busy, watts.
+    pub fn power_watts(&self, busy: f64) -> f64 {
+        self.idle_watts + (self.max_watts - self.idle_watts) * busy
+    }
 }
 
 /// A stable UUID per node and index, shaped like NVIDIA's `GPU-8-4-4-4-12`.
@@ -167,63 +197,52 @@ pub fn render(node: &Node, gpus: &[GpuView<'_>]) -> String {
             labels
         })
         .collect();
-    let memory = f64::from(node.memory_mib);
     let used = |gpu: &GpuView<'_>| {
         if gpu.holder.is_some() {
-            (memory * HELD_MEMORY_FRACTION).round()
+            (f64::from(node.memory_mib) * HELD_MEMORY_FRACTION).round()
         } else {
             0.0
         }
     };
-    type Reading = fn(&Node, &GpuView<'_>, f64) -> String;
-    let families: [(&str, &str, Reading); 7] = [
-        (
-            "DCGM_FI_DEV_GPU_TEMP",
-            "GPU temperature (in C).",
-            |_, g, _| format!("{}", (31.0 + 40.0 * g.busy).round() as i64),
-        ),
-        (
-            "DCGM_FI_DEV_POWER_USAGE",
-            "Power draw (in W).",
-            |n, g, _| {
-                format!(
-                    "{:.6}",
-                    n.idle_watts + (n.max_watts - n.idle_watts) * g.busy
-                )
-            },
-        ),
-        (
-            "DCGM_FI_DEV_GPU_UTIL",
-            "GPU utilization (in %).",
-            |_, g, _| format!("{}", (100.0 * g.busy).round() as i64),
-        ),
-        (
-            "DCGM_FI_DEV_FB_FREE",
-            "Framebuffer memory free (in MiB).",
-            |n, _, used| format!("{}", (f64::from(n.memory_mib) - used) as i64),
-        ),
-        (
-            "DCGM_FI_DEV_FB_USED",
-            "Framebuffer memory used (in MiB).",
-            |_, _, used| format!("{}", used as i64),
-        ),
-        (
-            "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
-            "Ratio of time the graphics engine is active.",
-            |_, g, _| format!("{:.6}", g.busy),
-        ),
-        (
-            "DCGM_FI_PROF_SM_ACTIVE",
-            "The ratio of cycles an SM has at least 1 warp assigned.",
-            |_, g, _| format!("{:.6}", g.busy * SM_PER_ENGINE_ACTIVE),
-        ),
+    // Integer fields print as integers, power and profiling ratios as `%f`, as dcgm-exporter
+    // formats them.
+    let int = |v: f64| format!("{}", v.round() as i64);
+    let ratio = |v: f64| format!("{v:.6}");
+    let linear = |(idle, max): (f64, f64), busy: f64| idle + (max - idle) * busy;
+    type Reading<'r> = Box<dyn Fn(&GpuView<'_>) -> String + 'r>;
+    let families: Vec<(&str, &str, &str, Reading<'_>)> = vec![
+        ("DCGM_FI_DEV_SM_CLOCK", "gauge", "SM clock frequency (in MHz).", Box::new(|g| int(linear(node.sm_clock_mhz, g.busy)))),
+        ("DCGM_FI_DEV_MEM_CLOCK", "gauge", "Memory clock frequency (in MHz).", Box::new(|g| int(linear(node.mem_clock_mhz, g.busy)))),
+        // The L4 does not report memory temperature; the capture shows 0.
+        ("DCGM_FI_DEV_MEMORY_TEMP", "gauge", "Memory temperature (in C).", Box::new(|_| "0".to_owned())),
+        ("DCGM_FI_DEV_GPU_TEMP", "gauge", "GPU temperature (in C).", Box::new(|g| int(31.0 + 40.0 * g.busy))),
+        ("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W).", Box::new(|g| ratio(node.power_watts(g.busy)))),
+        ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "counter", "Total energy consumption since boot (in mJ).", Box::new(|g| int(g.energy_mj))),
+        ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "counter", "Total number of PCIe retries.", Box::new(|_| "0".to_owned())),
+        ("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilization (in %).", Box::new(|g| int(100.0 * g.busy))),
+        ("DCGM_FI_DEV_MEM_COPY_UTIL", "gauge", "Memory utilization (in %).", Box::new(|g| int(100.0 * DRAM_PER_ENGINE_ACTIVE * g.busy))),
+        ("DCGM_FI_DEV_ENC_UTIL", "gauge", "Encoder utilization (in %).", Box::new(|_| "0".to_owned())),
+        ("DCGM_FI_DEV_DEC_UTIL", "gauge", "Decoder utilization (in %).", Box::new(|_| "0".to_owned())),
+        ("DCGM_FI_DEV_FB_FREE", "gauge", "Framebuffer memory free (in MiB).", Box::new(|g| int(f64::from(node.memory_mib) - used(g)))),
+        ("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB).", Box::new(|g| int(used(g)))),
+        ("DCGM_FI_DEV_FB_RESERVED", "gauge", "Framebuffer memory reserved (in MiB).", Box::new(|_| node.reserved_mib.to_string())),
+        ("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", "counter", "Number of remapped rows for uncorrectable errors", Box::new(|_| "0".to_owned())),
+        ("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "counter", "Number of remapped rows for correctable errors", Box::new(|_| "0".to_owned())),
+        ("DCGM_FI_DEV_ROW_REMAP_FAILURE", "gauge", "Whether remapping of rows has failed", Box::new(|_| "0".to_owned())),
+        ("DCGM_FI_DEV_VGPU_LICENSE_STATUS", "gauge", "vGPU License status", Box::new(|_| "0".to_owned())),
+        ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "gauge", "Ratio of time the graphics engine is active.", Box::new(|g| ratio(g.busy))),
+        ("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "gauge", "Ratio of cycles the tensor (HMMA) pipe is active.", Box::new(|g| ratio(TENSOR_PER_ENGINE_ACTIVE * g.busy))),
+        ("DCGM_FI_PROF_DRAM_ACTIVE", "gauge", "Ratio of cycles the device memory interface is active sending or receiving data.", Box::new(|g| ratio(DRAM_PER_ENGINE_ACTIVE * g.busy))),
+        // PCIe traffic of the L4 capture at idle; a serving GPU's host traffic is small.
+        ("DCGM_FI_PROF_PCIE_TX_BYTES", "gauge", "The rate of data transmitted over the PCIe bus - including both protocol headers and data payloads - in bytes per second.", Box::new(|_| "112603".to_owned())),
+        ("DCGM_FI_PROF_PCIE_RX_BYTES", "gauge", "The rate of data received over the PCIe bus - including both protocol headers and data payloads - in bytes per second.", Box::new(|_| "17544".to_owned())),
     ];
-    let mut out = String::with_capacity(1024 * gpus.len().max(1));
-    for (name, help, reading) in families {
+    let mut out = String::with_capacity(3 * 1024 * gpus.len().max(1));
+    for (name, kind, help, reading) in &families {
         let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
         for (gpu, labels) in gpus.iter().zip(&labels) {
-            let _ = writeln!(out, "{name}{{{labels}}} {}", reading(node, gpu, used(gpu)));
+            let _ = writeln!(out, "{name}{{{labels}}} {}", reading(gpu));
         }
     }
     out
@@ -279,10 +298,12 @@ mod tests {
             GpuView {
                 holder: Some(&holder),
                 busy: 0.5,
+                energy_mj: 1000.0,
             },
             GpuView {
                 holder: None,
                 busy: 0.0,
+                energy_mj: 0.0,
             },
         ];
         let body = render(&node, &views);

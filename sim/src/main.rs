@@ -5,7 +5,7 @@
 use anyhow::{ensure, Context, Result};
 use clap::{Parser, Subcommand};
 use inferscale_sim::dcgm::Node;
-use inferscale_sim::engine::{Engine, EngineConfig};
+use inferscale_sim::engine::{Engine, EngineConfig, SleepConfig};
 use inferscale_sim::{dcgm_server, server};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -22,9 +22,37 @@ struct Cli {
     command: Command,
 }
 
+/// The fault and admin endpoints, printed under both subcommands' `--help`.
+const ADMIN_HELP: &str = "\
+Admin endpoints (loopback test harness only; each stays until replaced or reset):
+  POST /admin/fault  {\"fault\": NAME, PARAMETER: VALUE...}   /metrics plays one fault, e.g.
+      curl -X POST http://127.0.0.1:8000/admin/fault -d '{\"fault\":\"status\",\"code\":500}'
+    NAME and parameters ([x=...] optional, with its default):
+      hang [seconds=60]            accepted, not answered for `seconds` (a reset answers it)
+      status code=N                answers that status
+      html                         200 text/html error page
+      garbage bytes=N              200 with N pseudo-random bytes (invalid UTF-8)
+      oversized bytes=N [content_length=false]   real body padded to N bytes, streamed
+      gzip_bomb decoded_bytes=N    Content-Encoding: gzip, decodes to N bytes (~N/1000 on the wire)
+      non_finite_gauges            queue/running/KV gauges NaN, +Inf, -Inf (dcgm: util, power, memory)
+      non_monotone_buckets         each histogram's last finite bucket above +Inf   (vLLM only)
+      no_inf_bucket                each histogram without +Inf bucket and _count    (vLLM only)
+      missing_buckets              every second finite bucket left out (valid)      (vLLM only)
+      duplicate_series             every gauge series twice, the copy +100
+      redirect location=URL [status=302]   answers 3xx with that Location
+      many_models count=N          N extra model names, 50-byte lines (300000 = 15 MB) (vLLM only)
+      gone [seconds=10]            listener closed (connections refused), then reopened
+  GET  /admin/fault                the active fault (null if none)
+  POST /admin/reset                clears the fault, metrics-down and synthetic load
+  POST /admin/metrics-down | /admin/metrics-up    /metrics answers 503 | again
+vLLM server only:
+  POST /admin/load {waiting, running, kv_cache_usage, ttft_seconds, observations_per_second}
+  POST /admin/restart              counters, histograms, _created and process start begin again";
+
 #[derive(Subcommand)]
 enum Command {
-    /// A vLLM-like OpenAI server with vLLM V1 /metrics.
+    /// A vLLM-like OpenAI server with vLLM V1 (0.18 layout) /metrics.
+    #[command(after_help = ADMIN_HELP)]
     Serve {
         #[arg(long, default_value = "127.0.0.1")]
         host: IpAddr,
@@ -49,8 +77,20 @@ enum Command {
         /// Time before listening at all, like vLLM loading weights.
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         startup_delay: Duration,
+        /// Serve vLLM's sleep-mode endpoints: POST /sleep?level=0|1|2[&mode=abort|wait],
+        /// POST /wake_up[?tags=weights&tags=kv_cache], GET /is_sleeping. Requests that
+        /// arrive while asleep wait in the queue until the engine wakes (as in vLLM).
+        #[arg(long)]
+        enable_sleep_mode: bool,
+        /// How long /wake_up takes to bring the weights back after a level-1 sleep.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        wake_time_level1: Duration,
+        /// How long /wake_up takes after a level-2 sleep (weights discarded).
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        wake_time_level2: Duration,
     },
     /// A dcgm-exporter for one fake node.
+    #[command(after_help = ADMIN_HELP)]
     Dcgm {
         #[arg(long, default_value = "127.0.0.1")]
         host: IpAddr,
@@ -86,6 +126,9 @@ async fn main() -> Result<()> {
             block_size,
             max_model_len,
             startup_delay,
+            enable_sleep_mode,
+            wake_time_level1,
+            wake_time_level2,
         } => {
             ensure!(
                 max_num_seqs > 0 && kv_blocks > 0 && block_size > 0 && max_model_len > 0,
@@ -100,6 +143,11 @@ async fn main() -> Result<()> {
                 kv_blocks,
                 block_size,
                 max_model_len,
+                sleep: SleepConfig {
+                    enabled: enable_sleep_mode,
+                    wake_time_level1,
+                    wake_time_level2,
+                },
             });
             tokio::select! {
                 () = tokio::time::sleep(startup_delay) => {},
@@ -119,6 +167,7 @@ async fn main() -> Result<()> {
             assignments,
         } => {
             let state = dcgm_server::DcgmState::new(Node::l4(&node, gpus), assignments)?;
+            let faults = state.faults().clone();
             let listener = tokio::net::TcpListener::bind((host, port))
                 .await
                 .with_context(|| format!("binding {host}:{port}"))?;
@@ -126,6 +175,7 @@ async fn main() -> Result<()> {
             server::serve_until(
                 listener,
                 dcgm_server::router(state),
+                faults,
                 server::shutdown_signal(),
             )
             .await?;

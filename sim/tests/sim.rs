@@ -7,7 +7,7 @@ use inferscale_metrics::profile::{
 };
 use inferscale_metrics::snapshot::{EngineSnapshot, ModelSnapshot};
 use inferscale_sim::dcgm::Node;
-use inferscale_sim::engine::{Engine, EngineConfig};
+use inferscale_sim::engine::{Engine, EngineConfig, SleepConfig};
 use inferscale_sim::{dcgm_server, server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +25,7 @@ async fn start_vllm(max_num_seqs: usize) -> (SocketAddr, tokio::sync::oneshot::S
         kv_blocks: 2000,
         block_size: 16,
         max_model_len: 4096,
+        sleep: SleepConfig::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -83,9 +84,11 @@ async fn queue_builds_beyond_max_num_seqs_and_every_request_is_observed() {
         dcgm_server::DcgmState::new(Node::l4("kwok-node-0", 2), assignments.clone()).unwrap();
     let dcgm_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dcgm_addr = dcgm_listener.local_addr().unwrap();
+    let dcgm_faults = dcgm_state.faults().clone();
     tokio::spawn(server::serve_until(
         dcgm_listener,
         dcgm_server::router(dcgm_state),
+        dcgm_faults,
         std::future::pending(),
     ));
 

@@ -1,13 +1,26 @@
-//! The vLLM V1 (0.13+) `/metrics` body, built from plain counters and histograms.
+//! The vLLM V1 `/metrics` body (the renderer; the parser is `inferscale_metrics::exposition`),
+//! built from plain counters and histograms.
 //!
-//! Owns: the metric families a single-engine vLLM 0.13 server prints, in its order, with its
-//! HELP texts, sorted label names (`engine`, `finished_reason`, `le`, `model_name`), counters
-//! as `_total` followed by a `_created` gauge family, pre-created `finished_reason` series,
-//! `vllm:cache_config_info` and `process_start_time_seconds`, values formatted like Python.
-//! Families the simulation has no honest value for (prefix/multi-modal cache hits,
-//! `iteration_tokens_total`, the `python_*`/`http_*` families) are left out, not faked.
+//! Owns: the families a single-engine vLLM 0.18 server prints, in its order, with its HELP
+//! texts, sorted label names (`engine`, `finished_reason`, `le`, `model_name`, `sleep_state`,
+//! `source`), counters as `_total` each followed by a `_created` gauge family, the
+//! pre-created series of every closed label (`finished_reason`, `sleep_state`, `source`),
+//! `vllm:cache_config_info` with 0.18's label set, the `process_*` families (read from
+//! `/proc` for this process, as prometheus_client reads them), values formatted like Python.
+//!
+//! Layout followed: vLLM 0.16–0.18 (`../shared/fixtures/vllm/vllm-0.16to0.18-…`), the newest
+//! real capture and the only one taken straight from vLLM (the 0.13 capture was re-exposed
+//! by Dynamo, which strips the `process_*` families). Against 0.13 it adds
+//! `prompt_tokens_by_source|cached|recomputed`, `finished_reason="repetition"` and 0.18's
+//! cache-config labels. What is left out, each for a reason (and listed with it in
+//! `tests/conformance.rs`): `iteration_tokens_total` (the simulation has no engine step to
+//! count tokens of), the opt-in `estimated_*_per_gpu` MFU counters (off by default in vLLM),
+//! `python_gc_*`/`python_info` (this is not a Python process) and the
+//! prometheus_fastapi_instrumentator `http_*` families (HTTP-server bookkeeping no
+//! autoscaler reads).
 //! Does not own: when observations happen (see [`crate::engine`]) or HTTP.
 
+use crate::process::ProcessStats;
 use crate::pyfloat::go_string;
 use inferscale_metrics::profile::{
     VLLM_ITL_BUCKETS, VLLM_REQUEST_LATENCY_BUCKETS, VLLM_TTFT_BUCKETS,
@@ -27,15 +40,18 @@ pub enum FinishReason {
     Length,
     Abort,
     Error,
+    /// Repetitive output detected (0.18).
+    Repetition,
 }
 
 impl FinishReason {
     /// The pre-created series, in vLLM's order.
-    pub const ALL: [FinishReason; 4] = [
+    pub const ALL: [FinishReason; 5] = [
         FinishReason::Stop,
         FinishReason::Length,
         FinishReason::Abort,
         FinishReason::Error,
+        FinishReason::Repetition,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,7 +60,41 @@ impl FinishReason {
             FinishReason::Length => "length",
             FinishReason::Abort => "abort",
             FinishReason::Error => "error",
+            FinishReason::Repetition => "repetition",
         }
+    }
+}
+
+/// Where prompt tokens came from (`source` label of `vllm:prompt_tokens_by_source_total`),
+/// in vLLM's order. The simulation computes every prompt token locally.
+pub const PROMPT_TOKEN_SOURCES: [&str; 3] =
+    ["local_compute", "local_cache_hit", "external_kv_transfer"];
+
+/// The engine's sleep state as `vllm:engine_sleep_state` shows it: 1 on exactly one of
+/// `awake`, `weights_offloaded` (level 1), `discard_all` (level 2), or on none of them
+/// (level 0: scheduling paused, memory kept), as vLLM's `record_sleep_state` sets them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SleepGauge {
+    #[default]
+    Awake,
+    /// `sleep(level)` with level 0, 1 or 2.
+    Asleep(u8),
+}
+
+impl SleepGauge {
+    /// `(sleep_state, value)` pairs in vLLM's order.
+    pub fn series(self) -> [(&'static str, f64); 3] {
+        let (awake, offloaded, discarded) = match self {
+            SleepGauge::Awake => (1.0, 0.0, 0.0),
+            SleepGauge::Asleep(1) => (0.0, 1.0, 0.0),
+            SleepGauge::Asleep(2) => (0.0, 0.0, 1.0),
+            SleepGauge::Asleep(_) => (0.0, 0.0, 0.0),
+        };
+        [
+            ("awake", awake),
+            ("weights_offloaded", offloaded),
+            ("discard_all", discarded),
+        ]
     }
 }
 
@@ -134,6 +184,7 @@ pub struct LiveGauges {
     pub waiting: f64,
     /// Fraction 0–1.
     pub kv_cache_usage: f64,
+    pub sleep: SleepGauge,
 }
 
 /// Everything vLLM accumulates over the life of the engine.
@@ -141,11 +192,19 @@ pub struct LiveGauges {
 pub struct EngineStats {
     pub preemptions: Counter,
     pub prompt_tokens: Counter,
+    /// Indexed like [`PROMPT_TOKEN_SOURCES`].
+    pub prompt_tokens_by_source: [Counter; 3],
+    pub prompt_tokens_cached: Counter,
+    pub prompt_tokens_recomputed: Counter,
     pub generation_tokens: Counter,
     pub prefix_cache_queries: Counter,
     pub prefix_cache_hits: Counter,
+    pub external_prefix_cache_queries: Counter,
+    pub external_prefix_cache_hits: Counter,
+    pub mm_cache_queries: Counter,
+    pub mm_cache_hits: Counter,
     /// Indexed like [`FinishReason::ALL`].
-    pub request_success: [Counter; 4],
+    pub request_success: [Counter; 5],
     pub request_prompt_tokens: Histogram,
     pub request_generation_tokens: Histogram,
     pub request_max_num_generation_tokens: Histogram,
@@ -171,10 +230,17 @@ impl EngineStats {
         EngineStats {
             preemptions: Counter::new(now),
             prompt_tokens: Counter::new(now),
+            prompt_tokens_by_source: [Counter::new(now); 3],
+            prompt_tokens_cached: Counter::new(now),
+            prompt_tokens_recomputed: Counter::new(now),
             generation_tokens: Counter::new(now),
             prefix_cache_queries: Counter::new(now),
             prefix_cache_hits: Counter::new(now),
-            request_success: [Counter::new(now); 4],
+            external_prefix_cache_queries: Counter::new(now),
+            external_prefix_cache_hits: Counter::new(now),
+            mm_cache_queries: Counter::new(now),
+            mm_cache_hits: Counter::new(now),
+            request_success: [Counter::new(now); 5],
             request_prompt_tokens: Histogram::new(&tokens, now),
             request_generation_tokens: Histogram::new(&tokens, now),
             request_max_num_generation_tokens: Histogram::new(&tokens, now),
@@ -190,6 +256,12 @@ impl EngineStats {
             request_decode_time: Histogram::new(latency, now),
             request_prefill_kv_computed_tokens: Histogram::new(&tokens, now),
         }
+    }
+
+    /// Counts `tokens` prompt tokens, all computed locally (no prefix cache, no KV transfer).
+    pub fn add_prompt_tokens(&mut self, tokens: f64) {
+        self.prompt_tokens.value += tokens;
+        self.prompt_tokens_by_source[0].value += tokens;
     }
 
     /// Counts one finished request.
@@ -226,9 +298,17 @@ impl Writer<'_> {
     }
 
     fn sample(&mut self, name: &str, extra_before_model: &str, value: f64) {
+        self.sample_around(name, extra_before_model, "", value);
+    }
+
+    /// A sample with labels that sort before `model_name` (`finished_reason`, `le`) and
+    /// after it (`sleep_state`, `source`), each given as `name="value",`.
+    fn sample_around(&mut self, name: &str, before_model: &str, after_model: &str, value: f64) {
+        let after = after_model.strip_suffix(',').unwrap_or(after_model);
+        let comma = if after.is_empty() { "" } else { "," };
         let _ = writeln!(
             self.out,
-            "{name}{{{},{extra_before_model}model_name=\"{}\"}} {}",
+            "{name}{{{},{before_model}model_name=\"{}\"{comma}{after}}} {}",
             self.engine,
             self.model,
             go_string(value)
@@ -255,6 +335,31 @@ impl Writer<'_> {
         self.created(base, help, &[("", counter.created)]);
     }
 
+    /// A counter with one series per value of a label that sorts after `model_name`.
+    fn counter_after_model(
+        &mut self,
+        base: &str,
+        help: &str,
+        label: &str,
+        series: &[(&str, Counter)],
+    ) {
+        let total = format!("{base}_total");
+        self.header(&total, help, "counter");
+        for (value, counter) in series {
+            self.sample_around(&total, "", &format!("{label}=\"{value}\""), counter.value);
+        }
+        let created = format!("{base}_created");
+        self.header(&created, help, "gauge");
+        for (value, counter) in series {
+            self.sample_around(
+                &created,
+                "",
+                &format!("{label}=\"{value}\""),
+                counter.created,
+            );
+        }
+    }
+
     fn histogram(&mut self, name: &str, help: &str, histogram: &Histogram) {
         self.header(name, help, "histogram");
         let bucket = format!("{name}_bucket");
@@ -271,24 +376,70 @@ impl Writer<'_> {
     }
 }
 
-/// Renders the body vLLM 0.13 (one engine, `engine="0"`) would serve.
-pub fn render(info: &EngineInfo, stats: &EngineStats, live: LiveGauges) -> String {
+/// Renders the body vLLM 0.18 (one engine, `engine="0"`) would serve; `process` holds this
+/// process's own figures where the platform has them.
+pub fn render(
+    info: &EngineInfo,
+    stats: &EngineStats,
+    live: LiveGauges,
+    process: Option<&ProcessStats>,
+) -> String {
     let model = escape(&info.model_name);
     let mut w = Writer {
-        out: String::with_capacity(48 * 1024),
+        out: String::with_capacity(56 * 1024),
         engine: "engine=\"0\"",
         model: &model,
     };
-    w.header(
+    let plain = |w: &mut Writer<'_>, name: &str, help: &str, kind: &str, value: f64| {
+        w.header(name, help, kind);
+        let _ = writeln!(w.out, "{name} {}", go_string(value));
+    };
+    if let Some(p) = process {
+        plain(
+            &mut w,
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            "gauge",
+            p.virtual_memory_bytes,
+        );
+        plain(
+            &mut w,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            "gauge",
+            p.resident_memory_bytes,
+        );
+    }
+    plain(
+        &mut w,
         "process_start_time_seconds",
         "Start time of the process since unix epoch in seconds.",
         "gauge",
+        info.process_start,
     );
-    let _ = writeln!(
-        w.out,
-        "process_start_time_seconds {}",
-        go_string(info.process_start)
-    );
+    if let Some(p) = process {
+        plain(
+            &mut w,
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            "counter",
+            p.cpu_seconds,
+        );
+        plain(
+            &mut w,
+            "process_open_fds",
+            "Number of open file descriptors.",
+            "gauge",
+            p.open_fds,
+        );
+        plain(
+            &mut w,
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            "gauge",
+            p.max_fds,
+        );
+    }
     w.gauge(
         "vllm:num_requests_running",
         "Number of requests in model execution batches.",
@@ -304,16 +455,12 @@ pub fn render(info: &EngineInfo, stats: &EngineStats, live: LiveGauges) -> Strin
         "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is awake; weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep level 2.",
         "gauge",
     );
-    for (state, value) in [
-        ("awake", 1.0),
-        ("weights_offloaded", 0.0),
-        ("discard_all", 0.0),
-    ] {
-        // `sleep_state` sorts after `model_name`.
-        let _ = writeln!(
-            w.out,
-            "vllm:engine_sleep_state{{engine=\"0\",model_name=\"{model}\",sleep_state=\"{state}\"}} {}",
-            go_string(value)
+    for (state, value) in live.sleep.series() {
+        w.sample_around(
+            "vllm:engine_sleep_state",
+            "",
+            &format!("sleep_state=\"{state}\""),
+            value,
         );
     }
     w.gauge(
@@ -321,25 +468,70 @@ pub fn render(info: &EngineInfo, stats: &EngineStats, live: LiveGauges) -> Strin
         "KV-cache usage. 1 means 100 percent usage.",
         live.kv_cache_usage,
     );
-    w.counter(
-        "vllm:prefix_cache_queries",
-        "Prefix cache queries, in terms of number of queried tokens.",
-        stats.prefix_cache_queries,
+    for (base, help, counter) in [
+        (
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            stats.prefix_cache_queries,
+        ),
+        (
+            "vllm:prefix_cache_hits",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            stats.prefix_cache_hits,
+        ),
+        (
+            "vllm:external_prefix_cache_queries",
+            "External prefix cache queries from KV connector cross-instance cache sharing, in terms of number of queried tokens.",
+            stats.external_prefix_cache_queries,
+        ),
+        (
+            "vllm:external_prefix_cache_hits",
+            "External prefix cache hits from KV connector cross-instance cache sharing, in terms of number of cached tokens.",
+            stats.external_prefix_cache_hits,
+        ),
+        (
+            "vllm:mm_cache_queries",
+            "Multi-modal cache queries, in terms of number of queried items.",
+            stats.mm_cache_queries,
+        ),
+        (
+            "vllm:mm_cache_hits",
+            "Multi-modal cache hits, in terms of number of cached items.",
+            stats.mm_cache_hits,
+        ),
+        (
+            "vllm:num_preemptions",
+            "Cumulative number of preemption from the engine.",
+            stats.preemptions,
+        ),
+        (
+            "vllm:prompt_tokens",
+            "Number of prefill tokens processed.",
+            stats.prompt_tokens,
+        ),
+    ] {
+        w.counter(base, help, counter);
+    }
+    let by_source: Vec<(&str, Counter)> = PROMPT_TOKEN_SOURCES
+        .iter()
+        .copied()
+        .zip(stats.prompt_tokens_by_source)
+        .collect();
+    w.counter_after_model(
+        "vllm:prompt_tokens_by_source",
+        "Number of prompt tokens by source.",
+        "source",
+        &by_source,
     );
     w.counter(
-        "vllm:prefix_cache_hits",
-        "Prefix cache hits, in terms of number of cached tokens.",
-        stats.prefix_cache_hits,
+        "vllm:prompt_tokens_cached",
+        "Number of cached prompt tokens (local + external).",
+        stats.prompt_tokens_cached,
     );
     w.counter(
-        "vllm:num_preemptions",
-        "Cumulative number of preemption from the engine.",
-        stats.preemptions,
-    );
-    w.counter(
-        "vllm:prompt_tokens",
-        "Number of prefill tokens processed.",
-        stats.prompt_tokens,
+        "vllm:prompt_tokens_recomputed",
+        "Number of cached tokens recomputed for forward pass.",
+        stats.prompt_tokens_recomputed,
     );
     w.counter(
         "vllm:generation_tokens",
@@ -441,10 +633,12 @@ pub fn render(info: &EngineInfo, stats: &EngineStats, live: LiveGauges) -> Strin
         "Information of the LLMEngine CacheConfig",
         "gauge",
     );
-    // The labels are every CacheConfig field, sorted; the ones a scraper reads are real.
+    // The labels are every CacheConfig field of 0.18, sorted; the ones a scraper reads
+    // (block_size, num_gpu_blocks) are the simulation's, the rest vLLM's defaults with
+    // prefix caching off (the simulation has none).
     let _ = writeln!(
         w.out,
-        "vllm:cache_config_info{{block_size=\"{}\",cache_dtype=\"auto\",calculate_kv_scales=\"False\",cpu_offload_gb=\"0\",enable_prefix_caching=\"False\",engine=\"0\",gpu_memory_utilization=\"0.9\",is_attention_free=\"False\",num_cpu_blocks=\"None\",num_gpu_blocks=\"{}\",num_gpu_blocks_override=\"None\",prefix_caching_hash_algo=\"sha256\",sliding_window=\"None\",swap_space=\"4.0\"}} 1.0",
+        "vllm:cache_config_info{{block_size=\"{}\",cache_dtype=\"auto\",calculate_kv_scales=\"False\",cpu_kvcache_space_bytes=\"None\",cpu_offload_gb=\"0\",cpu_offload_params=\"set()\",enable_prefix_caching=\"False\",engine=\"0\",gpu_memory_utilization=\"0.9\",is_attention_free=\"False\",kv_cache_memory_bytes=\"None\",kv_offloading_backend=\"native\",kv_offloading_size=\"None\",kv_sharing_fast_prefill=\"False\",mamba_block_size=\"None\",mamba_cache_dtype=\"auto\",mamba_cache_mode=\"none\",mamba_page_size_padded=\"None\",mamba_ssm_cache_dtype=\"auto\",num_cpu_blocks=\"None\",num_gpu_blocks=\"{}\",num_gpu_blocks_override=\"None\",prefix_caching_hash_algo=\"sha256\",sliding_window=\"None\",swap_space=\"4.0\"}} 1.0",
         info.block_size, info.num_gpu_blocks
     );
     w.out
@@ -490,8 +684,9 @@ mod tests {
             running: 3.0,
             waiting: 5.0,
             kv_cache_usage: 0.25,
+            sleep: SleepGauge::Awake,
         };
-        let body = render(&info(), &stats, live);
+        let body = render(&info(), &stats, live, None);
         let snapshot =
             EngineSnapshot::from_exposition(&body, Format::Prometheus, 0.0, &RouteIndex::engines());
         assert_eq!(
@@ -513,16 +708,19 @@ mod tests {
     }
 
     #[test]
-    fn layout_follows_vllm_0_13() {
+    fn layout_follows_vllm_0_18() {
         let mut stats = EngineStats::new(40960, 1768264339.8898673);
         stats.request_prompt_tokens.observe(33.0);
-        let body = render(&info(), &stats, LiveGauges::default());
-        // Lines written by hand from the 0.13 fixture, model name swapped.
+        let body = render(&info(), &stats, LiveGauges::default(), None);
+        // Lines written by hand from the 0.13 and 0.16-0.18 fixtures, model name swapped.
         for line in [
             "vllm:num_requests_waiting{engine=\"0\",model_name=\"sim-llama\"} 0.0",
             "# TYPE vllm:prompt_tokens_created gauge",
             "vllm:prompt_tokens_created{engine=\"0\",model_name=\"sim-llama\"} 1.7682643398898673e+09",
             "vllm:request_success_total{engine=\"0\",finished_reason=\"abort\",model_name=\"sim-llama\"} 0.0",
+            "vllm:request_success_total{engine=\"0\",finished_reason=\"repetition\",model_name=\"sim-llama\"} 0.0",
+            "vllm:prompt_tokens_by_source_total{engine=\"0\",model_name=\"sim-llama\",source=\"local_compute\"} 0.0",
+            "vllm:engine_sleep_state{engine=\"0\",model_name=\"sim-llama\",sleep_state=\"awake\"} 1.0",
             "vllm:request_prompt_tokens_bucket{engine=\"0\",le=\"20.0\",model_name=\"sim-llama\"} 0.0",
             "vllm:request_prompt_tokens_bucket{engine=\"0\",le=\"50.0\",model_name=\"sim-llama\"} 1.0",
             "vllm:request_prompt_tokens_bucket{engine=\"0\",le=\"+Inf\",model_name=\"sim-llama\"} 1.0",
