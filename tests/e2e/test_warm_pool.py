@@ -624,9 +624,12 @@ def test_c_sleeping_replica_is_out_of_service_and_wakes_within_its_wake_time(
                         pod_annotations={READY_AFTER_ANNOTATION: "20"},
                         pod_labels={SERVING_LABEL: "true"})
     c.wait_for(lambda: len(endpoints(c, ns, "llm")) == 2, "two replicas", timeout=90)
+    # Bursts remembered for a minute (the shortest memory), so the pool's scenarios follow
+    # this short test rather than a half-hour history.
     apply(c, warm_pool(ns, "llm", "llm", workModel=SIM_WORK_MODEL,
-                       bounds={"minReplicas": 1, "maxReplicas": 3},
-                       cost={"missCostRatio": 0.01},
+                       bounds={"minReplicas": 1, "maxReplicas": 2},
+                       cost={"missCostRatio": 0.001},
+                       forecast={"memorySeconds": 60},
                        tiers={"sleeping": {"maxReplicas": 1, "priceFactor": 0.2}}))
     with ClosedLoopLoad(lambda: endpoints(c, ns, "llm"), "sleep-model", concurrency=8,
                         spread="round-robin", max_duration=400, name="sleep-load") as load:
@@ -637,7 +640,15 @@ def test_c_sleeping_replica_is_out_of_service_and_wakes_within_its_wake_time(
         time.sleep(WARM_UP_SECONDS + 5)
         load.set_concurrency(0)
 
+        seen: list[str] = []
+
         def asleep() -> dict | None:
+            decision = pool_status(c, ns, "llm").get("lastDecision", {})
+            line = f"{decision.get('action')} {decision.get('recommendedReplicas')}: " \
+                   f"{decision.get('message')}"
+            if not seen or seen[-1] != line:
+                seen.append(line)
+                log(f"  decision: {line}")
             for p in c.pods(ns, "app.kubernetes.io/name=llm"):
                 if sleep_state(p) == "asleep":
                     return p

@@ -202,6 +202,7 @@ struct PoolMemory {
     last_sync: Option<f64>,
     resume_floor: u32,
     last_recommended: u32,
+    last_action: Option<decision::Action>,
     capacity: Capacity,
 }
 
@@ -257,6 +258,7 @@ impl PoolMemory {
             last_sync: None,
             resume_floor: status.and_then(|s| s.recommended_replicas).unwrap_or(0),
             last_recommended: status.and_then(|s| s.recommended_replicas).unwrap_or(0),
+            last_action: None,
             capacity: Capacity::default(),
         }
     }
@@ -551,29 +553,28 @@ async fn sync(pool: &WarmPool, ctx: &Arc<Context>) -> Result<Action, Error> {
     reconcile_placeholders(ctx, pool, &key, &target, &placeholders, placeholders_wanted).await?;
 
     let recommended = recommended_replicas(&rec, &settings.bounds);
-    let previous = ctx
+    let (previous, action_changed) = ctx
         .memory(&key, |m| {
             let previous = m.last_recommended;
+            let action_changed = m.last_action != Some(rec.action);
             m.last_recommended = recommended;
+            m.last_action = Some(rec.action);
             m.capacity = capacity;
-            if let Some(expected) =
-                Some(rec.forecast.request_rate.expected).filter(|_| rec.forecast.horizon_secs > 0.0)
-            {
-                m.forecasts
-                    .push_back((now + rec.forecast.horizon_secs, expected));
+            if rec.forecast.horizon_secs > 0.0 {
+                m.forecasts.push_back((
+                    now + rec.forecast.horizon_secs,
+                    rec.forecast.request_rate.expected,
+                ));
             }
-            previous
+            (previous, action_changed)
         })
-        .unwrap_or(0);
+        .unwrap_or((0, true));
     score_forecasts(ctx, &key, &demand, now);
 
     // Report.
     ctx.telemetry.decision(rec.action.as_str());
-    if recommended != previous
-        || rec.action != decision::Action::Hold
-        || woken > 0
-        || put_to_sleep > 0
-    {
+    // An Event when something changes, not one per sync: the status says the rest.
+    if recommended != previous || action_changed || woken > 0 || put_to_sleep > 0 {
         let note = format!(
             "recommend {recommended} replicas (was {previous}){}: {}",
             if floor_applied {
