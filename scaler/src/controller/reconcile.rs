@@ -692,11 +692,9 @@ fn build_snapshot(
     }
 }
 
-/// Records how far off the request-rate forecasts whose horizon has passed were.
+/// Records how far off the request-rate forecasts whose horizon has passed were (forecasts
+/// that come due while the rate is missing are dropped unscored).
 fn score_forecasts(ctx: &Context, key: &ObjectRef<WarmPool>, demand: &DemandSample, now: f64) {
-    let Some(actual) = demand.requests_per_second else {
-        return;
-    };
     let due: Vec<f64> = ctx
         .memory(key, |m| {
             let mut due = Vec::new();
@@ -708,6 +706,9 @@ fn score_forecasts(ctx: &Context, key: &ObjectRef<WarmPool>, demand: &DemandSamp
             due
         })
         .unwrap_or_default();
+    let Some(actual) = demand.requests_per_second else {
+        return;
+    };
     for forecast in due {
         // Relative to the larger of the two, so a quiet period does not divide by ~0.
         let scale = actual.max(forecast).max(1e-9);
