@@ -301,22 +301,6 @@ async fn run_controller(
         None => Api::all(client.clone()),
     };
     let (placeholders, writer) = reflector::store();
-    let placeholder_watch = tokio::spawn(tracing::Instrument::instrument(
-        watcher(
-            placeholder_api,
-            watcher::Config::default().labels(pods::PLACEHOLDER_LABEL),
-        )
-        .default_backoff()
-        .modify(|pod| pod.metadata.managed_fields = None)
-        .reflect(writer)
-        .applied_objects()
-        .for_each(|item| async move {
-            if let Err(e) = item {
-                tracing::warn!(error = %e, "placeholder watch failed; retrying");
-            }
-        }),
-        tracing::info_span!("placeholder_watch"),
-    ));
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -330,6 +314,31 @@ async fn run_controller(
         Arc::clone(telemetry),
         placeholders.clone(),
     ));
+    // Placeholders: a store for the syncs, and their events for preemptions (a placeholder
+    // created and preempted between two syncs is still seen).
+    let placeholder_watch = {
+        let ctx = Arc::clone(&ctx);
+        tokio::spawn(tracing::Instrument::instrument(
+            watcher(
+                placeholder_api,
+                watcher::Config::default().labels(pods::PLACEHOLDER_LABEL),
+            )
+            .default_backoff()
+            .modify(|pod| pod.metadata.managed_fields = None)
+            .reflect(writer)
+            .for_each(move |event| {
+                match event {
+                    Ok(watcher::Event::Apply(pod) | watcher::Event::Delete(pod)) => {
+                        ctx.placeholder_event(&pod)
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "placeholder watch failed; retrying"),
+                }
+                futures::future::ready(())
+            }),
+            tracing::info_span!("placeholder_watch"),
+        ))
+    };
 
     // Lost Lease: stop acting at once.
     let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -8,7 +8,7 @@
 //! tolerations and affinity, at a PriorityClass of value -10 and `preemptionPolicy: Never`.
 //! Does not own: deciding any of it.
 
-use super::fleet::{PodFacts, SleepState};
+use super::fleet::{PodFacts, Preemption, SleepState};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -77,6 +77,25 @@ pub fn facts(pod: &Pod) -> PodFacts {
             .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
             .map(|t| t.as_second() as f64 + f64::from(t.subsec_nanosecond()) * 1e-9),
     }
+}
+
+/// The scheduler's mark on a pod it preempts (condition `DisruptionTarget`, reason
+/// `PreemptionByScheduler`), as a [`Preemption`] on the pod's node at the time it was marked.
+pub fn preemption(pod: &Pod) -> Option<Preemption> {
+    let node = pod.spec.as_ref()?.node_name.clone()?;
+    let mark = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| {
+        c.type_ == "DisruptionTarget"
+            && c.status == "True"
+            && c.reason.as_deref() == Some("PreemptionByScheduler")
+    })?;
+    Some(Preemption {
+        node,
+        noticed: mark
+            .last_transition_time
+            .as_ref()
+            .map(seconds)
+            .unwrap_or_else(|| seconds(&Time(k8s_openapi::jiff::Timestamp::now()))),
+    })
 }
 
 /// The merge patch that moves a pod into `state` (`None`: awake and serving again).
@@ -303,6 +322,27 @@ mod tests {
             pod.metadata.labels.unwrap()[PLACEHOLDER_LABEL],
             "llama".to_owned()
         );
+    }
+
+    #[test]
+    fn the_schedulers_preemption_mark() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "llama-placeholder-x"},
+            "spec": {"nodeName": "gpu-7", "containers": []},
+            "status": {"conditions": [{"type": "DisruptionTarget", "status": "True",
+                "reason": "PreemptionByScheduler",
+                "message": "default-scheduler: preempting to accommodate a higher priority pod",
+                "lastTransitionTime": "2026-12-01T10:00:05Z"}]}
+        }))
+        .unwrap();
+        let p = preemption(&pod).unwrap();
+        assert_eq!(p.node, "gpu-7");
+        // 2026-12-01T10:00:05Z (Python: calendar.timegm).
+        assert_eq!(p.noticed, 1_796_119_205.0);
+        // Deleted by its pool (or anyone else): no mark, no preemption.
+        let mut deleted = pod.clone();
+        deleted.status = None;
+        assert!(preemption(&deleted).is_none());
     }
 
     #[test]

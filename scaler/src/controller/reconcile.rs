@@ -119,7 +119,19 @@ pub struct Context {
     /// Wake calls in flight; aborted when the controller stops (the next leader resumes them
     /// from the pods' annotations).
     tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// Placeholders the scheduler preempted, by (namespace, pool), until the pool's next sync;
+    /// and the UIDs already recorded (a preempted pod is seen modified, then deleted).
+    preemptions: Mutex<Preemptions>,
 }
+
+#[derive(Default)]
+struct Preemptions {
+    by_pool: HashMap<(String, String), Vec<Preemption>>,
+    seen: VecDeque<String>,
+}
+
+/// UIDs of recorded preemptions remembered to ignore the same pod's later events.
+const PREEMPTIONS_REMEMBERED: usize = 1024;
 
 impl Context {
     pub fn new(
@@ -138,7 +150,46 @@ impl Context {
             placeholders,
             pools: Mutex::new(HashMap::new()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
+            preemptions: Mutex::new(Preemptions::default()),
         }
+    }
+
+    /// Records a placeholder pod event from the placeholder watch: a pod the scheduler marked
+    /// `DisruptionTarget` / `PreemptionByScheduler` was preempted for a real pod on its node.
+    pub fn placeholder_event(&self, pod: &Pod) {
+        let Some(preemption) = pods::preemption(pod) else {
+            return;
+        };
+        let (Some(namespace), Some(pool), Some(uid)) = (
+            pod.namespace(),
+            pod.labels().get(PLACEHOLDER_LABEL).cloned(),
+            pod.uid(),
+        ) else {
+            return;
+        };
+        let Ok(mut p) = self.preemptions.lock() else {
+            return;
+        };
+        if p.seen.contains(&uid) {
+            return;
+        }
+        p.seen.push_back(uid);
+        while p.seen.len() > PREEMPTIONS_REMEMBERED {
+            p.seen.pop_front();
+        }
+        tracing::info!(%namespace, %pool, node = %preemption.node, "placeholder preempted");
+        p.by_pool
+            .entry((namespace, pool))
+            .or_default()
+            .push(preemption);
+    }
+
+    fn take_preemptions(&self, namespace: &str, pool: &str) -> Vec<Preemption> {
+        self.preemptions
+            .lock()
+            .ok()
+            .and_then(|mut p| p.by_pool.remove(&(namespace.to_owned(), pool.to_owned())))
+            .unwrap_or_default()
     }
 
     /// Aborts in-flight wakes (their pods stay annotated `waking`, which the next leader
@@ -186,10 +237,6 @@ struct PoolMemory {
     /// Latest Ready time counted per tier (RFC 3339 in status).
     last_observed: HashMap<Tier, f64>,
     ledger: ReadyLedger,
-    /// Placeholders seen at the last sync: uid → node (empty while unscheduled).
-    placeholders_seen: HashMap<String, String>,
-    /// Placeholders this process deleted (not preempted).
-    deleted_by_us: HashSet<String>,
     /// Pods with a wake call in flight, and wake attempts per pod.
     waking: HashSet<String>,
     wake_attempts: HashMap<String, u32>,
@@ -248,8 +295,6 @@ impl PoolMemory {
             wake: from_status(Tier::Sleeping, TimeToReady::prior(DEFAULT_PRIOR_WAKE_SECS)),
             last_observed,
             ledger: ReadyLedger::resume(watermark),
-            placeholders_seen: HashMap::new(),
-            deleted_by_us: HashSet::new(),
             waking: HashSet::new(),
             wake_attempts: HashMap::new(),
             sleep_unavailable: None,
@@ -425,29 +470,14 @@ async fn sync(pool: &WarmPool, ctx: &Arc<Context>) -> Result<Action, Error> {
         })
         .collect();
 
-    // Learn: placeholders preempted since the last sync, then starts and their tiers.
+    // Learn: placeholders the scheduler preempted since the last sync, then starts and
+    // their tiers.
+    let preempted = ctx.take_preemptions(&namespace, &name);
     let observations = ctx
         .memory(&key, |m| {
-            let current: HashMap<String, String> = placeholders
-                .iter()
-                .map(|p| {
-                    let node = p
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.node_name.clone())
-                        .unwrap_or_default();
-                    (p.uid().unwrap_or_default(), node)
-                })
-                .collect();
-            for (uid, node) in &m.placeholders_seen {
-                if !current.contains_key(uid) && !m.deleted_by_us.remove(uid) && !node.is_empty() {
-                    m.ledger.note_preemption(Preemption {
-                        node: node.clone(),
-                        noticed: now,
-                    });
-                }
+            for preemption in preempted {
+                m.ledger.note_preemption(preemption);
             }
-            m.placeholders_seen = current;
             let seen = m.ledger.observe(&pods, now);
             for o in &seen {
                 m.learner(o.tier).observe(o.seconds);
@@ -550,7 +580,7 @@ async fn sync(pool: &WarmPool, ctx: &Arc<Context>) -> Result<Action, Error> {
         .as_ref()
         .and_then(|t| t.placeholder.as_ref())
         .map_or(0, |t| rec.placeholders_wanted.min(t.max_replicas));
-    reconcile_placeholders(ctx, pool, &key, &target, &placeholders, placeholders_wanted).await?;
+    reconcile_placeholders(ctx, pool, &target, &placeholders, placeholders_wanted).await?;
 
     let recommended = recommended_replicas(&rec, &settings.bounds);
     let (previous, action_changed) = ctx
@@ -1031,7 +1061,6 @@ async fn wake_and_wait(ctx: &Context, engine: &Engine) -> Result<(), super::engi
 async fn reconcile_placeholders(
     ctx: &Context,
     pool: &WarmPool,
-    key: &ObjectRef<WarmPool>,
     target: &Target,
     existing: &[Arc<Pod>],
     wanted: u32,
@@ -1110,8 +1139,6 @@ async fn reconcile_placeholders(
             )
         });
         for victim in victims.into_iter().take((have - wanted) as usize) {
-            let uid = victim.uid().unwrap_or_default();
-            ctx.memory(key, |m| m.deleted_by_us.insert(uid));
             match api
                 .delete(&victim.name_any(), &DeleteParams::default())
                 .await
