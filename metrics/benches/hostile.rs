@@ -14,17 +14,9 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Same body as `tests/hostile_body.rs` (a bench cannot import a test module).
-fn attack_body(models: usize) -> String {
-    let mut body = String::with_capacity(models * 50 + 200);
-    for i in 0..models {
-        body.push_str(&format!(
-            "vllm:num_requests_waiting{{model_name=\"m{i:06}\"}} 1\n"
-        ));
-    }
-    body.push_str("vllm:num_requests_running{model_name=\"m000001\"} 7\n");
-    body
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::attack_body;
 
 fn hostile_benches(c: &mut Criterion) {
     let routes = RouteIndex::engines();

@@ -22,7 +22,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use inferscale_metrics::exposition::{Format, Parser, Record};
 use inferscale_metrics::profile::{gpu_mapping, RouteIndex};
 use inferscale_metrics::signals::{replica_signals, SignalOptions};
-use inferscale_metrics::snapshot::EngineSnapshot;
+use inferscale_metrics::snapshot::{EngineSnapshot, SnapshotLimits};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,6 +87,12 @@ fn fleet_body(template: &str, target: usize) -> String {
 
 fn parse_benches(c: &mut Criterion) {
     let routes = RouteIndex::engines();
+    // The fleet body carries 100 model names, over the default cap of 64: raise the cap so
+    // that every input is read in full and the figures stay comparable across versions.
+    let limits = SnapshotLimits {
+        max_models: 1024,
+        ..SnapshotLimits::default()
+    };
     for (name, body) in inputs() {
         let mut group = c.benchmark_group(format!("parse/{name}"));
         group.throughput(Throughput::Bytes(body.len() as u64));
@@ -118,7 +124,13 @@ fn parse_benches(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("ours", "snapshot"), |b| {
             b.iter(|| {
-                EngineSnapshot::from_exposition(black_box(&body), Format::Prometheus, 0.0, &routes)
+                EngineSnapshot::from_exposition_with(
+                    black_box(&body),
+                    Format::Prometheus,
+                    0.0,
+                    &routes,
+                    &limits,
+                )
             })
         });
         group.bench_function(BenchmarkId::new("ours", "full"), |b| {

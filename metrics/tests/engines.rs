@@ -12,30 +12,9 @@ use inferscale_metrics::exposition::Format;
 use inferscale_metrics::profile::{CounterSignal, Engine, GaugeSignal, RouteIndex};
 use inferscale_metrics::signals::{replica_signals, Missing, Reading, SignalOptions, SingleScrape};
 use inferscale_metrics::snapshot::{EngineSnapshot, ModelSnapshot};
-use std::path::PathBuf;
 
-/// `$INFERSCALE_SHARED/fixtures/<rel>`, else `../shared/fixtures/<rel>` beside the checkout.
-fn shared_fixture(rel: &str) -> Option<String> {
-    let root = std::env::var_os("INFERSCALE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let path = root.join("fixtures").join(rel);
-    match std::fs::read_to_string(&path) {
-        Ok(body) => Some(body),
-        Err(error) if std::env::var_os("INFERSCALE_SKIP_SHARED").is_some_and(|v| v == "1") => {
-            println!(
-                "SKIPPED: {} ({error}); INFERSCALE_SKIP_SHARED=1",
-                path.display()
-            );
-            None
-        }
-        Err(error) => panic!(
-            "shared fixture {} unreadable ({error}); set INFERSCALE_SHARED to the shared/ folder, \
-             or INFERSCALE_SKIP_SHARED=1 to skip tests that need it",
-            path.display()
-        ),
-    }
-}
+mod support;
+use support::shared_fixture;
 
 fn snapshot(body: &str, taken_at: f64) -> EngineSnapshot {
     EngineSnapshot::from_exposition(body, Format::Prometheus, taken_at, &RouteIndex::engines())

@@ -37,18 +37,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// The attack body: `vllm:num_requests_waiting{model_name="m000000"} 1` and so on, 50 bytes a
-/// line, then the pod's own model last (where a naive cap would already have crowded it out).
-fn attack_body(models: usize) -> String {
-    let mut body = String::with_capacity(models * 50 + 200);
-    for i in 0..models {
-        body.push_str(&format!(
-            "vllm:num_requests_waiting{{model_name=\"m{i:06}\"}} 1\n"
-        ));
-    }
-    body.push_str("vllm:num_requests_running{model_name=\"m000001\"} 7\n");
-    body
-}
+mod support;
+use support::attack_body;
 
 /// Heap the snapshot builder may use beyond the body itself, whatever the body: the
 /// default caps hold 64 models (≈ 2 KB each while building) and at most 16,384 series keys.

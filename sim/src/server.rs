@@ -642,7 +642,7 @@ mod tests {
     use axum::http::Request;
     use tower::ServiceExt;
 
-    fn state() -> Arc<ServeState> {
+    fn state_with(sleep: SleepConfig) -> Arc<ServeState> {
         ServeState::new(Engine::new(EngineConfig {
             model: "sim-llama".into(),
             max_num_seqs: 4,
@@ -652,8 +652,12 @@ mod tests {
             kv_blocks: 100,
             block_size: 16,
             max_model_len: 256,
-            sleep: SleepConfig::default(),
+            sleep,
         }))
+    }
+
+    fn state() -> Arc<ServeState> {
+        state_with(SleepConfig::default())
     }
 
     async fn call(state: &Arc<ServeState>, method: &str, uri: &str, body: &str) -> Response {
@@ -755,21 +759,11 @@ mod tests {
     }
 
     fn sleepy_state() -> Arc<ServeState> {
-        ServeState::new(Engine::new(EngineConfig {
-            model: "sim-llama".into(),
-            max_num_seqs: 4,
-            ttft: Duration::from_millis(1),
-            itl: Duration::from_millis(1),
-            prefill_per_token: Duration::ZERO,
-            kv_blocks: 100,
-            block_size: 16,
-            max_model_len: 256,
-            sleep: SleepConfig {
-                enabled: true,
-                wake_time_level1: Duration::ZERO,
-                wake_time_level2: Duration::ZERO,
-            },
-        }))
+        state_with(SleepConfig {
+            enabled: true,
+            wake_time_level1: Duration::ZERO,
+            wake_time_level2: Duration::ZERO,
+        })
     }
 
     #[tokio::test]

@@ -47,6 +47,16 @@ fn shared_fixture(rel: &str) -> Option<String> {
     }
 }
 
+/// The `process_*` families prometheus_client reads from `/proc` (the start time it has
+/// everywhere).
+const PROCESS_FAMILIES_FROM_PROC: [&str; 5] = [
+    "process_virtual_memory_bytes",
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+];
+
 /// Labels whose values are a closed set the exporter pre-creates.
 const CLOSED_LABELS: [&str; 3] = ["finished_reason", "sleep_state", "source"];
 
@@ -179,23 +189,22 @@ fn compare(real: &[(String, Family)], simulated: &[(String, Family)]) -> BTreeSe
             out.insert(Difference::OnlyReal((*name).to_owned()));
             continue;
         };
-        if r.kind != s.kind {
-            out.insert(Difference::Other(
-                (*name).into(),
-                format!("type {:?} vs {:?}", r.kind, s.kind),
-            ));
-        }
-        if r.help != s.help {
-            out.insert(Difference::Other(
-                (*name).into(),
-                format!("help {:?} vs {:?}", r.help, s.help),
-            ));
-        }
-        if r.bounds != s.bounds {
-            out.insert(Difference::Other(
-                (*name).into(),
-                format!("bounds {:?} vs {:?}", r.bounds, s.bounds),
-            ));
+        let never_deliberate = [
+            ("type", format!("{:?}", r.kind), format!("{:?}", s.kind)),
+            ("help", format!("{:?}", r.help), format!("{:?}", s.help)),
+            (
+                "bounds",
+                format!("{:?}", r.bounds),
+                format!("{:?}", s.bounds),
+            ),
+        ];
+        for (what, real, simulated) in never_deliberate {
+            if real != simulated {
+                out.insert(Difference::Other(
+                    (*name).into(),
+                    format!("{what} {real} vs {simulated}"),
+                ));
+            }
         }
         if r.label_names != s.label_names {
             out.insert(Difference::LabelNames(
@@ -324,13 +333,7 @@ fn vllm_sim_matches_vllm_0_16_to_0_18() {
         deliberate.push((only_real(http), "prometheus_fastapi_instrumentator's HTTP-server bookkeeping: no autoscaler or dashboard of ours reads it"));
     }
     if !cfg!(target_os = "linux") {
-        for p in [
-            "process_virtual_memory_bytes",
-            "process_resident_memory_bytes",
-            "process_cpu_seconds_total",
-            "process_open_fds",
-            "process_max_fds",
-        ] {
+        for p in PROCESS_FAMILIES_FROM_PROC {
             deliberate.push((only_real(p), "read from /proc, which this platform lacks (prometheus_client leaves them out too)"));
         }
     }
@@ -351,13 +354,7 @@ fn vllm_sim_differs_from_vllm_0_13_only_where_0_18_does() {
     let dynamo = "the 0.13 capture was re-exposed by Dynamo, which keeps only vllm: families";
     deliberate.push((only_simulated("process_start_time_seconds"), dynamo));
     if cfg!(target_os = "linux") {
-        for p in [
-            "process_virtual_memory_bytes",
-            "process_resident_memory_bytes",
-            "process_cpu_seconds_total",
-            "process_open_fds",
-            "process_max_fds",
-        ] {
+        for p in PROCESS_FAMILIES_FROM_PROC {
             deliberate.push((only_simulated(p), dynamo));
         }
     }

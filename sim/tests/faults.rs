@@ -5,29 +5,27 @@
 use inferscale_metrics::exposition::Format;
 use inferscale_metrics::profile::{CounterSignal, GaugeSignal, RouteIndex};
 use inferscale_metrics::snapshot::{DropKind, EngineSnapshot};
-use inferscale_sim::engine::{Engine, EngineConfig, SleepConfig};
-use inferscale_sim::server;
+use inferscale_sim::engine::SleepConfig;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-const MODEL: &str = "sim-llama";
+mod support;
+use support::{fetch_metrics, start_vllm, MODEL};
 
-async fn start(sleep: SleepConfig) -> SocketAddr {
-    let engine = Engine::new(EngineConfig {
-        model: MODEL.into(),
-        max_num_seqs: 4,
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(2),
-        prefill_per_token: Duration::ZERO,
-        kv_blocks: 2000,
-        block_size: 16,
-        max_model_len: 4096,
-        sleep,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::run(listener, engine, std::future::pending()));
-    addr
+/// A simulator and a client that follows no redirect, as the adapter's should not.
+async fn start(sleep: SleepConfig) -> (SocketAddr, reqwest::Client, Stop) {
+    let (addr, stop) = start_vllm(4, sleep).await;
+    (addr, client(), stop)
+}
+
+type Stop = tokio::sync::oneshot::Sender<()>;
+
+/// A simulator already playing `fault`.
+async fn start_with_fault(fault: &str) -> (SocketAddr, reqwest::Client, Stop) {
+    let (addr, client, stop) = start(SleepConfig::default()).await;
+    let set = post(&client, addr, "/admin/fault", fault).await;
+    assert_eq!(set.status(), 200, "{fault}");
+    (addr, client, stop)
 }
 
 fn client() -> reqwest::Client {
@@ -53,32 +51,13 @@ async fn post(
 }
 
 async fn snapshot(client: &reqwest::Client, addr: SocketAddr) -> EngineSnapshot {
-    let body = client
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = fetch_metrics(client, addr).await;
     EngineSnapshot::from_exposition(&body, Format::Prometheus, 0.0, &RouteIndex::engines())
 }
 
 #[tokio::test]
 async fn gone_refuses_connections_then_the_endpoint_comes_back() {
-    let addr = start(SleepConfig::default()).await;
-    let client = client();
-    assert_eq!(
-        post(
-            &client,
-            addr,
-            "/admin/fault",
-            r#"{"fault":"gone","seconds":1}"#
-        )
-        .await
-        .status(),
-        200
-    );
+    let (addr, _client, _stop) = start_with_fault(r#"{"fault":"gone","seconds":1}"#).await;
     // Within the grace the listener closes; new connections are refused.
     let deadline = Instant::now() + Duration::from_secs(3);
     let refused = loop {
@@ -107,15 +86,7 @@ async fn gone_refuses_connections_then_the_endpoint_comes_back() {
 
 #[tokio::test]
 async fn a_hanging_scrape_is_answered_by_a_reset() {
-    let addr = start(SleepConfig::default()).await;
-    let client = client();
-    post(
-        &client,
-        addr,
-        "/admin/fault",
-        r#"{"fault":"hang","seconds":600}"#,
-    )
-    .await;
+    let (addr, client, _stop) = start_with_fault(r#"{"fault":"hang","seconds":600}"#).await;
     let scraping = {
         let client = client.clone();
         tokio::spawn(async move { client.get(format!("http://{addr}/metrics")).send().await })
@@ -133,15 +104,8 @@ async fn a_hanging_scrape_is_answered_by_a_reset() {
 
 #[tokio::test]
 async fn gzip_bomb_decodes_through_reqwest_to_the_announced_size() {
-    let addr = start(SleepConfig::default()).await;
-    let client = client();
-    post(
-        &client,
-        addr,
-        "/admin/fault",
-        r#"{"fault":"gzip_bomb","decoded_bytes":8388608}"#,
-    )
-    .await;
+    let (addr, client, _stop) =
+        start_with_fault(r#"{"fault":"gzip_bomb","decoded_bytes":8388608}"#).await;
     let body = client
         .get(format!("http://{addr}/metrics"))
         .send()
@@ -155,15 +119,7 @@ async fn gzip_bomb_decodes_through_reqwest_to_the_announced_size() {
 
 #[tokio::test]
 async fn the_300k_model_body_is_bounded_by_the_snapshot_limits() {
-    let addr = start(SleepConfig::default()).await;
-    let client = client();
-    post(
-        &client,
-        addr,
-        "/admin/fault",
-        r#"{"fault":"many_models","count":300000}"#,
-    )
-    .await;
+    let (addr, client, _stop) = start_with_fault(r#"{"fault":"many_models","count":300000}"#).await;
     let snap = snapshot(&client, addr).await;
     assert_eq!(snap.models.len(), 64);
     assert!(
@@ -175,8 +131,7 @@ async fn the_300k_model_body_is_bounded_by_the_snapshot_limits() {
 
 #[tokio::test]
 async fn restart_is_seen_as_a_new_process() {
-    let addr = start(SleepConfig::default()).await;
-    let client = client();
+    let (addr, client, _stop) = start(SleepConfig::default()).await;
     let done = post(
         &client,
         addr,
@@ -203,13 +158,12 @@ async fn restart_is_seen_as_a_new_process() {
 
 #[tokio::test]
 async fn a_request_sent_while_asleep_waits_and_is_served_after_wake_up() {
-    let addr = start(SleepConfig {
+    let (addr, client, _stop) = start(SleepConfig {
         enabled: true,
         wake_time_level1: Duration::from_millis(300),
         wake_time_level2: Duration::from_secs(1),
     })
     .await;
-    let client = client();
     assert_eq!(
         post(&client, addr, "/sleep?level=1", "").await.status(),
         200

@@ -7,44 +7,17 @@ use inferscale_metrics::profile::{
 };
 use inferscale_metrics::snapshot::{EngineSnapshot, ModelSnapshot};
 use inferscale_sim::dcgm::Node;
-use inferscale_sim::engine::{Engine, EngineConfig, SleepConfig};
+use inferscale_sim::engine::SleepConfig;
 use inferscale_sim::{dcgm_server, server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-const MODEL: &str = "sim-llama";
-
-async fn start_vllm(max_num_seqs: usize) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let engine = Engine::new(EngineConfig {
-        model: MODEL.into(),
-        max_num_seqs,
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(5),
-        prefill_per_token: Duration::from_micros(50),
-        kv_blocks: 2000,
-        block_size: 16,
-        max_model_len: 4096,
-        sleep: SleepConfig::default(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server::run(listener, engine, async {
-        let _ = stopped.await;
-    }));
-    (addr, stop)
-}
+mod support;
+use support::{fetch_metrics, start_vllm, MODEL};
 
 async fn scrape(client: &reqwest::Client, addr: SocketAddr) -> (EngineSnapshot, ModelSnapshot) {
-    let body = client
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = fetch_metrics(client, addr).await;
     let snapshot =
         EngineSnapshot::from_exposition(&body, Format::Prometheus, 0.0, &RouteIndex::engines());
     assert_eq!(
@@ -69,7 +42,7 @@ fn scratch_file(name: &str) -> PathBuf {
 /// every completed request is one TTFT observation.
 #[tokio::test]
 async fn queue_builds_beyond_max_num_seqs_and_every_request_is_observed() {
-    let (addr, stop) = start_vllm(4).await;
+    let (addr, stop) = start_vllm(4, SleepConfig::default()).await;
     let client = reqwest::Client::new();
 
     let assignments = scratch_file("assignments.json");
@@ -183,7 +156,7 @@ async fn queue_builds_beyond_max_num_seqs_and_every_request_is_observed() {
 
 #[tokio::test]
 async fn metrics_endpoint_goes_down_and_comes_back() {
-    let (addr, stop) = start_vllm(2).await;
+    let (addr, stop) = start_vllm(2, SleepConfig::default()).await;
     let client = reqwest::Client::new();
     let status = |path: &'static str| {
         let client = client.clone();
