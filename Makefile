@@ -1,5 +1,7 @@
 # The index of commands. `make help` lists them.
 SHELL := /bin/bash
+# The read-only shared material (traces, fixtures) beside the checkout, unless set.
+SHARED ?= $(or $(INFERSCALE_SHARED),../shared)
 .DEFAULT_GOAL := help
 
 help: ## List the commands
@@ -23,6 +25,13 @@ fmt: ## Format the Rust code
 clippy: ## Lint with warnings as errors
 	cargo clippy --workspace --all-targets -- -D warnings
 
+report: ## Decision-quality report: sweep every policy, LP bound, frontiers (docs/decision-quality, README section); 20-50 min on 2 cores
+	cargo build --release -p inferscale-scaler
+	nice -n 10 target/release/scaler simulate --sweep --quiet --jobs 2 \
+	  --trace $(SHARED)/traces/AzureLLMInferenceTrace_code.csv \
+	  --trace $(SHARED)/traces/AzureLLMInferenceTrace_conv.csv --density 1,20 \
+	  --time-to-ready 120s,300s --out docs/decision-quality --readme README.md
+
 bench: ## Parser and signal benchmarks (criterion), then the replay benchmark
 	cargo bench -p inferscale-metrics --bench parse
 	cargo bench -p inferscale-scaler
@@ -36,4 +45,4 @@ binaries: ## Build and cache the Kubernetes test binaries (kube-apiserver, etcd,
 e2e: ## End-to-end tests: real control plane, HPA, simulated vLLM fleet (tests/e2e)
 	hack/e2e-test.sh
 
-.PHONY: help demo inspect-demo test setup fmt clippy bench fuzz binaries e2e
+.PHONY: help demo inspect-demo test setup fmt clippy report bench fuzz binaries e2e

@@ -8,7 +8,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use inferscale_scaler::calibration::{CostModel, ModelProfile, StartupTime};
 use inferscale_scaler::policy::kpa::{Kpa, DEFAULT_KPA_CONCURRENCY_TARGET};
-use inferscale_scaler::replay::{simulate, FleetConfig, Routing, SimConfig};
+use inferscale_scaler::replay::{simulate, ClientConfig, FleetConfig, Routing, SimConfig};
 use inferscale_scaler::trace::{Synthetic, Trace};
 use std::time::Instant;
 
@@ -41,6 +41,8 @@ fn config() -> SimConfig {
                 gpu_cost_per_hour: 2.5,
             },
             routing: Routing::LeastOutstanding,
+            client: ClientConfig::default(),
+            termination_grace_secs: 30.0,
         },
         slo_ttft_secs: 2.0,
         seed: 1,

@@ -224,15 +224,22 @@ impl StartupTime {
         })
     }
 
-    /// One draw, seconds.
+    /// One draw, seconds, never below [`StartupTime::floor_secs`].
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
         if self.log_sigma == 0.0 {
             return self.median_secs;
         }
         match LogNormal::new(self.median_secs.ln(), self.log_sigma) {
-            Ok(d) => d.sample(rng),
+            Ok(d) => d.sample(rng).max(self.floor_secs()),
             Err(_) => self.median_secs,
         }
+    }
+
+    /// The fastest a start can be: `median × e^(−3σ)` (the 0.13th percentile). Node
+    /// provisioning, image pull and weight load each take a least time, so the log-normal's
+    /// far-left tail is cut; the lower bound relies on this floor.
+    pub fn floor_secs(&self) -> f64 {
+        self.median_secs * (-3.0 * self.log_sigma).exp()
     }
 
     /// The `q`-quantile, seconds (what a clairvoyant planner must lead by to be on time with

@@ -3,14 +3,14 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use inferscale_scaler::cli::{write_outputs, SimulateArgs};
-use inferscale_scaler::report::Report;
+use inferscale_scaler::sweep;
 use std::io::Write as _;
 
 #[derive(Parser)]
 #[command(
     name = "scaler",
     version,
-    about = "Warm-pool controller and what-if simulator"
+    about = "What-if simulator for GPU inference fleets: replays request traces against autoscaling policies and prices them"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -19,8 +19,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Replay a trace against scaling policies and price them.
-    Simulate(SimulateArgs),
+    /// Replay a trace against scaling policies and price them; with --sweep, the whole
+    /// decision-quality report (frontiers, lower bound, tables, plots).
+    Simulate(Box<SimulateArgs>),
     /// Print the WarmPool CustomResourceDefinition (YAML).
     Crd,
     /// Run the warm-pool controller in a cluster (kubeconfig or in-cluster config).
@@ -29,7 +30,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Simulate(args) => simulate(args),
+        Command::Simulate(args) => simulate(*args),
         Command::Crd => {
             print!("{}", inferscale_scaler::controller::crd::crd_yaml()?);
             Ok(())
@@ -52,35 +53,34 @@ fn run_controller(args: inferscale_scaler::controller::RunArgs) -> anyhow::Resul
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
-    let mut resolved = args.resolve()?;
-    let trace = resolved.load_trace().context("loading the trace")?;
-    resolved.size_initial_fleet(&trace);
+    let resolved = args.resolve()?;
     let quiet = args.quiet;
-    let mut progress = |policy: &str, fraction: f64| {
+    let mut progress = |what: &str, fraction: f64| {
         if !quiet {
             // A one-line bar on stderr, redrawn in place; stdout stays clean for the table.
             let filled = (fraction.clamp(0.0, 1.0) * 30.0) as usize;
             let bar = format!("{}{}", "#".repeat(filled), "-".repeat(30 - filled));
-            eprint!("\r{policy:>16} [{bar}] {:>3.0}%", fraction * 100.0);
+            eprint!("\r{what:>40} [{bar}] {:>3.0}%", fraction * 100.0);
             if fraction >= 1.0 {
                 eprintln!();
             }
             let _ = std::io::stderr().flush();
         }
     };
-    let (report, results) = resolved.run(&trace, &mut progress)?;
-    print_report(&report, args.json)?;
-    if let Some(dir) = &resolved.out {
-        write_outputs(dir, &report, &results)?;
+    if resolved.sweep {
+        let summary = sweep::run(&resolved, &mut progress).context("sweeping")?;
+        print!("{summary}");
+        return Ok(());
     }
-    Ok(())
-}
-
-fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
-    if json {
+    let trace = resolved.load_trace().context("loading the trace")?;
+    let (report, results) = resolved.run(&trace, &mut progress)?;
+    if args.json {
         println!("{}", report.json()?);
     } else {
         print!("{}", report.table());
+    }
+    if let Some(dir) = &resolved.out {
+        write_outputs(dir, &report, &results)?;
     }
     Ok(())
 }

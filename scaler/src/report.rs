@@ -25,12 +25,17 @@ pub struct PolicyRow {
     pub ttft_p50: Option<f64>,
     pub ttft_p95: Option<f64>,
     pub ttft_p99: Option<f64>,
-    /// Percent of requests whose TTFT met the objective.
+    /// Percent of attainable requests whose TTFT met the objective.
     pub within_objective_pct: f64,
+    /// Requests no fleet could serve within the objective (left out of the percentage).
+    pub unattainable: usize,
     pub gpu_hours: f64,
     pub cost: f64,
     pub scale_events: u32,
     pub preemptions: f64,
+    pub timeouts: usize,
+    pub retries: usize,
+    pub gave_up: usize,
     pub unfinished: usize,
 }
 
@@ -55,10 +60,14 @@ impl PolicyRow {
             ttft_p95: sorted_quantile(&ttft, 0.95),
             ttft_p99: sorted_quantile(&ttft, 0.99),
             within_objective_pct: result.attainment() * 100.0,
+            unattainable: result.unattainable,
             gpu_hours: result.gpu_hours,
             cost: result.cost,
             scale_events: result.scale_events,
             preemptions: result.preemptions,
+            timeouts: result.timeouts,
+            retries: result.retries,
+            gave_up: result.gave_up,
             unfinished: result.unfinished,
         }
     }
@@ -76,6 +85,8 @@ pub struct Report {
     pub gpu_cost_per_hour: f64,
     /// Ready replicas at time 0 (every policy starts from the same fleet).
     pub initial_replicas: u32,
+    /// How the gateway routed.
+    pub routing: &'static str,
     pub rows: Vec<PolicyRow>,
 }
 
@@ -93,26 +104,31 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "trace {} ({} requests, {:.0} s) | {} | TTFT objective {} s | time-to-ready {} s | {}/GPU-hour | {} initial replicas",
+            "trace {} ({} requests, {:.0} s, {} unattainable) | {} | TTFT objective {} s | time-to-ready {} s | {}/GPU-hour | {} initial replicas | routing {}",
             self.trace,
             self.requests,
             self.trace_secs,
+            self.rows.first().map_or(0, |r| r.unattainable),
             self.model,
             self.slo_ttft_secs,
             self.time_to_ready_median_secs,
             self.gpu_cost_per_hour,
-            self.initial_replicas
+            self.initial_replicas,
+            self.routing
         );
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "| policy | TTFT p50 (s) | TTFT p95 (s) | TTFT p99 (s) | within objective | GPU-hours | cost | scale events | preemptions |"
+            "| policy | TTFT p50 (s) | TTFT p95 (s) | TTFT p99 (s) | within objective (attainable) | GPU-hours | cost | scale events | preemptions | timeouts | retries |"
         );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for r in &self.rows {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {:.2} % | {:.2} | {:.2} | {} | {:.0} |",
+                "| {} | {} | {} | {} | {:.2} % | {:.2} | {:.2} | {} | {:.0} | {} | {} |",
                 r.policy,
                 secs(r.ttft_p50),
                 secs(r.ttft_p95),
@@ -121,7 +137,9 @@ impl Report {
                 r.gpu_hours,
                 r.cost,
                 r.scale_events,
-                r.preemptions
+                r.preemptions,
+                r.timeouts,
+                r.retries
             );
         }
         out

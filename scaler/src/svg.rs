@@ -108,9 +108,13 @@ fn axes(out: &mut String, x_label: &str, y_left: &str, y_right: Option<&str>) {
 }
 
 fn legend(out: &mut String, entries: &[(&str, &str, bool)]) {
+    legend_at(out, entries, LEFT + 12.0);
+}
+
+/// The legend with its lines starting at `x`.
+fn legend_at(out: &mut String, entries: &[(&str, &str, bool)], x: f64) {
     for (i, (name, colour, dashed)) in entries.iter().enumerate() {
         let y = TOP + 8.0 + i as f64 * 16.0;
-        let x = LEFT + 12.0;
         let dash = if *dashed {
             r#" stroke-dasharray="5,3""#
         } else {
@@ -265,6 +269,77 @@ pub fn ttft_cdf(results: &[&RunResult], slo_secs: f64, title: &str) -> String {
             escape(name)
         );
     }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Pareto frontiers of each policy family: GPU-hours (x) against the share of attainable
+/// requests that missed the objective (y, log scale from 0.01 % to 100 %, lower is better),
+/// with the lower bound dashed in black. `curves`: (family, [(GPU-hours, attainment)]).
+pub fn frontiers(curves: &[(&str, Vec<(f64, f64)>)], bound: &[(f64, f64)], title: &str) -> String {
+    let mut out = String::new();
+    header(&mut out, title);
+    let x_max = nice_max(
+        curves
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|p| p.0))
+            .chain(bound.iter().map(|b| b.0))
+            .fold(0.0, f64::max),
+    );
+    let (lo, hi) = (-4.0f64, 0.0f64);
+    let (w, h) = (WIDTH - LEFT - RIGHT - 110.0, HEIGHT - TOP - BOTTOM);
+    let x = |g: f64| LEFT + w * g / x_max;
+    let y = |attainment: f64| {
+        let miss = (1.0 - attainment).clamp(10f64.powf(lo), 1.0).log10();
+        TOP + h * (miss - lo) / (hi - lo)
+    };
+    axes(
+        &mut out,
+        "GPU-hours",
+        "share of attainable requests missing the objective",
+        None,
+    );
+    for i in 0..=4 {
+        let f = i as f64 / 4.0;
+        let e = lo + (hi - lo) * f;
+        let label = match e as i32 {
+            -4 => "0.01 %",
+            -3 => "0.1 %",
+            -2 => "1 %",
+            -1 => "10 %",
+            _ => "100 %",
+        };
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}" text-anchor="end">{label}</text><text x="{}" y="{}" text-anchor="middle">{:.1}</text>"#,
+            LEFT - 6.0,
+            TOP + h * f + 4.0,
+            x(f * x_max),
+            HEIGHT - BOTTOM + 16.0,
+            f * x_max
+        );
+    }
+    let mut entries = Vec::new();
+    let colours = |i: usize| PALETTE[i % PALETTE.len()];
+    for (i, (name, points)) in curves.iter().enumerate() {
+        let colour = colours(i);
+        let dashed = i >= PALETTE.len();
+        let xy: Vec<(f64, f64)> = points.iter().map(|&(g, a)| (x(g), y(a))).collect();
+        polyline(&mut out, &xy, colour, dashed);
+        for &(px, py) in &xy {
+            let _ = writeln!(
+                out,
+                r#"<circle cx="{px:.1}" cy="{py:.1}" r="2.5" fill="{colour}"/>"#
+            );
+        }
+        entries.push((*name, colour, dashed));
+    }
+    if !bound.is_empty() {
+        let xy: Vec<(f64, f64)> = bound.iter().map(|&(g, a)| (x(g), y(a))).collect();
+        polyline(&mut out, &xy, "#000000", true);
+        entries.push(("lower bound (LP)", "#000000", true));
+    }
+    legend_at(&mut out, &entries, WIDTH - RIGHT - 100.0);
     out.push_str("</svg>\n");
     out
 }

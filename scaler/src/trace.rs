@@ -1,8 +1,14 @@
-//! Request traces: reading the Azure LLM inference CSVs (or any CSV with the same columns),
-//! rescaling time, and synthetic generators for tests.
+//! Request traces: reading the Azure LLM inference CSVs (or any CSV with the same columns) and
+//! JSONL traces with per-block prefix hashes, rescaling time, and synthetic generators.
 //!
-//! Owns: the [`Request`] and [`Trace`] types, the CSV parser, time scaling, and the
+//! Owns: the [`Request`] and [`Trace`] types, the CSV and JSONL parsers, time scaling, and the
 //! `kind:key=value,...` synthetic specs (Poisson, diurnal, bursts, ramps).
+//!
+//! JSONL: one object per line with `timestamp` (milliseconds), `input_length`,
+//! `output_length` and `hash_ids` (one id per block of the prompt, equal ids meaning an equal
+//! prefix up to that block) — the shape of published prefix-aware traces such as Mooncake's,
+//! whose blocks are 512 tokens. Unknown fields are ignored; a bad line is refused with its
+//! number.
 //! Does not own: what happens to a request once it arrives (see [`crate::replay`]).
 //!
 //! The Azure 2023 traces (Patel et al., "Splitwise", ISCA 2024; CC-BY-4.0) have a header
@@ -50,6 +56,20 @@ pub struct Request {
     pub prompt_tokens: u32,
     /// Tokens to generate (at least 1: a request always yields a first token).
     pub output_tokens: u32,
+    /// The request's prefix hashes: `hashes.0..hashes.0 + hashes.1` in [`Trace::hash_table`].
+    pub hashes: (u32, u32),
+}
+
+impl Request {
+    /// A request without prefix hashes.
+    pub fn new(arrival: f64, prompt_tokens: u32, output_tokens: u32) -> Request {
+        Request {
+            arrival,
+            prompt_tokens,
+            output_tokens,
+            hashes: (0, 0),
+        }
+    }
 }
 
 /// Requests sorted by arrival.
@@ -57,6 +77,11 @@ pub struct Request {
 pub struct Trace {
     pub name: String,
     pub requests: Vec<Request>,
+    /// Prefix hashes of every request (empty when the trace has none).
+    #[serde(skip)]
+    pub hash_table: Vec<u64>,
+    /// Prompt tokens one hash covers.
+    pub hash_block_tokens: u32,
 }
 
 impl Trace {
@@ -73,7 +98,25 @@ impl Trace {
         Ok(Trace {
             name: name.into(),
             requests,
+            hash_table: Vec::new(),
+            hash_block_tokens: DEFAULT_HASH_BLOCK_TOKENS,
         })
+    }
+
+    /// Reads a JSONL trace (see the module docs); `block_tokens` is the tokens one hash id
+    /// covers.
+    pub fn from_jsonl_file(path: &Path, block_tokens: u32) -> Result<Trace, TraceError> {
+        let (name, text) = read_trace_file(path)?;
+        parse_jsonl(&name, &text, block_tokens)
+    }
+
+    /// Reads a trace file: JSONL when its name ends in `.jsonl`, CSV otherwise.
+    pub fn from_file(path: &Path, block_tokens: u32) -> Result<Trace, TraceError> {
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            Trace::from_jsonl_file(path, block_tokens)
+        } else {
+            Trace::from_csv_file(path)
+        }
     }
 
     /// Span from first to last arrival, seconds.
@@ -121,18 +164,15 @@ impl Trace {
             }
         }
         let name = format!("{} (density x{factor})", self.name);
-        Trace::new(name, requests)
+        let mut trace = Trace::new(name, requests)?;
+        trace.hash_table = self.hash_table;
+        trace.hash_block_tokens = self.hash_block_tokens;
+        Ok(trace)
     }
 
     /// Reads a CSV trace file.
     pub fn from_csv_file(path: &Path) -> Result<Trace, TraceError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TraceError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let name = path
-            .file_stem()
-            .map_or_else(|| "trace".to_owned(), |s| s.to_string_lossy().into_owned());
+        let (name, text) = read_trace_file(path)?;
         Trace::new(name, parse_csv(&text)?)
     }
 }
@@ -185,17 +225,76 @@ pub fn parse_csv(text: &str) -> Result<Vec<Request>, TraceError> {
             f.parse::<u32>()
                 .map_err(|_| bad(format!("bad token count {f:?}")))
         };
-        requests.push(Request {
+        // A request that generated nothing still needed its prefill and a first token.
+        requests.push(Request::new(
             arrival,
-            prompt_tokens: tokens(ctx_col)?,
-            // A request that generated nothing still needed its prefill and a first token.
-            output_tokens: tokens(gen_col)?.max(1),
-        });
+            tokens(ctx_col)?,
+            tokens(gen_col)?.max(1),
+        ));
     }
     if requests.is_empty() {
         return Err(TraceError::Empty);
     }
     Ok(requests)
+}
+
+/// A trace file's name (its stem) and text.
+fn read_trace_file(path: &Path) -> Result<(String, String), TraceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let name = path
+        .file_stem()
+        .map_or_else(|| "trace".to_owned(), |s| s.to_string_lossy().into_owned());
+    Ok((name, text))
+}
+
+/// Tokens one hash id covers in Mooncake's published traces.
+pub const DEFAULT_HASH_BLOCK_TOKENS: u32 = 512;
+
+/// One line of a JSONL trace.
+#[derive(Debug, serde::Deserialize)]
+struct JsonlRequest {
+    timestamp: f64,
+    input_length: u32,
+    output_length: u32,
+    #[serde(default)]
+    hash_ids: Vec<u64>,
+}
+
+/// Parses a JSONL trace (see the module docs).
+pub fn parse_jsonl(name: &str, text: &str, block_tokens: u32) -> Result<Trace, TraceError> {
+    let mut requests = Vec::new();
+    let mut table = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let row: JsonlRequest = serde_json::from_str(line).map_err(|e| TraceError::BadRow {
+            line: index + 1,
+            reason: e.to_string(),
+        })?;
+        if !(row.timestamp.is_finite() && row.timestamp >= 0.0) {
+            return Err(TraceError::BadRow {
+                line: index + 1,
+                reason: format!("bad timestamp {}", row.timestamp),
+            });
+        }
+        let start = table.len() as u32;
+        table.extend_from_slice(&row.hash_ids);
+        requests.push(Request {
+            arrival: row.timestamp / 1000.0,
+            prompt_tokens: row.input_length,
+            output_tokens: row.output_length.max(1),
+            hashes: (start, row.hash_ids.len() as u32),
+        });
+    }
+    let mut trace = Trace::new(name, requests)?;
+    trace.hash_table = table;
+    trace.hash_block_tokens = block_tokens.max(1);
+    Ok(trace)
 }
 
 /// Seconds from a `YYYY-MM-DD HH:MM:SS[.fraction]` timestamp (days counted from 1970-01-01,
@@ -428,11 +527,11 @@ impl Synthetic {
             if rng.random::<f64>() * max_rate > self.shape.rate_at(t, self.duration) {
                 continue;
             }
-            requests.push(Request {
-                arrival: t,
-                prompt_tokens: prompt.sample(&mut rng).clamp(1.0, MAX_SYNTHETIC_PROMPT) as u32,
-                output_tokens: output.sample(&mut rng).clamp(1.0, MAX_SYNTHETIC_OUTPUT) as u32,
-            });
+            requests.push(Request::new(
+                t,
+                prompt.sample(&mut rng).clamp(1.0, MAX_SYNTHETIC_PROMPT) as u32,
+                output.sample(&mut rng).clamp(1.0, MAX_SYNTHETIC_OUTPUT) as u32,
+            ));
         }
         if requests.is_empty() {
             return Err(TraceError::Empty);

@@ -181,6 +181,11 @@ impl Forecaster {
         self.level
     }
 
+    /// Smoothed work per request (replica-seconds), `None` before any request was seen.
+    pub fn work_per_request(&self) -> Option<f64> {
+        (self.request_level > 0.0).then(|| self.level / self.request_level)
+    }
+
     /// Offered work over the latest burst window.
     pub fn latest_window(&self) -> Option<WindowSample> {
         self.windows.back().copied()

@@ -38,7 +38,9 @@
 //! # How it decides
 //!
 //! 1. Offered work now (replica-seconds per second): prompt tokens × prefill cost per token +
-//!    generated tokens × decode cost per token ([`WorkModel`]).
+//!    generated tokens × decode cost per token ([`WorkModel`]), plus the requests waiting in
+//!    the engines (throughput saturates while demand queues) as work due within one burst
+//!    window at the recent work per request.
 //! 2. The forecaster ([`forecast::Forecaster`]) updates a Holt level/trend (and a seasonal
 //!    profile when a period is configured) and remembers short-window (burst-grain) samples.
 //! 3. Per-replica capacity is learned from the fleet's TTFT p95 against the objective: a miss
@@ -47,10 +49,13 @@
 //!    windows, each scaled by the baseline forecast at the horizon over the baseline it was
 //!    seen at (a slow ~5 min Holt, seasonal when configured), are the scenarios; for every candidate
 //!    replica count `n` the expected cost per hour is `n × GPU price + miss price × expected
-//!    misses per hour`, where a window with work `w` has the share `n × capacity / w` of its
-//!    requests served in time (all of them when that is ≥ 1). The cheapest `n` that also
+//!    misses per hour`, where a window of `L` seconds with work `w` has the share
+//!    `n × capacity × (L + objective) / (w × L)` of its requests served in time (all of them
+//!    when that is ≥ 1: an isolated burst may queue up to the objective). The cheapest `n` that also
 //!    meets the attainment objective (when any does) is the target; never below what the
-//!    smoothed level needs now or what the fast (derivative) term needs within a wake.
+//!    smoothed level needs now, nor — while the fleet's TTFT p95 is over the objective — the
+//!    ready replicas scaled by how far over it is. The fast (derivative) term only wakes
+//!    sleepers: a cold start lands long after a burst of seconds is over.
 //! 5. Scale-down waits one median time-to-ready (ski rental: a replica released and needed
 //!    again within a cold start costs more than keeping it).
 //! 6. Tiers: a sleeping replica (vLLM sleep mode) and a placeholder (a low-priority pod that
@@ -428,13 +433,22 @@ pub fn offered_work(work: &WorkModel, demand: &Demand) -> Option<f64> {
 }
 
 /// Expected misses per second of a fleet of `n` replicas of `capacity` each against scenarios
-/// of (work, request) rates: a window whose work exceeds what the fleet sustains within the
-/// objective misses that excess share of its requests.
-pub fn expected_misses_per_sec(scenarios: &[(f64, f64)], n: f64, capacity: f64) -> f64 {
+/// of (work, request) rates measured over windows of `window` seconds, with a TTFT objective
+/// of `objective` seconds: the fleet clears a window's work by the deadline of its last
+/// request if `n × capacity × (window + objective) ≥ work × window` (an isolated burst may
+/// queue for up to the objective); a window with more work misses the excess share of its
+/// requests. (Sustained load gets no such slack: see the level floor in [`decide`].)
+pub fn expected_misses_per_sec(
+    scenarios: &[(f64, f64)],
+    n: f64,
+    capacity: f64,
+    window: f64,
+    objective: f64,
+) -> f64 {
     if scenarios.is_empty() {
         return 0.0;
     }
-    let sustained = n * capacity;
+    let sustained = n * capacity * (window + objective) / window.max(1e-9);
     scenarios
         .iter()
         .map(|&(work, requests)| {
@@ -489,6 +503,19 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
         };
     };
     let requests_now = snapshot.demand.request_rate.unwrap_or(0.0);
+    // In a cluster the rates are throughput (vLLM counts prompt tokens as it prefills), which
+    // stops rising once the fleet is full. Requests waiting in the engines are demand too:
+    // counted as work due within one burst window, at the recent work per request.
+    let queued = snapshot.signals.queue_depth.unwrap_or(0.0).max(0.0);
+    let per_request = state.forecaster.work_per_request().unwrap_or(0.0);
+    let queued_work = queued * per_request / settings.forecast.burst_window_secs;
+    let work_now = work_now + queued_work;
+    if queued_work > 0.0 {
+        let _ = write!(
+            reason,
+            "{queued:.0} queued count as {queued_work:.2} of work; "
+        );
+    }
     state
         .forecaster
         .observe(&settings.forecast, now, work_now, requests_now);
@@ -527,15 +554,17 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
         scenarios.iter().map(|s| s.1).sum::<f64>() / scenarios.len() as f64
     };
     let price = settings.cost.gpu_price_per_replica_hour;
+    let window = fs.burst_window_secs;
+    let objective = settings.objective.ttft_secs;
     let cost_of = |n: u32| {
-        let misses = expected_misses_per_sec(&scenarios, n as f64, cap) * 3600.0;
+        let misses = expected_misses_per_sec(&scenarios, n as f64, cap, window, objective) * 3600.0;
         n as f64 * price + misses * settings.cost.miss_price
     };
     let attainment_of = |n: u32| {
         if request_rate <= 0.0 {
             return 1.0;
         }
-        1.0 - expected_misses_per_sec(&scenarios, n as f64, cap) / request_rate
+        1.0 - expected_misses_per_sec(&scenarios, n as f64, cap, window, objective) / request_rate
     };
     let cheapest = (bounds.min_replicas..=bounds.max_replicas)
         .min_by(|&a, &b| cost_of(a).total_cmp(&cost_of(b)).then(a.cmp(&b)))
@@ -548,9 +577,22 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
     };
     // Never below what the smoothed level needs now, nor what the fast term needs by the time
     // a wake (the quickest capacity) could land.
+    // Never below what the smoothed level needs now. The fast (derivative) term asks only for
+    // capacity that lands in time: a wake takes seconds, a cold start minutes, so a burst of
+    // seconds justifies waking a sleeper but never a new pod (it would arrive after the burst
+    // and be held for a cold start: the waste a reactive policy pays).
     let level_needs = (state.forecaster.level() / cap).ceil() as u32;
     let fast_needs = (state.forecaster.fast(times.wake.p95()) / cap).ceil() as u32;
-    let mut target = by_cost.max(level_needs).max(fast_needs);
+    // The fleet's TTFT p95 over the objective is shortfall measured, whatever the model
+    // says: ask for the ready replicas scaled by how far it is over (an HPA's ratio rule on
+    // the objective itself).
+    let pressure_needs = match snapshot.signals.ttft_p95_secs {
+        Some(p95) if p95 > settings.objective.ttft_secs && capacity.ready > 0 => {
+            (capacity.ready as f64 * p95 / settings.objective.ttft_secs).ceil() as u32
+        }
+        _ => 0,
+    };
+    let mut target = by_cost.max(level_needs).max(pressure_needs);
     let _ = write!(
         reason,
         "work {:.2} now, {:.2} forecast in {:.0} s (90% in {:.2}–{:.2}); capacity {:.2}/replica; \
@@ -563,7 +605,12 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
         cap,
         by_cost
     );
-    if target > by_cost {
+    if pressure_needs > by_cost.max(level_needs) {
+        let _ = write!(
+            reason,
+            "; {pressure_needs} because TTFT p95 is over the objective"
+        );
+    } else if target > by_cost {
         let _ = write!(reason, "; {target} for the load arriving now");
     }
     if now - first_at < WARM_UP_SECS && target < capacity.desired_serving {
@@ -609,7 +656,15 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
         reason.push_str("; warm capacity kept awake (a sleeping or placeholder GPU costs as much)");
     }
     let serving_now = capacity.ready + capacity.pending.len() as u32;
-    let wake = serving.saturating_sub(serving_now).min(capacity.sleeping);
+    let wanted_now = serving.max(fast_needs.min(bounds.max_replicas));
+    let wake = wanted_now
+        .saturating_sub(serving_now)
+        .min(capacity.sleeping);
+    let serving = if wake > 0 {
+        serving.max((serving_now + wake).min(bounds.max_replicas))
+    } else {
+        serving
+    };
     let put_to_sleep = if sleeping_wanted > capacity.sleeping {
         capacity
             .desired_serving
@@ -632,7 +687,8 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
     }
 
     // Expected cost of what is recommended.
-    let misses_per_hour = expected_misses_per_sec(&scenarios, serving as f64, cap) * 3600.0;
+    let misses_per_hour =
+        expected_misses_per_sec(&scenarios, serving as f64, cap, window, objective) * 3600.0;
     let gpu_per_hour = price
         * (serving as f64
             + sleeping_wanted as f64 * tiers.sleeping.price_share

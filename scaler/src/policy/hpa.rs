@@ -3,7 +3,10 @@
 //!
 //! Owns: the replica calculation with the 0.1 tolerance and the missing/unready pod rules
 //! (`pkg/controller/podautoscaler/replica_calculator.go`: `groupPods`, `calcPlainMetricReplicas`
-//! for Pods metrics, `GetResourceReplicas` for CPU, `GetExternalPerPodMetricReplicas`), recommendation stabilisation windows and the behaviour
+//! for Pods metrics, `GetResourceReplicas` for CPU, `GetExternalPerPodMetricReplicas`,
+//! `GetObjectMetricReplicas` / `getUsageRatioReplicaCount` for an Object metric), the
+//! recommendation history seeded with the current scale at the first sync
+//! (`recordInitialRecommendation`), stabilisation windows and the behaviour
 //! rate limits (`horizontal.go`, `stabilizeRecommendationWithBehaviors`,
 //! `calculateScaleUpLimitWithScalingRules`, `calculateScaleDownLimitWithBehaviors`), with the
 //! upstream defaults (scale up: 100 % or 4 pods per 15 s, no stabilisation; scale down: 100 %
@@ -104,6 +107,15 @@ pub enum HpaMetric {
     QueueDepth { target_per_pod: f64 },
     /// Resource metric `cpu`, target average utilisation 0–1 of the busy loop.
     CpuLike { target_utilisation: f64 },
+    /// Object metric on the Deployment: the fleet's TTFT p90 in seconds
+    /// (`histogram_quantile(0.9, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[1m])))`
+    /// through prometheus-adapter), `Value` target. An idle fleet has no observations in the
+    /// window; the rule is written with `or vector(0)`, as practitioners do, so idle reads 0
+    /// (without it the HPA errors and never scales down).
+    TtftP90 { target_secs: f64 },
+    /// Pods metric `rate(vllm:prompt_tokens_total[1m])`, target average prompt tokens per
+    /// second per pod.
+    PromptTokenRate { target_per_pod: f64 },
 }
 
 /// One pod's metric as the replica calculator sees it.
@@ -279,6 +291,30 @@ pub fn external_per_pod_replicas(
     }
 }
 
+/// `getUsageRatioReplicaCount` (reached from `GetObjectMetricReplicas` for a `Value` target):
+/// inside the tolerance the scale is kept; otherwise `ceil(ratio × ready pods)`, where ready
+/// pods are the Running pods with the Ready condition (`getReadyPodsCount`); with no current
+/// replicas, `ceil(ratio)`.
+pub fn object_value_replicas(
+    usage: f64,
+    target: f64,
+    current: u32,
+    ready_pods: u32,
+    tolerance: f64,
+) -> Option<u32> {
+    if !(target.is_finite() && target > 0.0 && usage.is_finite()) {
+        return None;
+    }
+    let ratio = usage / target;
+    if current == 0 {
+        return Some(ratio.ceil() as u32);
+    }
+    if (1.0 - tolerance) <= ratio && ratio <= (1.0 + tolerance) {
+        return Some(current);
+    }
+    Some((ratio * ready_pods as f64).ceil() as u32)
+}
+
 /// The HPA's memory between syncs: recommendations and recent scale events.
 #[derive(Debug, Clone)]
 pub struct Normalizer {
@@ -286,6 +322,7 @@ pub struct Normalizer {
     pub min_replicas: u32,
     pub max_replicas: u32,
     recommendations: VecDeque<(f64, u32)>,
+    seeded: bool,
     scale_up_events: VecDeque<(f64, u32)>,
     scale_down_events: VecDeque<(f64, u32)>,
 }
@@ -297,6 +334,7 @@ impl Normalizer {
             min_replicas,
             max_replicas,
             recommendations: VecDeque::new(),
+            seeded: false,
             scale_up_events: VecDeque::new(),
             scale_down_events: VecDeque::new(),
         }
@@ -360,6 +398,16 @@ impl Normalizer {
             (SelectPolicy::Disabled, _) => current,
             (_, Some(r)) => r.max(0) as u32,
             (_, None) => current,
+        }
+    }
+
+    /// `recordInitialRecommendation`: at the first sync of an HPA the recommendation history is
+    /// seeded with the current scale, so a fleet sized before the HPA existed is not scaled
+    /// down inside the first stabilisation window. Called at every sync; only the first counts.
+    pub fn seed(&mut self, current: u32, now: f64) {
+        if !self.seeded {
+            self.seeded = true;
+            self.recommendations.push_back((now, current));
         }
     }
 
@@ -468,6 +516,40 @@ impl Hpa {
         })
     }
 
+    /// HPA on the fleet's TTFT p90 (an Object metric on the Deployment, seconds) through
+    /// Prometheus and prometheus-adapter.
+    pub fn ttft_p90(target_secs: f64, min: u32, max: u32) -> Result<Hpa, PolicyError> {
+        if !(target_secs.is_finite() && target_secs > 0.0) {
+            return Err(PolicyError::InvalidParameter {
+                policy: "hpa-ttft",
+                reason: "TTFT target must be positive",
+            });
+        }
+        Ok(Hpa {
+            name: "hpa-ttft",
+            metric: HpaMetric::TtftP90 { target_secs },
+            path: SignalPath::Prometheus,
+            normalizer: Normalizer::new(Behavior::default(), min, max),
+        })
+    }
+
+    /// HPA on prompt tokens per second per pod (a Pods metric) through Prometheus and
+    /// prometheus-adapter.
+    pub fn prompt_token_rate(target_per_pod: f64, min: u32, max: u32) -> Result<Hpa, PolicyError> {
+        if !(target_per_pod.is_finite() && target_per_pod > 0.0) {
+            return Err(PolicyError::InvalidParameter {
+                policy: "hpa-tokens",
+                reason: "prompt-token target must be positive",
+            });
+        }
+        Ok(Hpa {
+            name: "hpa-tokens",
+            metric: HpaMetric::PromptTokenRate { target_per_pod },
+            path: SignalPath::Prometheus,
+            normalizer: Normalizer::new(Behavior::default(), min, max),
+        })
+    }
+
     /// HPA on CPU-like utilisation through metrics-server (the naive baseline).
     pub fn cpu_like(target_utilisation: f64, min: u32, max: u32) -> Result<Hpa, PolicyError> {
         if !(target_utilisation > 0.0 && target_utilisation <= 1.0) {
@@ -502,6 +584,7 @@ impl Policy for Hpa {
     fn decide(&mut self, obs: &Observation) -> Decision {
         // `currentReplicas` is the scale subresource's `spec.replicas`.
         let current = obs.desired_serving;
+        self.normalizer.seed(current, obs.now);
         let pod = |p: &PodView, value: Option<f64>| PodMetric {
             ready: p.phase == PodPhase::Ready,
             terminating: p.phase == PodPhase::Draining,
@@ -525,6 +608,21 @@ impl Policy for Hpa {
                     })
                     .collect();
                 plain_metric_replicas(&pods, current, target_per_pod, HPA_TOLERANCE)
+            }
+            HpaMetric::PromptTokenRate { target_per_pod } => {
+                let pods: Vec<PodMetric> = obs
+                    .pods
+                    .iter()
+                    .map(|p| {
+                        let value = p.signals.as_ref().and_then(|s| s.prompt_token_rate.value());
+                        pod(p, value)
+                    })
+                    .collect();
+                plain_metric_replicas(&pods, current, target_per_pod, HPA_TOLERANCE)
+            }
+            HpaMetric::TtftP90 { target_secs } => {
+                let p90 = obs.fleet.time_to_first_token.p90.value().unwrap_or(0.0);
+                object_value_replicas(p90, target_secs, current, obs.ready, HPA_TOLERANCE)
             }
             HpaMetric::CpuLike { target_utilisation } => {
                 // metrics-server reports CPU for any running container, loading ones
@@ -714,6 +812,33 @@ mod tests {
         assert_eq!(external_per_pod_replicas(8.5, 2, 4.0, 0.1), 2);
         // 0 → ceil(0) = 0; minReplicas is the normaliser's business.
         assert_eq!(external_per_pod_replicas(0.0, 3, 4.0, 0.1), 0);
+    }
+
+    #[test]
+    fn first_sync_seeds_the_history_with_the_current_scale() {
+        // recordInitialRecommendation: an HPA created over 4 replicas whose first proposal is
+        // 1 keeps 4 for the 300 s window, then follows the proposals.
+        let mut n = Normalizer::new(Behavior::default(), 1, 100);
+        n.seed(4, 0.0);
+        assert_eq!(n.normalize(1, 4, 0.0), 4);
+        n.seed(4, 15.0); // later syncs do not seed again
+        assert_eq!(n.normalize(1, 4, 15.0), 4);
+        assert_eq!(n.normalize(1, 4, 299.0), 4);
+        assert_eq!(n.normalize(1, 4, 301.0), 1);
+    }
+
+    #[test]
+    fn object_value_target_scales_by_ready_pods() {
+        // TTFT p90 3 s vs a 2 s target: ratio 1.5 × 3 ready pods = 4.5 → 5 (spec.replicas 4,
+        // one pod still starting: only ready pods count).
+        assert_eq!(object_value_replicas(3.0, 2.0, 4, 3, 0.1), Some(5));
+        // 2.1 s: ratio 1.05 inside the band → keep 4.
+        assert_eq!(object_value_replicas(2.1, 2.0, 4, 3, 0.1), Some(4));
+        // Idle (0 via `or vector(0)`): ratio 0 × 4 = 0; minReplicas is the normaliser's.
+        assert_eq!(object_value_replicas(0.0, 2.0, 4, 4, 0.1), Some(0));
+        // No current replicas: ceil(ratio).
+        assert_eq!(object_value_replicas(3.0, 2.0, 0, 0, 0.1), Some(2));
+        assert_eq!(object_value_replicas(f64::NAN, 2.0, 4, 4, 0.1), None);
     }
 
     #[test]

@@ -1,9 +1,15 @@
-//! A KEDA-like scaler: a Prometheus query polled on an interval, fed to the HPA KEDA creates.
+//! KEDA's Prometheus scaler as its users run it: a ScaledObject whose trigger queries
+//! `sum(vllm:num_requests_waiting)` with a `threshold` per replica, fed to the HPA KEDA creates.
 //!
-//! Owns: the polling cache (KEDA's metrics server answers the HPA from the value fetched at
-//! the last `pollingInterval` when `useCachedMetrics` is on) and the External-metric,
-//! `AverageValue` replica calculation that HPA applies to it.
-//! Does not own: the HPA's stabilisation and rate limits, reused from [`super::hpa`].
+//! Owns: where the value comes from and when. By default (`useCachedMetrics: false`) KEDA's
+//! metrics server queries Prometheus on every HPA request (each 15 s sync), so the value is
+//! Prometheus' latest scrape (15 s interval): `pollingInterval` (30 s) only drives the 0↔1
+//! activation, which `minReplicaCount ≥ 1` rules out. With `useCachedMetrics: true` the
+//! metrics server answers from the value fetched at the last `pollingInterval`, adding up to
+//! 30 s. Then the External-metric `AverageValue` calculation that HPA applies
+//! (`GetExternalPerPodMetricReplicas`).
+//! Does not own: the HPA's seeding, stabilisation and rate limits, reused from
+//! [`super::hpa`].
 
 use super::hpa::{
     external_per_pod_replicas, Behavior, Normalizer, HPA_SYNC_PERIOD_SECS, HPA_TOLERANCE,
@@ -18,7 +24,8 @@ pub const KEDA_POLLING_INTERVAL_SECS: f64 = 30.0;
 #[derive(Debug, Clone)]
 pub struct Keda {
     threshold_per_replica: f64,
-    polling_interval: f64,
+    /// `None`: `useCachedMetrics: false` (the default); `Some(pollingInterval)` otherwise.
+    cache_for: Option<f64>,
     /// The value fetched at the last poll and when.
     cached: Option<(f64, f64)>,
     normalizer: Normalizer,
@@ -34,10 +41,18 @@ impl Keda {
         }
         Ok(Keda {
             threshold_per_replica,
-            polling_interval: KEDA_POLLING_INTERVAL_SECS,
+            cache_for: None,
             cached: None,
             normalizer: Normalizer::new(Behavior::default(), min, max),
         })
+    }
+}
+
+impl Keda {
+    /// Serve the metric from KEDA's cache, refreshed every `pollingInterval` (30 s).
+    pub fn with_cached_metrics(mut self) -> Keda {
+        self.cache_for = Some(KEDA_POLLING_INTERVAL_SECS);
+        self
     }
 }
 
@@ -55,9 +70,12 @@ impl Policy for Keda {
     }
 
     fn decide(&mut self, obs: &Observation) -> Decision {
-        let stale = self
-            .cached
-            .is_none_or(|(at, _)| obs.now - at >= self.polling_interval);
+        let current = obs.desired_serving;
+        self.normalizer.seed(current, obs.now);
+        let stale = match (self.cached, self.cache_for) {
+            (Some((at, _)), Some(interval)) => obs.now - at >= interval,
+            _ => true,
+        };
         if stale {
             // An empty Prometheus result (no pod scraped yet) reads as 0, as KEDA's
             // Prometheus scaler does with `ignoreNullValues` (its default).
@@ -65,7 +83,6 @@ impl Policy for Keda {
             self.cached = Some((obs.now, total));
         }
         let total = self.cached.map_or(0.0, |(_, v)| v);
-        let current = obs.desired_serving;
         // The replica calculator divides by `status.currentReplicas` (pods that exist, starting
         // ones included); the normaliser works from `spec.replicas`.
         let status_replicas = obs.ready + obs.starting;

@@ -1,15 +1,18 @@
 //! Scaling policies behind one trait, each a pure state machine fed by [`Observation`]s.
 //!
 //! Owns: the [`Policy`] trait, the [`Decision`] it returns, and the policy catalogue
-//! ([`PolicyKind`]) the CLI names. Each policy lives in its own module: [`hpa`] (Kubernetes
-//! HPA, on queue depth or a CPU-like utilisation), [`keda`], [`kpa`] (Knative KPA and the
-//! AIBrix-like variant), [`warm_pool`] (inferscale's own) and [`oracle`] (clairvoyant).
+//! ([`PolicyKind`]) the CLI names, with their knobs as data in [`spec`]. Each policy lives in
+//! its own module: [`fixed`] (a fixed-size fleet), [`hpa`] (Kubernetes HPA on queue depth, a
+//! CPU-like utilisation, TTFT p90 or prompt-token rate), [`keda`], [`kpa`] (Knative's KPA and
+//! AIBrix's), [`warm_pool`] (inferscale's own) and [`oracle`] (clairvoyant plan).
 //! Does not own: acting on decisions (pods, routing, costs — see [`crate::replay`]).
 
+pub mod fixed;
 pub mod hpa;
 pub mod keda;
 pub mod kpa;
 pub mod oracle;
+pub mod spec;
 pub mod warm_pool;
 
 use crate::observe::{Observation, SignalPath};
@@ -20,7 +23,7 @@ use serde::Serialize;
 pub enum PolicyError {
     /// The name is not a known policy.
     #[error(
-        "unknown policy {0:?} (known: hpa-cpu, hpa-queue, keda, kpa, aibrix, warm-pool, oracle)"
+        "unknown policy {0:?} (known: fixed, hpa-cpu, hpa-queue, hpa-ttft, hpa-tokens, keda, kpa, aibrix, warm-pool, oracle)"
     )]
     Unknown(String),
     /// A parameter is out of range.
@@ -41,6 +44,9 @@ pub struct Decision {
     pub sleeping: u32,
     /// Placeholder pods holding GPU nodes; 0 for every policy but the warm pool.
     pub placeholders: u32,
+    /// Knative's activator is in the request path: requests wait in one central queue and
+    /// each pod gets at most this many in flight. `None`: the run's routing.
+    pub activator: Option<u32>,
 }
 
 impl Decision {
@@ -49,6 +55,7 @@ impl Decision {
             serving,
             sleeping: 0,
             placeholders: 0,
+            activator: None,
         }
     }
 }
@@ -69,8 +76,11 @@ pub trait Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PolicyKind {
+    Fixed,
     HpaCpu,
     HpaQueue,
+    HpaTtft,
+    HpaTokens,
     Keda,
     Kpa,
     Aibrix,
@@ -79,9 +89,12 @@ pub enum PolicyKind {
 }
 
 impl PolicyKind {
-    pub const ALL: [PolicyKind; 7] = [
+    pub const ALL: [PolicyKind; 10] = [
+        PolicyKind::Fixed,
         PolicyKind::HpaCpu,
         PolicyKind::HpaQueue,
+        PolicyKind::HpaTtft,
+        PolicyKind::HpaTokens,
         PolicyKind::Keda,
         PolicyKind::Kpa,
         PolicyKind::Aibrix,
@@ -91,8 +104,11 @@ impl PolicyKind {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            PolicyKind::Fixed => "fixed",
             PolicyKind::HpaCpu => "hpa-cpu",
             PolicyKind::HpaQueue => "hpa-queue",
+            PolicyKind::HpaTtft => "hpa-ttft",
+            PolicyKind::HpaTokens => "hpa-tokens",
             PolicyKind::Keda => "keda",
             PolicyKind::Kpa => "kpa",
             PolicyKind::Aibrix => "aibrix",

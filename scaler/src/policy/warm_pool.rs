@@ -9,8 +9,10 @@
 //! Does not own: the decision (see [`crate::decision`]) or acting on it (see [`crate::replay`]).
 //!
 //! Demand comes from the gateway's counters (requests and prompt tokens as they arrive, over
-//! the 5 s decision period) and the generated-token rate from the metrics engine; a controller
-//! in a cluster reads the same rates from the adapter.
+//! the 5 s decision period) and the generated-token rate from the metrics engine. A controller
+//! in a cluster has no gateway counter: it passes vLLM's throughput rates from the adapter and
+//! the queue depth, which the decision adds back as demand — the one input path this bench
+//! does not exercise (see `decision::tests::queued_requests_count_as_demand`).
 
 use super::{Decision, Policy, PolicyError};
 use crate::decision::readiness::TimeToReady;
@@ -100,7 +102,11 @@ impl WarmPool {
                 generation_token_rate: Some(fleet.generation_token_rate.sum.value().unwrap_or(0.0)),
             },
             signals: ServingSignals {
-                queue_depth: fleet.queue_depth.sum.value(),
+                // Arrivals at the gateway already include the demand that is queueing; a
+                // controller without a gateway counter passes throughput and the queue depth
+                // instead (the decision adds queued requests to the work). Passing both here
+                // would count the queue twice.
+                queue_depth: None,
                 running: fleet.running.sum.value(),
                 kv_cache_usage: fleet.kv_cache_usage.mean.value(),
                 ttft_p95_secs: fleet.time_to_first_token.p95.value(),
@@ -141,6 +147,7 @@ impl Policy for WarmPool {
             serving: r.serving_replicas,
             sleeping: r.sleeping_wanted,
             placeholders: r.placeholders_wanted,
+            activator: None,
         };
         self.last_recommendation = Some(r);
         decision
