@@ -671,6 +671,9 @@ def test_c_sleeping_replica_is_out_of_service_and_wakes_within_its_wake_time(
         st = c.wait_for(lambda: (pool_status(c, ns, "llm").get("capacity") or {}).get(
             "sleeping") == 1 and pool_status(c, ns, "llm"), "status to count the sleeper", 20)
         assert st["capacity"]["serving"] == 1, st["capacity"]
+        for args in (["get", "warmpools", "-n", ns, "-o", "wide"],
+                     ["describe", "warmpool", "llm", "-n", ns]):
+            log(f"kubectl {' '.join(args)}:\n" + c.kubectl(*args, check=False).stdout)
         served_before = _requests_served(get_text(addr, "/metrics")[1])
 
         # Demand returns: the sleeper is woken (before any new pod is asked for).
