@@ -112,23 +112,14 @@ impl Engine {
         request: reqwest::RequestBuilder,
         url: String,
     ) -> Result<String, EngineError> {
-        let response = request
-            .send()
-            .await
-            .map_err(|source| EngineError::Request {
-                call,
-                url: url.clone(),
-                source,
-            })?;
+        let failed = |source| EngineError::Request {
+            call,
+            url: url.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(failed)?;
         let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|source| EngineError::Request {
-                call,
-                url: url.clone(),
-                source,
-            })?;
+        let body = response.text().await.map_err(failed)?;
         if !status.is_success() {
             return Err(EngineError::Status {
                 call,

@@ -767,6 +767,30 @@ async fn patch_pod(
     }
 }
 
+/// Moves a pod to `state` of the sleep cycle (`None`: awake, back in the Service).
+async fn mark(
+    ctx: &Context,
+    namespace: &str,
+    pod: &PodFacts,
+    state: Option<SleepState>,
+    now: f64,
+) -> Result<(), Error> {
+    let action = match state {
+        Some(SleepState::Draining) => "marking a replica draining",
+        Some(SleepState::Asleep) => "marking a replica asleep",
+        Some(SleepState::Waking) => "marking a replica waking",
+        None => "returning a replica to the Service",
+    };
+    patch_pod(
+        ctx,
+        namespace,
+        &pod.name,
+        pods::sleep_state_patch(state, &rfc3339(now)),
+    )
+    .await
+    .map_err(kube_error(action))
+}
+
 /// Takes up to `count` serving replicas out of the Service; they are put to sleep once idle.
 async fn start_drains(
     ctx: &Context,
@@ -788,14 +812,7 @@ async fn start_drains(
     });
     let mut done = 0;
     for pod in serving.into_iter().take(count as usize) {
-        patch_pod(
-            ctx,
-            &namespace,
-            &pod.name,
-            pods::sleep_state_patch(Some(SleepState::Draining), &rfc3339(now)),
-        )
-        .await
-        .map_err(kube_error("marking a replica draining"))?;
+        mark(ctx, &namespace, pod, Some(SleepState::Draining), now).await?;
         publish(
             ctx,
             pool,
@@ -837,14 +854,7 @@ async fn finish_drains(
         match Engine::new(ip, port).sleep(&ctx.http, level).await {
             Ok(()) => {
                 ctx.telemetry.engine_call("sleep", true);
-                patch_pod(
-                    ctx,
-                    &namespace,
-                    &pod.name,
-                    pods::sleep_state_patch(Some(SleepState::Asleep), &rfc3339(now)),
-                )
-                .await
-                .map_err(kube_error("marking a replica asleep"))?;
+                mark(ctx, &namespace, pod, Some(SleepState::Asleep), now).await?;
                 publish(
                     ctx,
                     pool,
@@ -861,14 +871,7 @@ async fn finish_drains(
             Err(e) => {
                 ctx.telemetry.engine_call("sleep", false);
                 // Back into the Service: a replica that cannot sleep is better serving.
-                patch_pod(
-                    ctx,
-                    &namespace,
-                    &pod.name,
-                    pods::sleep_state_patch(None, &rfc3339(now)),
-                )
-                .await
-                .map_err(kube_error("returning a replica to the Service"))?;
+                mark(ctx, &namespace, pod, None, now).await?;
                 let message = format!(
                     "{} could not be put to sleep, sleeping tier paused until the spec changes: {}",
                     pod.name,
@@ -915,14 +918,7 @@ async fn wake_sleepers(
     });
     let mut woken = 0;
     for pod in asleep.into_iter().take(count as usize) {
-        patch_pod(
-            ctx,
-            &namespace,
-            &pod.name,
-            pods::sleep_state_patch(Some(SleepState::Waking), &rfc3339(now)),
-        )
-        .await
-        .map_err(kube_error("marking a replica waking"))?;
+        mark(ctx, &namespace, pod, Some(SleepState::Waking), now).await?;
         start_wake(ctx, pool, key, pod, port, now);
         woken += 1;
     }
@@ -961,13 +957,7 @@ fn start_wake(
             Ok(()) => {
                 let now = now_unix();
                 let took = (now - since).max(0.0);
-                let back = patch_pod(
-                    &ctx,
-                    &namespace,
-                    &pod.name,
-                    pods::sleep_state_patch(None, &rfc3339(now)),
-                )
-                .await;
+                let back = mark(&ctx, &namespace, &pod, None, now).await;
                 ctx.memory(&key, |m| {
                     m.waking.remove(&pod.uid);
                     m.wake_attempts.remove(&pod.uid);
@@ -1193,14 +1183,7 @@ async fn cleanup(pool: &WarmPool, ctx: &Arc<Context>) -> Result<Action, Error> {
                         ctx.telemetry.engine_call("wake_up", ok);
                     }
                 }
-                patch_pod(
-                    ctx,
-                    &namespace,
-                    &pod.name,
-                    pods::sleep_state_patch(None, &rfc3339(now_unix())),
-                )
-                .await
-                .map_err(kube_error("waking a replica of a deleted pool"))?;
+                mark(ctx, &namespace, &pod, None, now_unix()).await?;
             }
         }
     }
