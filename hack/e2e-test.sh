@@ -7,7 +7,8 @@
 # Usage: hack/e2e-test.sh [pytest args...]      e.g. hack/e2e-test.sh -k test_b
 # Env: INFERSCALE_E2E_KEEP=1 keeps the work directory (logs of every component);
 #      INFERSCALE_E2E_PROFILE=release tests release builds;
-#      INFERSCALE_E2E_ADAPTER_BIN / INFERSCALE_E2E_SIM_BIN run other binaries.
+#      INFERSCALE_E2E_ADAPTER_BIN / INFERSCALE_E2E_SIM_BIN run other binaries;
+#      INFERSCALE_E2E_ORDER=reverse|random|random:SEED runs the tests in another order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -17,7 +17,7 @@ cargo test --workspace
 
 step "golden tests against the independent Python reference"
 cargo build --quiet -p inferscale-adapter
-ADAPTER_BIN="$PWD/target/debug/adapter" python3 -m pytest tests/golden -q
+ADAPTER_BIN="$PWD/target/debug/adapter" python3 -m pytest tests/golden -q -rs
 
 step "end-to-end: real control plane, HPA, simulated vLLM fleet"
 hack/e2e-test.sh

@@ -16,14 +16,21 @@
 //! Run: `cargo bench -p inferscale-adapter --bench serve`. Bounded: fixed request counts,
 //! fixed rounds and durations, loopback only.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark stops at the first broken assumption"
+)]
+
 use inferscale_adapter::api::cache::{ResponseCache, SERVE_STALE_FOR};
 use inferscale_adapter::api::{router, AppState};
+use inferscale_adapter::auth::AuthState;
+use inferscale_adapter::http::serve_plain;
 use inferscale_adapter::scrape::{unix_now, ScrapeConfig, Scraper};
 use inferscale_adapter::store::{
     PodKey, ScrapeSink, SignalView, Store, Target, TargetKind, TargetRegistry,
 };
 use inferscale_adapter::telemetry::Telemetry;
-use inferscale_adapter::tls::serve_plain;
 use inferscale_metrics::histogram::Histogram;
 use inferscale_metrics::profile::{
     CounterSignal, Engine, GaugeSignal, HistogramSignal, VLLM_TTFT_BUCKETS,
@@ -240,14 +247,18 @@ fn gzip_client() -> reqwest::Client {
 }
 
 /// Serves `state` on a loopback port with the adapter's own plain-HTTP accept loop (what
-/// standalone mode runs; the secure server adds TLS and the auth layer around the same
-/// router).
+/// standalone mode runs, its allow-all auth layer included; the secure server adds TLS and
+/// delegated authentication and authorization to the same router).
 async fn serve(state: AppState) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(serve_plain(listener, router(state), std::future::pending()));
+    tokio::spawn(serve_plain(
+        listener,
+        router(state, AuthState::standalone()),
+        std::future::pending(),
+    ));
     addr
 }
 

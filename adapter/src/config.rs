@@ -1,10 +1,27 @@
-//! `adapter serve` configuration: raw flags → validated settings.
+//! `adapter serve` configuration: raw flags → validated, resolved settings in one pass.
 //!
-//! Owns: the flags, their defaults (each with its reason), and validation that reports every
-//! problem at once instead of the first.
+//! Owns: the flags, and validation that reports every problem at once instead of the first —
+//! static targets (`--target`, `--targets-file`) included — and resolves them into the
+//! option structs the parts are built from ([`ScrapeConfig`], [`TlsOptions`],
+//! [`DelegatedAuthOptions`], [`PodWatchConfig`]), so `server` only wires them together.
+//! Defaults that a part owns (the window, cache TTLs) are that part's constants, shown here.
 
+use crate::auth::authn::{AuthnOptions, DEFAULT_TOKEN_CACHE_TTL};
+use crate::auth::authz::{AuthzOptions, DEFAULT_ALLOW_CACHE_TTL};
+use crate::auth::DelegatedAuthOptions;
+use crate::error_chain::ErrorChain;
+use crate::scrape::ScrapeConfig;
+use crate::targets::{self, PodWatchConfig, StaticTarget};
+use crate::tls::TlsOptions;
+use inferscale_metrics::signals::DEFAULT_WINDOW_SECS;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// The default window as a flag value.
+pub fn default_window() -> humantime::Duration {
+    Duration::from_secs_f64(DEFAULT_WINDOW_SECS).into()
+}
 
 /// Flags of `adapter serve`, as parsed.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,17 +76,17 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Window for rates and latency percentiles.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    pub window: Duration,
+    #[arg(long, default_value_t = default_window())]
+    pub window: humantime::Duration,
     /// Serve external.metrics.k8s.io (turn off where KEDA owns that APIService).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub external_metrics: bool,
-    /// How long SubjectAccessReview decisions are cached.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub authorization_cache_ttl: Duration,
+    /// How long SubjectAccessReview decisions (allowed and denied) are cached.
+    #[arg(long, default_value_t = DEFAULT_ALLOW_CACHE_TTL.into())]
+    pub authorization_cache_ttl: humantime::Duration,
     /// How long TokenReview results are cached.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub authentication_cache_ttl: Duration,
+    #[arg(long, default_value_t = DEFAULT_TOKEN_CACHE_TTL.into())]
+    pub authentication_cache_ttl: humantime::Duration,
 }
 
 /// Shortest scrape interval: vLLM recomputes its gauges every engine step, but scraping a
@@ -80,27 +97,32 @@ pub const MIN_SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 /// remove a pod from answers, a dead one is gone within three intervals.
 pub const STALE_AFTER_INTERVALS: u32 = 3;
 
-/// Validated settings.
+/// Validated, resolved settings.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// Standalone or in-cluster, with what only that mode needs.
     pub mode: Mode,
-    pub scrape_interval: Duration,
-    pub scrape_timeout: Duration,
-    pub scrape_concurrency: usize,
-    pub max_body_bytes: usize,
+    /// How the scrape loop scrapes.
+    pub scrape: ScrapeConfig,
+    /// Window for rates and latency percentiles.
     pub window: Duration,
+    /// A scrape older than this no longer counts ([`STALE_AFTER_INTERVALS`] intervals plus
+    /// the timeout).
     pub stale_after: Duration,
+    /// Serve `external.metrics.k8s.io`.
     pub external_metrics: bool,
 }
 
 /// Standalone or in-cluster.
 #[derive(Debug, Clone)]
 pub enum Mode {
+    /// No cluster: static targets, plain HTTP on a loopback address, no authentication.
     Standalone {
         listen: SocketAddr,
-        targets: Vec<String>,
-        targets_file: Option<String>,
+        /// From `--targets-file`, then each `--target`.
+        targets: Vec<StaticTarget>,
     },
+    /// Pods watched in a cluster, served over TLS with delegated authentication.
     Cluster(Box<ClusterConfig>),
 }
 
@@ -108,15 +130,9 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub listen: SocketAddr,
-    pub tls_cert_file: Option<String>,
-    pub tls_private_key_file: Option<String>,
-    pub tls_sans: Vec<String>,
-    pub client_ca_file: Option<String>,
-    pub requestheader_client_ca_file: Option<String>,
-    pub pod_selector: String,
-    pub dcgm_selector: String,
-    pub authorization_cache_ttl: Duration,
-    pub authentication_cache_ttl: Duration,
+    pub tls: TlsOptions,
+    pub auth: DelegatedAuthOptions,
+    pub watch: PodWatchConfig,
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
@@ -133,6 +149,7 @@ impl ServeArgs {
     /// Checks every flag and reports all problems together.
     pub fn validate(self) -> Result<ServeConfig, Vec<String>> {
         let mut errors = Vec::new();
+        let window: Duration = self.window.into();
         if self.scrape_interval < MIN_SCRAPE_INTERVAL {
             errors.push(format!(
                 "--scrape-interval must be at least {}s",
@@ -142,7 +159,7 @@ impl ServeArgs {
         if self.scrape_timeout.is_zero() || self.scrape_timeout >= self.scrape_interval {
             errors.push("--scrape-timeout must be above 0 and below --scrape-interval".into());
         }
-        if self.window < self.scrape_interval * 2 {
+        if window < self.scrape_interval * 2 {
             errors.push("--window must span at least two scrape intervals".into());
         }
         if self.scrape_concurrency == 0 {
@@ -158,11 +175,11 @@ impl ServeArgs {
             if self.targets.is_empty() && self.targets_file.is_none() {
                 errors.push("--standalone needs --target or --targets-file".into());
             }
+            let targets = self.static_targets(&mut errors);
             match parse_listen(&self.insecure_listen) {
                 Ok(addr) if addr.ip().is_loopback() => Some(Mode::Standalone {
                     listen: addr,
-                    targets: self.targets.clone(),
-                    targets_file: self.targets_file.clone(),
+                    targets,
                 }),
                 Ok(_) => {
                     errors.push("--insecure-listen must be a loopback address (plain HTTP, no authentication)".into());
@@ -181,18 +198,7 @@ impl ServeArgs {
                 errors.push("--pod-selector must not be empty (it would scrape every pod)".into());
             }
             match parse_listen(&self.listen) {
-                Ok(listen) => Some(Mode::Cluster(Box::new(ClusterConfig {
-                    listen,
-                    tls_cert_file: self.tls_cert_file.clone(),
-                    tls_private_key_file: self.tls_private_key_file.clone(),
-                    tls_sans: self.tls_sans.clone(),
-                    client_ca_file: self.client_ca_file.clone(),
-                    requestheader_client_ca_file: self.requestheader_client_ca_file.clone(),
-                    pod_selector: self.pod_selector.clone(),
-                    dcgm_selector: self.dcgm_selector.clone(),
-                    authorization_cache_ttl: self.authorization_cache_ttl,
-                    authentication_cache_ttl: self.authentication_cache_ttl,
-                }))),
+                Ok(listen) => Some(Mode::Cluster(Box::new(self.cluster(listen)))),
                 Err(e) => {
                     errors.push(e);
                     None
@@ -202,15 +208,67 @@ impl ServeArgs {
         match (mode, errors.is_empty()) {
             (Some(mode), true) => Ok(ServeConfig {
                 mode,
-                scrape_interval: self.scrape_interval,
-                scrape_timeout: self.scrape_timeout,
-                scrape_concurrency: self.scrape_concurrency,
-                max_body_bytes: self.max_body_bytes,
-                window: self.window,
+                scrape: ScrapeConfig {
+                    interval: self.scrape_interval,
+                    timeout: self.scrape_timeout,
+                    max_body_bytes: self.max_body_bytes,
+                    concurrency: self.scrape_concurrency,
+                },
+                window,
                 stale_after: self.scrape_interval * STALE_AFTER_INTERVALS + self.scrape_timeout,
                 external_metrics: self.external_metrics,
             }),
             _ => Err(errors),
+        }
+    }
+
+    /// The static targets of standalone mode: the file's, then each `--target`; every
+    /// unreadable file or malformed flag is added to `errors`.
+    fn static_targets(&self, errors: &mut Vec<String>) -> Vec<StaticTarget> {
+        let mut list = Vec::new();
+        if let Some(path) = &self.targets_file {
+            match targets::read_static_file(path) {
+                Ok(from_file) => list.extend(from_file),
+                Err(error) => errors.push(ErrorChain(&error).to_string()),
+            }
+        }
+        for flag in &self.targets {
+            match targets::parse_target_flag(flag) {
+                Ok(target) => list.push(target),
+                Err(error) => errors.push(error.to_string()),
+            }
+        }
+        list
+    }
+
+    /// The in-cluster settings, as the option structs of the parts that use them.
+    fn cluster(&self, listen: SocketAddr) -> ClusterConfig {
+        let path = |file: &Option<String>| file.as_ref().map(PathBuf::from);
+        let authorization_cache_ttl = self.authorization_cache_ttl.into();
+        ClusterConfig {
+            listen,
+            tls: TlsOptions {
+                cert_file: path(&self.tls_cert_file),
+                key_file: path(&self.tls_private_key_file),
+                extra_sans: self.tls_sans.clone(),
+            },
+            auth: DelegatedAuthOptions {
+                authentication: AuthnOptions {
+                    client_ca_file: path(&self.client_ca_file),
+                    requestheader_client_ca_file: path(&self.requestheader_client_ca_file),
+                    token_cache_ttl: self.authentication_cache_ttl.into(),
+                    ..AuthnOptions::default()
+                },
+                authorization: AuthzOptions {
+                    allow_cache_ttl: authorization_cache_ttl,
+                    deny_cache_ttl: authorization_cache_ttl,
+                    ..AuthzOptions::default()
+                },
+            },
+            watch: PodWatchConfig {
+                engine_selector: self.pod_selector.clone(),
+                dcgm_selector: self.dcgm_selector.clone(),
+            },
         }
     }
 }
@@ -251,6 +309,47 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(errors.len(), 5, "{errors:?}");
+    }
+
+    #[test]
+    fn static_target_errors_come_with_the_others() {
+        let errors = args(&[
+            "--standalone",
+            "--scrape-timeout=10s",
+            "--target=not-a-target",
+            "--target=a/b=http://127.0.0.1:1/metrics",
+            "--targets-file=/nonexistent/targets.json",
+        ])
+        .validate()
+        .unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("not-a-target")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("reading targets file /nonexistent/targets.json: ")),
+            "the file error with its cause: {errors:?}"
+        );
+    }
+
+    #[test]
+    fn defaults_come_from_the_parts_that_own_them() {
+        let config = args(&[]).validate().unwrap();
+        assert_eq!(config.window.as_secs_f64(), DEFAULT_WINDOW_SECS);
+        let Mode::Cluster(cluster) = config.mode else {
+            panic!("cluster mode by default")
+        };
+        assert_eq!(
+            cluster.auth.authentication.token_cache_ttl,
+            DEFAULT_TOKEN_CACHE_TTL
+        );
+        assert_eq!(
+            cluster.auth.authorization.allow_cache_ttl,
+            DEFAULT_ALLOW_CACHE_TTL
+        );
     }
 
     #[test]

@@ -1,18 +1,22 @@
 //! `adapter inspect`: what would the adapter compute for this pod?
 //!
 //! Owns: reading one or more successive scrapes (files, URLs, or one URL polled at an
-//! interval), running them through the metrics engine exactly as the scrape loop does, and
-//! printing the per-replica signals as a table or JSON. With one scrape, percentiles cover
-//! everything since the server started; with two or more, the window between them.
+//! interval), running them through the same metrics engine the scrape loop uses (the same
+//! snapshot, signals and GPU code), and printing the per-replica signals as a table or JSON.
+//! Two differences from serving, both so that one saved file says something: each body is
+//! read as an engine *and* as a dcgm-exporter (the scrape loop reads a target as its kind
+//! only), and with one scrape percentiles cover everything since the server started (the
+//! adapter waits for a second scrape); with two or more, the window between them.
 //! Does not own: any signal arithmetic (that is `inferscale-metrics`).
 
-use inferscale_metrics::exposition::{
+use inferscale_metrics::gpu::{join_gpus, read_gpus, GpuJoin, GpuReading};
+use inferscale_metrics::parser::{
     count_invalid_utf8, sanitize_utf8, Format, LineErrorKind, ParseStats,
 };
-use inferscale_metrics::gpu::{join_gpus, read_gpus, GpuJoin, GpuReading};
-use inferscale_metrics::profile::{RouteIndex, DCGM};
+use inferscale_metrics::profile::{GpuField, RouteIndex, DCGM};
 use inferscale_metrics::signals::{
     replica_signals, Latency, ModelSignals, Reading, ReplicaSignals, SignalOptions, SingleScrape,
+    WindowSpan,
 };
 use inferscale_metrics::snapshot::{EngineSnapshot, UNLABELLED_MODEL};
 use serde::Serialize;
@@ -31,14 +35,14 @@ pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     ReadFile {
         path: String,
         source: std::io::Error,
     },
     /// An HTTP scrape failed (connection, status or body).
-    #[error("cannot scrape {url}: {reason}")]
-    Scrape { url: String, reason: String },
+    #[error("cannot scrape {url}")]
+    Scrape { url: String, source: reqwest::Error },
     /// A body is larger than [`MAX_BODY_BYTES`].
     #[error("{source_name} is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge { source_name: String },
@@ -59,59 +63,47 @@ pub struct Scrape {
 
 /// Reads a file, or scrapes a URL once.
 pub fn fetch(source: &str, taken_at: f64) -> Result<Scrape, InspectError> {
-    if source.starts_with("http://") || source.starts_with("https://") {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(SCRAPE_TIMEOUT)
-            .build()
-            .map_err(|e| InspectError::Scrape {
-                url: source.into(),
-                reason: e.to_string(),
-            })?;
-        let response = client
-            .get(source)
-            .header(reqwest::header::ACCEPT, crate::scrape::ACCEPT)
-            .send()
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| InspectError::Scrape {
-                url: source.into(),
-                reason: e.to_string(),
-            })?;
-        let format = crate::scrape::format_of(response.headers());
-        let body = response.bytes().map_err(|e| InspectError::Scrape {
+    let (body, format) = if source.starts_with("http://") || source.starts_with("https://") {
+        scrape_url(source).map_err(|e| InspectError::Scrape {
             url: source.into(),
-            reason: e.to_string(),
-        })?;
-        if body.len() > MAX_BODY_BYTES {
-            return Err(InspectError::TooLarge {
-                source_name: source.into(),
-            });
-        }
-        Ok(Scrape {
-            source: source.into(),
-            body: body.to_vec(),
-            format,
-            taken_at,
-        })
+            source: e,
+        })?
     } else {
         let body = std::fs::read(source).map_err(|e| InspectError::ReadFile {
             path: source.into(),
             source: e,
         })?;
-        if body.len() > MAX_BODY_BYTES {
-            return Err(InspectError::TooLarge {
-                source_name: source.into(),
-            });
-        }
+        // A saved file has no Content-Type: OpenMetrics bodies end with `# EOF`.
         let format = Format::sniff(&String::from_utf8_lossy(
             &body[body.len().saturating_sub(64)..],
         ));
-        Ok(Scrape {
-            source: source.into(),
-            body,
-            format,
-            taken_at,
-        })
+        (body, format)
+    };
+    if body.len() > MAX_BODY_BYTES {
+        return Err(InspectError::TooLarge {
+            source_name: source.into(),
+        });
     }
+    Ok(Scrape {
+        source: source.into(),
+        body,
+        format,
+        taken_at,
+    })
+}
+
+/// One GET of `url` with the scrape loop's `Accept` header, and the dialect it declares.
+fn scrape_url(url: &str) -> Result<(Vec<u8>, Format), reqwest::Error> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(SCRAPE_TIMEOUT)
+        .build()?;
+    let response = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, crate::scrape::ACCEPT)
+        .send()?
+        .error_for_status()?;
+    let format = crate::scrape::format_of(response.headers());
+    Ok((response.bytes()?.to_vec(), format))
 }
 
 /// Parse counts of one scrape, for the report.
@@ -281,159 +273,27 @@ const LATENCY_ROWS: [LatencyRow; 4] = [
     ("queue_time", |m| &m.queue_time),
 ];
 
-/// Renders the report as aligned text tables.
+type PercentileRow = (&'static str, fn(&Latency) -> Reading);
+
+const PERCENTILE_ROWS: [PercentileRow; 4] = [
+    ("p50", |l| l.p50),
+    ("p90", |l| l.p90),
+    ("p95", |l| l.p95),
+    ("p99", |l| l.p99),
+];
+
+/// Renders the report as aligned text tables: what each scrape parsed, the replica's
+/// signals per model, and the GPUs.
 pub fn render_table(report: &Report) -> String {
     let mut out = String::new();
-    for p in &report.parse {
-        let _ = writeln!(
-            out,
-            "{}: {} lines, {} samples read, {} ignored, {} malformed lines skipped{}",
-            p.source,
-            p.lines,
-            p.samples_read,
-            p.samples_ignored,
-            p.skipped_lines,
-            if p.skipped_by_kind.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " {:?} (first at lines {:?})",
-                    p.skipped_by_kind, p.first_skipped_lines
-                )
-            }
-        );
+    for parse in &report.parse {
+        render_parse(&mut out, parse);
     }
     if let Some(replica) = &report.replica {
-        let window = &replica.window;
-        let span = match (window.since_start, window.seconds) {
-            (true, Some(s)) => format!("since server start ({} s)", trim_float(s, 1)),
-            (true, None) => "since server start".to_owned(),
-            (false, Some(s)) => format!("{} s between scrapes", trim_float(s, 1)),
-            (false, None) => "none (one scrape)".to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "\nengine: {}   scrapes: {}   window: {}   kv capacity: {} tokens",
-            replica.engine.map_or("unknown", |e| e.as_str()),
-            report.scrapes,
-            span,
-            show(replica.kv_capacity_tokens, Unit::Tokens)
-        );
-        let mut columns: Vec<(String, &ModelSignals)> = replica
-            .models
-            .iter()
-            .map(|(name, m)| {
-                let shown = if name == UNLABELLED_MODEL {
-                    "(unlabelled)"
-                } else {
-                    name
-                };
-                (shown.to_owned(), m)
-            })
-            .collect();
-        if columns.len() != 1 {
-            columns.push(("(all models)".to_owned(), &replica.combined));
-        }
-        let mut rows: Vec<Vec<String>> = Vec::new();
-        let mut header = vec!["SIGNAL".to_owned()];
-        header.extend(columns.iter().map(|(n, _)| n.clone()));
-        rows.push(header);
-        for (name, unit, get) in GAUGE_AND_RATE_ROWS {
-            let mut row = vec![name.to_owned()];
-            row.extend(columns.iter().map(|(_, m)| show(get(m), unit)));
-            rows.push(row);
-        }
-        let reasons: std::collections::BTreeSet<&String> = columns
-            .iter()
-            .flat_map(|(_, m)| m.request_rate_by_reason.keys())
-            .collect();
-        for reason in reasons {
-            let mut row = vec![format!("request_rate{{reason={reason}}}")];
-            row.extend(columns.iter().map(|(_, m)| {
-                m.request_rate_by_reason
-                    .get(reason)
-                    .map_or_else(|| "-".to_owned(), |r| show(*r, Unit::PerSecond))
-            }));
-            rows.push(row);
-        }
-        for (name, get) in LATENCY_ROWS {
-            for (q, pick) in [
-                ("p50", (|l: &Latency| l.p50) as fn(&Latency) -> Reading),
-                ("p90", |l| l.p90),
-                ("p95", |l| l.p95),
-                ("p99", |l| l.p99),
-            ] {
-                let mut row = vec![format!("{name}_{q}")];
-                row.extend(
-                    columns
-                        .iter()
-                        .map(|(_, m)| show(pick(get(m)), Unit::Seconds)),
-                );
-                rows.push(row);
-            }
-            let mut row = vec![format!("{name}_observations")];
-            row.extend(
-                columns
-                    .iter()
-                    .map(|(_, m)| show(get(m).observations, Unit::Count)),
-            );
-            rows.push(row);
-        }
-        out.push_str(&align(&rows));
+        render_replica(&mut out, report.scrapes, replica);
     }
     if let Some(gpu) = &report.gpu {
-        let mut rows = vec![vec![
-            "GPU".to_owned(),
-            "UUID".to_owned(),
-            "MODEL".to_owned(),
-            "NODE".to_owned(),
-            "POD".to_owned(),
-            "BUSY".to_owned(),
-            "MEM USED".to_owned(),
-            "MEM FREE".to_owned(),
-            "POWER".to_owned(),
-        ]];
-        let gib = |v: Option<f64>| {
-            v.map_or("-".to_owned(), |b| {
-                format!("{:.2} GiB", b / (1u64 << 30) as f64)
-            })
-        };
-        for g in &gpu.gpus {
-            use inferscale_metrics::profile::GpuField;
-            rows.push(vec![
-                g.index.clone(),
-                g.uuid.clone(),
-                g.model_name.clone(),
-                g.node.clone().unwrap_or_else(|| "-".into()),
-                g.pod
-                    .as_ref()
-                    .map_or("(idle)".into(), |p| format!("{}/{}", p.namespace, p.pod)),
-                g.busy_fraction()
-                    .map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
-                gib(g.field(GpuField::MemoryUsedBytes)),
-                gib(g.field(GpuField::MemoryFreeBytes)),
-                g.field(GpuField::PowerWatts)
-                    .map_or("-".into(), |w| format!("{} W", trim_float(w, 1))),
-            ]);
-        }
-        out.push('\n');
-        out.push_str(&align(&rows));
-        let _ = writeln!(
-            out,
-            "{} GPU(s) held by {} pod(s); idle: {}",
-            gpu.gpus.len(),
-            gpu.join.pods.len(),
-            gpu.join
-                .idle_by_node
-                .iter()
-                .map(|(node, idle)| format!(
-                    "{}×{}",
-                    if node.is_empty() { "(no node)" } else { node },
-                    idle.gpus
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        render_gpus(&mut out, gpu);
     }
     if report.replica.is_none() && report.gpu.is_none() {
         let _ = writeln!(
@@ -443,6 +303,182 @@ pub fn render_table(report: &Report) -> String {
         );
     }
     out
+}
+
+/// One line per scrape: lines, samples read and ignored, malformed lines skipped.
+fn render_parse(out: &mut String, p: &ParseReport) {
+    let skipped = if p.skipped_by_kind.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " {:?} (first at lines {:?})",
+            p.skipped_by_kind, p.first_skipped_lines
+        )
+    };
+    let _ = writeln!(
+        out,
+        "{}: {} lines, {} samples read, {} ignored, {} malformed lines skipped{skipped}",
+        p.source, p.lines, p.samples_read, p.samples_ignored, p.skipped_lines,
+    );
+}
+
+/// The engine line (engine, window, KV capacity), then a table with a row per signal and a
+/// column per model (plus all models combined when there are several).
+fn render_replica(out: &mut String, scrapes: usize, replica: &ReplicaSignals) {
+    let _ = writeln!(
+        out,
+        "\nengine: {}   scrapes: {}   window: {}   kv capacity: {} tokens",
+        replica.engine.map_or("unknown", |e| e.as_str()),
+        scrapes,
+        describe_window(&replica.window),
+        show(replica.kv_capacity_tokens, Unit::Tokens)
+    );
+    let columns = model_columns(replica);
+    let mut header = vec!["SIGNAL".to_owned()];
+    header.extend(columns.iter().map(|(name, _)| name.clone()));
+    let mut rows = vec![header];
+    rows.extend(gauge_and_rate_rows(&columns));
+    rows.extend(reason_rows(&columns));
+    rows.extend(latency_rows(&columns));
+    out.push_str(&align(&rows));
+}
+
+fn describe_window(window: &WindowSpan) -> String {
+    match (window.since_start, window.seconds) {
+        (true, Some(s)) => format!("since server start ({} s)", trim_float(s, 1)),
+        (true, None) => "since server start".to_owned(),
+        (false, Some(s)) => format!("{} s between scrapes", trim_float(s, 1)),
+        (false, None) => "none (one scrape)".to_owned(),
+    }
+}
+
+/// A column per model, named for humans, and "(all models)" when there are several.
+fn model_columns(replica: &ReplicaSignals) -> Vec<(String, &ModelSignals)> {
+    let mut columns: Vec<(String, &ModelSignals)> = replica
+        .models
+        .iter()
+        .map(|(name, m)| {
+            let shown = if name == UNLABELLED_MODEL {
+                "(unlabelled)"
+            } else {
+                name
+            };
+            (shown.to_owned(), m)
+        })
+        .collect();
+    if columns.len() != 1 {
+        columns.push(("(all models)".to_owned(), &replica.combined));
+    }
+    columns
+}
+
+/// A row named `name` with `cell` of each column.
+fn row(
+    name: String,
+    columns: &[(String, &ModelSignals)],
+    cell: impl Fn(&ModelSignals) -> String,
+) -> Vec<String> {
+    let mut row = vec![name];
+    row.extend(columns.iter().map(|(_, m)| cell(m)));
+    row
+}
+
+fn gauge_and_rate_rows(columns: &[(String, &ModelSignals)]) -> Vec<Vec<String>> {
+    GAUGE_AND_RATE_ROWS
+        .iter()
+        .map(|&(name, unit, get)| row(name.to_owned(), columns, |m| show(get(m), unit)))
+        .collect()
+}
+
+/// `request_rate{reason=...}` for every finish reason any column has.
+fn reason_rows(columns: &[(String, &ModelSignals)]) -> Vec<Vec<String>> {
+    let reasons: std::collections::BTreeSet<&String> = columns
+        .iter()
+        .flat_map(|(_, m)| m.request_rate_by_reason.keys())
+        .collect();
+    reasons
+        .into_iter()
+        .map(|reason| {
+            row(format!("request_rate{{reason={reason}}}"), columns, |m| {
+                m.request_rate_by_reason
+                    .get(reason)
+                    .map_or_else(|| "-".to_owned(), |r| show(*r, Unit::PerSecond))
+            })
+        })
+        .collect()
+}
+
+/// p50, p90, p95, p99 and observations of each latency histogram; an idle latency's 0 says
+/// so (`0 ms (idle)`: no request waited).
+fn latency_rows(columns: &[(String, &ModelSignals)]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for (name, get) in LATENCY_ROWS {
+        for (q, pick) in PERCENTILE_ROWS {
+            rows.push(row(format!("{name}_{q}"), columns, |m| {
+                let latency = get(m);
+                let shown = show(pick(latency), Unit::Seconds);
+                if latency.idle {
+                    format!("{shown} (idle)")
+                } else {
+                    shown
+                }
+            }));
+        }
+        rows.push(row(format!("{name}_observations"), columns, |m| {
+            show(get(m).observations, Unit::Count)
+        }));
+    }
+    rows
+}
+
+/// A row per GPU, then how many GPUs pods hold and which are idle, per node.
+fn render_gpus(out: &mut String, gpu: &GpuReport) {
+    let header = [
+        "GPU", "UUID", "MODEL", "NODE", "POD", "BUSY", "MEM USED", "MEM FREE", "POWER",
+    ];
+    let mut rows = vec![header.map(str::to_owned).to_vec()];
+    rows.extend(gpu.gpus.iter().map(gpu_row));
+    out.push('\n');
+    out.push_str(&align(&rows));
+    let idle = gpu
+        .join
+        .idle_by_node
+        .iter()
+        .map(|(node, idle)| {
+            let node = if node.is_empty() { "(no node)" } else { node };
+            format!("{node}×{}", idle.gpus)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(
+        out,
+        "{} GPU(s) held by {} pod(s); idle: {idle}",
+        gpu.gpus.len(),
+        gpu.join.pods.len(),
+    );
+}
+
+fn gpu_row(g: &GpuReading) -> Vec<String> {
+    let gib = |v: Option<f64>| {
+        v.map_or("-".to_owned(), |b| {
+            format!("{:.2} GiB", b / (1u64 << 30) as f64)
+        })
+    };
+    vec![
+        g.index.clone(),
+        g.uuid.clone(),
+        g.model_name.clone(),
+        g.node.clone().unwrap_or_else(|| "-".into()),
+        g.pod
+            .as_ref()
+            .map_or("(idle)".into(), |p| format!("{}/{}", p.namespace, p.pod)),
+        g.busy_fraction()
+            .map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
+        gib(g.field(GpuField::MemoryUsedBytes)),
+        gib(g.field(GpuField::MemoryFreeBytes)),
+        g.field(GpuField::PowerWatts)
+            .map_or("-".into(), |w| format!("{} W", trim_float(w, 1))),
+    ]
 }
 
 fn align(rows: &[Vec<String>]) -> String {
@@ -491,6 +527,24 @@ mod tests {
         let table = render_table(&report);
         assert!(table.contains("queue_depth"), "{table}");
         assert!(table.contains("50 ms"), "{table}");
+    }
+
+    #[test]
+    fn an_idle_server_shows_zero_latency_marked_idle() {
+        let body = "vllm:num_requests_waiting{model_name=\"m\"} 0\nvllm:num_requests_running{model_name=\"m\"} 0\nvllm:time_to_first_token_seconds_bucket{le=\"0.1\",model_name=\"m\"} 0\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\",model_name=\"m\"} 0\n";
+        let report = inspect(&[scrape(body, 0.0)], 60.0).unwrap();
+        let table = render_table(&report);
+        let p95 = table
+            .lines()
+            .find(|l| l.starts_with("time_to_first_token_p95"))
+            .unwrap();
+        assert!(p95.ends_with("0 ms (idle)"), "{table}");
+        let json = serde_json::to_value(&report).unwrap();
+        let ttft = &json["replica"]["combined"]["time_to_first_token"];
+        assert_eq!(
+            (ttft["p95"].as_f64(), ttft["idle"].as_bool()),
+            (Some(0.0), Some(true))
+        );
     }
 
     #[test]

@@ -35,8 +35,8 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         count: usize,
         /// Window for rates and percentiles.
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        window: Duration,
+        #[arg(long, default_value_t = inferscale_adapter::config::default_window())]
+        window: humantime::Duration,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
                     scrapes.push(fetch(&url, now)?);
                 }
             }
-            let report = inspect(&scrapes, window.as_secs_f64())?;
+            let report = inspect(&scrapes, Duration::from(window).as_secs_f64())?;
             if json {
                 println!(
                     "{}",

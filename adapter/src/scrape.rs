@@ -10,8 +10,8 @@
 use crate::store::{PodKey, ScrapeFailure, ScrapeSink, Target, TargetKind};
 use crate::telemetry::Telemetry;
 use futures::StreamExt;
-use inferscale_metrics::exposition::{count_invalid_utf8, sanitize_utf8, Format};
 use inferscale_metrics::gpu::read_gpus;
+use inferscale_metrics::parser::{count_invalid_utf8, sanitize_utf8, Format};
 use inferscale_metrics::profile::RouteIndex;
 use inferscale_metrics::snapshot::EngineSnapshot;
 use std::collections::HashMap;
@@ -52,7 +52,7 @@ pub fn unix_now() -> f64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
     /// The HTTP client could not be built (TLS backend).
-    #[error("building the HTTP client: {0}")]
+    #[error("building the HTTP client")]
     Client(#[from] reqwest::Error),
 }
 

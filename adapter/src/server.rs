@@ -1,21 +1,19 @@
-//! `adapter serve`: wires discovery, the scrape loop, the store and the API together and
-//! runs them until a signal or a critical failure.
+//! `adapter serve`: wires the pod watches, the scrape loop, the store and the API together
+//! and runs them until a signal or a critical failure.
 //!
-//! Owns: start-up order and lifetimes. Every long-running task is critical: if discovery,
-//! the scrape loop or the server ends, the process ends with an error instead of going on as
+//! Owns: start-up order and lifetimes. Every long-running task is critical: if the pod
+//! watches, the scrape loop or the server end, the process ends with an error instead of going on as
 //! a zombie that still answers probes.
 
 use crate::api::{self, AppState};
-use crate::auth::authn::AuthnOptions;
-use crate::auth::authz::AuthzOptions;
-use crate::auth::{AuthState, DelegatedAuthOptions};
-use crate::config::{Mode, ServeConfig};
-use crate::scrape::{unix_now, ScrapeConfig, Scraper};
+use crate::auth::AuthState;
+use crate::config::{ClusterConfig, Mode, ServeConfig};
+use crate::scrape::{unix_now, Scraper};
 use crate::store::Store;
-use crate::targets;
+use crate::targets::{self, StaticTarget};
 use crate::telemetry::Telemetry;
-use crate::tls::{TlsOptions, TlsState};
-use std::path::PathBuf;
+use crate::tls::TlsState;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -24,23 +22,20 @@ use tracing::{error, info, info_span, Instrument};
 /// Why the server stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// Static targets could not be loaded.
-    #[error(transparent)]
-    Targets(#[from] targets::TargetsError),
     /// The scrape client could not be built.
     #[error(transparent)]
     Scrape(#[from] crate::scrape::ScrapeError),
     /// The listen address could not be bound.
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}")]
     Bind {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
     /// No Kubernetes client could be configured (kubeconfig or in-cluster).
-    #[error("connecting to Kubernetes: {0}")]
+    #[error("connecting to Kubernetes")]
     Kube(#[from] kube::Error),
     /// Kubernetes client configuration could not be inferred.
-    #[error("Kubernetes client configuration: {0}")]
+    #[error("inferring the Kubernetes client configuration")]
     KubeConfig(#[from] kube::config::InferConfigError),
     /// TLS set-up failed.
     #[error(transparent)]
@@ -52,10 +47,6 @@ pub enum ServerError {
     #[error("{0} stopped unexpectedly")]
     TaskEnded(&'static str),
 }
-
-/// How long the scrape loop may go without ticking before liveness fails: the loop ticks
-/// every second, so ten seconds means it is stuck, not busy.
-const LIVENESS_WINDOW_SECS: f64 = 10.0;
 
 /// The parts every mode shares.
 struct Core {
@@ -82,20 +73,14 @@ impl Core {
         let mut state = AppState::new(self.store.clone(), self.telemetry.clone());
         state.external_metrics = config.external_metrics;
         state.heartbeat = self.heartbeat.clone();
-        state.liveness_window_secs = LIVENESS_WINDOW_SECS;
-        state.discovery_synced = self.synced.clone();
+        state.targets_synced = self.synced.clone();
         state
     }
 
     fn spawn_scraper(&self, config: &ServeConfig) -> Result<JoinHandle<()>, ServerError> {
         let scraper = Scraper::new(
             self.store.clone(),
-            ScrapeConfig {
-                interval: config.scrape_interval,
-                timeout: config.scrape_timeout,
-                max_body_bytes: config.max_body_bytes,
-                concurrency: config.scrape_concurrency,
-            },
+            config.scrape.clone(),
             self.telemetry.clone(),
             self.heartbeat.clone(),
         )?;
@@ -149,107 +134,74 @@ async fn supervise(tasks: Vec<(&'static str, JoinHandle<()>)>) -> Result<(), Ser
 pub async fn run(config: ServeConfig) -> Result<(), ServerError> {
     let core = Core::new(&config);
     match &config.mode {
-        Mode::Standalone {
-            listen,
-            targets: flags,
-            targets_file,
-        } => {
-            let mut list = Vec::new();
-            if let Some(path) = targets_file {
-                list.extend(targets::read_static_file(path)?);
-            }
-            for flag in flags {
-                list.push(targets::parse_target_flag(flag)?);
-            }
-            info!(
-                targets = list.len(),
-                "standalone mode: static targets, plain HTTP, no authentication"
-            );
-            targets::load_static(core.store.as_ref(), list);
-            core.synced
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            let scraper = core.spawn_scraper(&config)?;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: *listen,
-                    source,
-                })?;
-            info!(%listen, "serving plain HTTP on loopback");
-            let router =
-                api::router(core.app_state(&config)).layer(axum::middleware::from_fn_with_state(
-                    AuthState::standalone(),
-                    crate::auth::auth_middleware,
-                ));
-            let server = tokio::spawn(
-                crate::tls::serve_plain(listener, router, std::future::pending())
-                    .instrument(info_span!("http")),
-            );
-            supervise(vec![("scrape loop", scraper), ("HTTP server", server)]).await
+        Mode::Standalone { listen, targets } => {
+            run_standalone(&config, *listen, targets.clone(), core).await
         }
         Mode::Cluster(cluster) => run_cluster(&config, cluster, core).await,
     }
 }
 
+async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: listen,
+            source,
+        })
+}
+
+async fn run_standalone(
+    config: &ServeConfig,
+    listen: SocketAddr,
+    static_targets: Vec<StaticTarget>,
+    core: Core,
+) -> Result<(), ServerError> {
+    info!(
+        targets = static_targets.len(),
+        "standalone mode: static targets, plain HTTP, no authentication"
+    );
+    targets::load_static(core.store.as_ref(), static_targets);
+    core.synced
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let scraper = core.spawn_scraper(config)?;
+    let listener = bind(listen).await?;
+    info!(%listen, "serving plain HTTP on loopback");
+    let router = api::router(core.app_state(config), AuthState::standalone());
+    let server = tokio::spawn(
+        crate::http::serve_plain(listener, router, std::future::pending())
+            .instrument(info_span!("http")),
+    );
+    supervise(vec![("scrape loop", scraper), ("HTTP server", server)]).await
+}
+
 async fn run_cluster(
     config: &ServeConfig,
-    cluster: &crate::config::ClusterConfig,
+    cluster: &ClusterConfig,
     core: Core,
 ) -> Result<(), ServerError> {
     let client = kube::Client::try_default().await?;
-    let discovery = tokio::spawn(
-        targets::run_kube_discovery(
+    let pod_watches = tokio::spawn(
+        targets::watch_pods(
             client.clone(),
-            targets::KubeDiscoveryConfig {
-                engine_selector: cluster.pod_selector.clone(),
-                dcgm_selector: cluster.dcgm_selector.clone(),
-            },
+            cluster.watch.clone(),
             core.store.clone(),
             core.synced.clone(),
         )
-        .instrument(info_span!("discovery")),
+        .instrument(info_span!("pod_watches")),
     );
     let scraper = core.spawn_scraper(config)?;
-    let tls_state = TlsState::new(&TlsOptions {
-        cert_file: cluster.tls_cert_file.as_ref().map(PathBuf::from),
-        key_file: cluster.tls_private_key_file.as_ref().map(PathBuf::from),
-        extra_sans: cluster.tls_sans.clone(),
-    })?;
-    let options = DelegatedAuthOptions {
-        authentication: AuthnOptions {
-            client_ca_file: cluster.client_ca_file.as_ref().map(PathBuf::from),
-            requestheader_client_ca_file: cluster
-                .requestheader_client_ca_file
-                .as_ref()
-                .map(PathBuf::from),
-            token_cache_ttl: cluster.authentication_cache_ttl,
-            ..AuthnOptions::default()
-        },
-        authorization: AuthzOptions {
-            allow_cache_ttl: cluster.authorization_cache_ttl,
-            deny_cache_ttl: cluster.authorization_cache_ttl,
-            ..AuthzOptions::default()
-        },
-    };
-    let (auth_state, auth_config_task) = AuthState::delegated(client, options, &tls_state).await?;
-    // The auth layer goes on last so it wraps every route, fallback included.
-    let app = api::router(core.app_state(config)).layer(axum::middleware::from_fn_with_state(
-        auth_state,
-        crate::auth::auth_middleware,
-    ));
-    let listener = tokio::net::TcpListener::bind(cluster.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: cluster.listen,
-            source,
-        })?;
+    let tls_state = TlsState::new(&cluster.tls)?;
+    let (auth_state, auth_config_task) =
+        AuthState::delegated(client, cluster.auth.clone(), &tls_state).await?;
+    let app = api::router(core.app_state(config), auth_state);
+    let listener = bind(cluster.listen).await?;
     info!(listen = %cluster.listen, fingerprint = %tls_state.serving_fingerprint(), "serving TLS");
     let server = tokio::spawn(
         crate::tls::serve(listener, tls_state, app, std::future::pending())
             .instrument(info_span!("https")),
     );
     supervise(vec![
-        ("target discovery", discovery),
+        ("pod watches", pod_watches),
         ("scrape loop", scraper),
         ("HTTPS server", server),
         ("authentication config watch", auth_config_task),

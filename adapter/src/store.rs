@@ -1,10 +1,11 @@
 //! The adapter's in-memory store: targets, their recent scrapes, and the signals derived
 //! from them.
 //!
-//! Owns: what discovery says exists ([`TargetRegistry`]), what the scraper wrote
+//! Owns: what the pod watches say exists ([`TargetRegistry`]), what the scraper wrote
 //! ([`ScrapeSink`]), and the read view the API serves from ([`SignalView`]). Each role is a
 //! small trait so the HTTP layer only ever reads and the scraper only ever writes.
-//! Signals are computed once per successful scrape, outside any lock, and shared as `Arc`s;
+//! Signals are computed once per successful scrape, under the read lock (readers are not
+//! blocked; the write lock is taken only to store the result), and shared as `Arc`s;
 //! serving a request clones a few pointers under a read lock.
 //!
 //! A pod is *servable* only when it is Ready, not terminating, its last scrape succeeded and
@@ -74,7 +75,7 @@ impl TargetKind {
     }
 }
 
-/// A pod to scrape, as discovery sees it.
+/// A pod to scrape, as the pod watches (or the static list) see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub key: PodKey,
@@ -173,14 +174,14 @@ impl ScrapeHealth {
 
 /// One pod as the API sees it.
 #[derive(Debug, Clone)]
-pub struct PodView {
+pub struct EnginePod {
     pub target: Arc<Target>,
     pub signals: Option<Arc<ReplicaSignals>>,
     pub gpus: Option<Arc<PodGpus>>,
     pub servable: Result<(), Unservable>,
 }
 
-/// Discovery's side: which targets exist.
+/// The pod watches' side: which targets exist.
 pub trait TargetRegistry: Send + Sync {
     /// Adds or updates a target (its scrape history is kept when only metadata changed).
     fn upsert_target(&self, target: Target);
@@ -206,7 +207,7 @@ pub trait ScrapeSink: Send + Sync {
 /// The API's side: read-only.
 pub trait SignalView: Send + Sync {
     /// Engine pods of a namespace (all namespaces with `None`), servable or not.
-    fn engine_pods(&self, namespace: Option<&str>, now: f64) -> Vec<PodView>;
+    fn engine_pods(&self, namespace: Option<&str>, now: f64) -> Vec<EnginePod>;
     /// Counts for readiness and our own metrics.
     fn summary(&self, now: f64) -> StoreSummary;
     /// Scrape health of every target, for our own metrics.
@@ -420,14 +421,14 @@ impl ScrapeSink for Store {
 }
 
 impl SignalView for Store {
-    fn engine_pods(&self, namespace: Option<&str>, now: f64) -> Vec<PodView> {
+    fn engine_pods(&self, namespace: Option<&str>, now: f64) -> Vec<EnginePod> {
         let inner = self.read();
         inner
             .targets
             .values()
             .filter(|s| s.target.kind == TargetKind::Engine)
             .filter(|s| namespace.is_none_or(|ns| s.target.key.namespace == ns))
-            .map(|s| PodView {
+            .map(|s| EnginePod {
                 target: s.target.clone(),
                 signals: s.signals.clone(),
                 gpus: inner.gpus_by_pod.get(&s.target.key).cloned(),

@@ -1,4 +1,4 @@
-//! Target discovery: which pods to scrape, and what owns them.
+//! Targets: which pods to scrape, and what owns them.
 //!
 //! Owns: turning Pods (from kube-rs reflectors, or a static list in standalone mode) into
 //! [`Target`]s and keeping the store's target set equal to what exists. Pods are watched,
@@ -12,6 +12,7 @@
 //! `inferscale.dev/scheme` (default `http`); `prometheus.io/port` and `prometheus.io/path`
 //! are honoured when ours are absent.
 
+use crate::error_chain::ErrorChain;
 use crate::store::{OwnerRef, PodKey, Target, TargetKind, TargetRegistry};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
@@ -20,11 +21,14 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store as ReflectorStore};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tracing::{info, info_span, warn, Instrument};
 
 /// Annotation and default port/path/scheme.
@@ -35,21 +39,22 @@ pub const DEFAULT_ENGINE_PORT: u16 = 8000;
 pub const DEFAULT_DCGM_PORT: u16 = 9400;
 pub const DEFAULT_PATH: &str = "/metrics";
 
-/// How often changed watch state is folded into the store: fast enough that a new Ready
-/// pod is scraped within a second, slow enough to batch a rollout's burst of events.
+/// How long after a watch event the watches' state is folded into the store: short enough
+/// that a new Ready pod is scraped within a second, long enough to batch a rollout's burst
+/// of events.
 const RESYNC_DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// Errors of discovery.
+/// Errors of static targets (standalone mode).
 #[derive(Debug, thiserror::Error)]
 pub enum TargetsError {
     /// The static targets file could not be read.
-    #[error("reading targets file {path}: {source}")]
+    #[error("reading targets file {path}")]
     ReadFile {
         path: String,
         source: std::io::Error,
     },
     /// The static targets file is not valid JSON of the expected shape.
-    #[error("parsing targets file {path}: {source}")]
+    #[error("parsing targets file {path}")]
     ParseFile {
         path: String,
         source: serde_json::Error,
@@ -291,7 +296,7 @@ pub fn pod_target(pod: &Pod, kind: TargetKind, owners: &OwnerIndex<'_>) -> Optio
 
 /// Selectors for the two kinds of pods.
 #[derive(Debug, Clone)]
-pub struct KubeDiscoveryConfig {
+pub struct PodWatchConfig {
     /// Label selector of serving pods (default `inferscale.dev/scrape=true`).
     pub engine_selector: String,
     /// Label selector of dcgm-exporter pods (default `app=nvidia-dcgm-exporter`, the GPU
@@ -299,120 +304,126 @@ pub struct KubeDiscoveryConfig {
     pub dcgm_selector: String,
 }
 
-/// Watches Pods, ReplicaSets and StatefulSets and keeps the registry in sync until the
-/// process ends. Sets `synced` once every watch has listed.
-pub async fn run_kube_discovery(
+/// Watches Pods, ReplicaSets and StatefulSets and keeps the registry in sync until it is
+/// dropped (the watch tasks are its own and end with it). Sets `synced` once every watch
+/// has listed and the registry holds what they found.
+pub async fn watch_pods(
     client: Client,
-    config: KubeDiscoveryConfig,
+    config: PodWatchConfig,
     registry: Arc<dyn TargetRegistry>,
     synced: Arc<AtomicBool>,
 ) {
-    let strip = |pod: &mut Pod| pod.managed_fields_mut().clear();
-    let (engine_reader, engine_writer) = reflector::store::<Pod>();
-    let engine_stream = reflector::reflector(
-        engine_writer,
-        watcher(
+    let changed = Arc::new(Notify::new());
+    let mut watches = JoinSet::new();
+    let mut reflect_pods = |name, selector: &str| {
+        let config = watcher::Config::default().labels(selector);
+        reflect(
+            &mut watches,
+            name,
             Api::<Pod>::all(client.clone()),
-            watcher::Config::default().labels(&config.engine_selector),
+            config,
+            &changed,
         )
-        .modify(strip),
-    )
-    .default_backoff();
-    let (dcgm_reader, dcgm_writer) = reflector::store::<Pod>();
-    let dcgm_enabled = !config.dcgm_selector.is_empty();
-    let dcgm_stream = reflector::reflector(
-        dcgm_writer,
-        watcher(
-            Api::<Pod>::all(client.clone()),
-            watcher::Config::default().labels(&config.dcgm_selector),
-        )
-        .modify(strip),
-    )
-    .default_backoff();
-    let (rs_reader, rs_writer) = reflector::store();
-    let rs_stream = reflector::reflector(
-        rs_writer,
-        watcher(
-            Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff();
-    let (ss_reader, ss_writer) = reflector::store();
-    let ss_stream = reflector::reflector(
-        ss_writer,
-        watcher(
-            Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff();
-
-    let dirty = Arc::new(AtomicBool::new(true));
-    // Drive every watch; each event marks the view dirty. A watch error is logged and
-    // retried with backoff by the stream itself: one bad object never stops discovery.
-    let drive =
-        |name: &'static str,
-         stream: futures::stream::BoxStream<'static, Result<(), watcher::Error>>| {
-            let dirty = dirty.clone();
-            tokio::spawn(
-                async move {
-                    let mut stream = stream;
-                    while let Some(event) = stream.next().await {
-                        if let Err(error) = event {
-                            warn!(%error, "watch error (retrying)");
-                        }
-                        dirty.store(true, Ordering::Relaxed);
-                    }
-                }
-                .instrument(info_span!("watch", resource = name)),
-            )
-        };
-    let _engine = drive("pods(engine)", engine_stream.map(|r| r.map(|_| ())).boxed());
-    let _dcgm =
-        dcgm_enabled.then(|| drive("pods(dcgm)", dcgm_stream.map(|r| r.map(|_| ())).boxed()));
-    let _rs = drive("replicasets", rs_stream.map(|r| r.map(|_| ())).boxed());
-    let _ss = drive("statefulsets", ss_stream.map(|r| r.map(|_| ())).boxed());
+    };
+    let engine_pods = reflect_pods("pods(engine)", &config.engine_selector);
+    let dcgm_pods = (!config.dcgm_selector.is_empty())
+        .then(|| reflect_pods("pods(dcgm)", &config.dcgm_selector));
+    let replica_sets =
+        reflect_metadata::<ReplicaSet>(&mut watches, "replicasets", &client, &changed);
+    let stateful_sets =
+        reflect_metadata::<StatefulSet>(&mut watches, "statefulsets", &client, &changed);
 
     // Ready once every watch listed.
-    let ready = async {
-        let _ = engine_reader.wait_until_ready().await;
-        if dcgm_enabled {
-            let _ = dcgm_reader.wait_until_ready().await;
-        }
-        let _ = rs_reader.wait_until_ready().await;
-        let _ = ss_reader.wait_until_ready().await;
+    let _ = engine_pods.wait_until_ready().await;
+    if let Some(dcgm_pods) = &dcgm_pods {
+        let _ = dcgm_pods.wait_until_ready().await;
+    }
+    let _ = replica_sets.wait_until_ready().await;
+    let _ = stateful_sets.wait_until_ready().await;
+    info!("pod watches synced");
+
+    let owners = OwnerIndex {
+        replica_sets: &replica_sets,
+        stateful_sets: &stateful_sets,
     };
-    ready.await;
-    info!("target discovery synced");
-    let mut synced_once = false;
     loop {
-        if dirty.swap(false, Ordering::Relaxed) {
-            let owners = OwnerIndex {
-                replica_sets: &rs_reader,
-                stateful_sets: &ss_reader,
-            };
+        sync(
+            registry.as_ref(),
+            &engine_pods.state(),
+            TargetKind::Engine,
+            &owners,
+        );
+        if let Some(dcgm_pods) = &dcgm_pods {
             sync(
                 registry.as_ref(),
-                &engine_reader.state(),
-                TargetKind::Engine,
+                &dcgm_pods.state(),
+                TargetKind::GpuExporter,
                 &owners,
             );
-            if dcgm_enabled {
-                sync(
-                    registry.as_ref(),
-                    &dcgm_reader.state(),
-                    TargetKind::GpuExporter,
-                    &owners,
-                );
-            }
-            if !synced_once {
-                synced.store(true, Ordering::Relaxed);
-                synced_once = true;
-            }
         }
+        synced.store(true, Ordering::Relaxed);
+        changed.notified().await;
+        // Let the rest of a burst (a rollout changes many objects at once) arrive first.
         tokio::time::sleep(RESYNC_DEBOUNCE).await;
     }
+}
+
+/// Starts a reflector over `api` in `tasks` and returns its store. Every event wakes
+/// `changed`; a watch error is logged and retried with backoff by the stream itself, so
+/// one bad object never stops the watch. Managed fields are dropped (never read, and the
+/// bulk of a stored object).
+fn reflect<K>(
+    tasks: &mut JoinSet<()>,
+    name: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    changed: &Arc<Notify>,
+) -> ReflectorStore<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let events = reflector::reflector(
+        writer,
+        watcher(api, config).modify(|object: &mut K| object.managed_fields_mut().clear()),
+    )
+    .default_backoff();
+    let changed = changed.clone();
+    tasks.spawn(
+        async move {
+            futures::pin_mut!(events);
+            while let Some(event) = events.next().await {
+                if let Err(error) = event {
+                    warn!(error = %ErrorChain(&error), "watch error (retrying)");
+                }
+                changed.notify_one();
+            }
+        }
+        .instrument(info_span!("watch", resource = name)),
+    );
+    reader
+}
+
+/// [`reflect`] over the metadata of every `K` in the cluster (owner chains need nothing
+/// else).
+fn reflect_metadata<K>(
+    tasks: &mut JoinSet<()>,
+    name: &'static str,
+    client: &Client,
+    changed: &Arc<Notify>,
+) -> ReflectorStore<PartialObjectMeta<K>>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api = Api::<PartialObjectMeta<K>>::all(client.clone());
+    reflect(tasks, name, api, watcher::Config::default(), changed)
 }
 
 fn sync(
@@ -488,6 +499,20 @@ mod tests {
         assert_eq!(t.node.as_deref(), Some("n1"));
         let kinds: Vec<_> = t.owners.iter().map(|o| o.kind.as_str()).collect();
         assert_eq!(kinds, ["ReplicaSet", "Deployment"]);
+    }
+
+    #[test]
+    fn file_errors_name_the_file_and_leave_the_cause_to_source() {
+        let error = read_static_file("/nonexistent/targets.json").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "reading targets file /nonexistent/targets.json"
+        );
+        let cause = std::error::Error::source(&error).expect("the I/O error is the source");
+        assert!(
+            !error.to_string().contains(&cause.to_string()),
+            "printed once"
+        );
     }
 
     #[test]

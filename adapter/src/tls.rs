@@ -1,7 +1,7 @@
 //! TLS serving for the adapter's aggregated API endpoint.
 //!
-//! This module owns the rustls [`ServerConfig`] the adapter serves with and the accept loop that
-//! turns TCP connections into HTTP/1.1 or HTTP/2 requests for an axum [`Router`]:
+//! This module owns the rustls [`ServerConfig`] the adapter serves with and the TLS handshake
+//! of each connection [`crate::http`]'s accept loop hands it ([`serve`]):
 //!
 //! - the serving certificate comes from `--tls-cert-file`/`--tls-private-key-file` and is
 //!   re-read when the files change (Kubernetes rotates mounted Secrets by swapping a symlink, so
@@ -19,28 +19,24 @@
 //! a trusted certificate only gets a client through the handshake.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
+use axum::http::Extensions;
 use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{RootCertStore, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
-use tower::ServiceExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::error_chain::ErrorChain;
+use crate::http::{accept_loop, serve_connection};
 
 /// How often the serving certificate files are re-read. Kubernetes propagates a rotated Secret
 /// to the pod's volume within about a minute (kubelet sync period); checking every 5 s adds
@@ -50,19 +46,6 @@ pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a client gets to finish the TLS handshake. Long enough for a loaded kube-apiserver
 /// across a slow network, short enough that idle half-open connections do not pile up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long an HTTP/1.1 client gets to send a full request head, so a slow-loris client cannot
-/// hold a connection task forever. The apiserver sends complete requests at once.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// After shutdown is requested, how long in-flight requests get to finish before their
-/// connections are dropped. Metric reads finish in milliseconds; the kubelet's default
-/// termination grace period (30 s) leaves room for this.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Pause after a failed `accept` (usually out of file descriptors) so the loop does not spin
-/// while the condition lasts.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Names the self-signed fallback certificate always covers: what local clients dial.
 const SELF_SIGNED_DEFAULT_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
@@ -94,7 +77,7 @@ pub enum TlsError {
     #[error("--tls-cert-file and --tls-private-key-file must be given together")]
     IncompleteFilePair,
     /// A certificate or key file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     ReadFile {
         /// The file that could not be read.
         path: PathBuf,
@@ -120,17 +103,17 @@ pub enum TlsError {
     },
     /// rustls rejected the certificate and key (unsupported key type, or the key does not
     /// belong to the leaf certificate).
-    #[error("using the serving certificate and key: {0}")]
+    #[error("using the serving certificate and key")]
     ServingKey(#[source] rustls::Error),
     /// Generating the self-signed fallback certificate failed (e.g. an extra SAN is not a
     /// valid DNS name or IP address).
-    #[error("generating the self-signed serving certificate: {0}")]
+    #[error("generating the self-signed serving certificate")]
     SelfSigned(#[source] rcgen::Error),
     /// The protocol versions of the crypto provider could not be configured.
-    #[error("configuring TLS protocol versions: {0}")]
+    #[error("configuring TLS protocol versions")]
     ProtocolVersions(#[source] rustls::Error),
     /// None of the client CA certificates could be used as a trust anchor.
-    #[error("building the client certificate verifier: {0}")]
+    #[error("building the client certificate verifier")]
     ClientVerifier(#[source] rustls::server::VerifierBuilderError),
 }
 
@@ -320,7 +303,7 @@ impl TlsState {
                         ),
                         Ok(false) => {}
                         Err(error) => warn!(
-                            %error,
+                            error = %ErrorChain(&error),
                             "keeping the previous serving certificate; will retry"
                         ),
                     }
@@ -484,11 +467,11 @@ fn fingerprint(cert: &CertificateDer<'_>) -> String {
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` completes, then stops accepting and
-/// gives in-flight requests up to 10 s (`DRAIN_TIMEOUT`) to finish.
+/// drains in-flight requests ([`crate::http`]'s accept loop).
 ///
 /// Each connection is handshaken with the configuration current at accept time, so certificate
 /// and CA changes apply to new connections. Every request gets [`PeerCertificates`] and
-/// [`ConnectInfo<SocketAddr>`] extensions. Also polls the certificate files for changes while
+/// `ConnectInfo<SocketAddr>` extensions. Also polls the certificate files for changes while
 /// serving.
 pub async fn serve(
     listener: TcpListener,
@@ -522,7 +505,9 @@ pub async fn serve(
                     .peer_certificates()
                     .map(|chain| Arc::from(chain.to_vec())),
             );
-            serve_http(tls, router, peer, Some(peer_certificates), drain).await;
+            let mut extensions = Extensions::new();
+            extensions.insert(peer_certificates);
+            serve_connection(tls, router, peer, extensions, drain).await;
         }
     })
     .await;
@@ -534,99 +519,6 @@ struct AbortOnDrop(JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Serves `router` over plain HTTP (no TLS, no [`PeerCertificates`]) until `shutdown`
-/// completes. For standalone mode only: the caller must bind a loopback address, because
-/// nothing here authenticates the peer.
-pub async fn serve_plain(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()>,
-) {
-    accept_loop(listener, shutdown, move |stream, peer, drain| {
-        let router = router.clone();
-        serve_http(stream, router, peer, None, drain)
-    })
-    .await;
-}
-
-async fn accept_loop<F, Fut>(listener: TcpListener, shutdown: impl Future<Output = ()>, handle: F)
-where
-    F: Fn(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let (drain_tx, drain_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            // Reap finished connection tasks so the set does not grow without bound.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    // Small responses: do not let Nagle's algorithm delay them.
-                    let _ = stream.set_nodelay(true);
-                    let span = info_span!("connection", %peer);
-                    connections.spawn(handle(stream, peer, drain_rx.clone()).instrument(span));
-                }
-                Err(error) => {
-                    warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    let _ = drain_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            remaining = connections.len(),
-            "connections did not finish within the drain timeout; closing them"
-        );
-        connections.abort_all();
-    }
-}
-
-async fn serve_http<I>(
-    io: I,
-    router: Router,
-    peer: SocketAddr,
-    peer_certificates: Option<PeerCertificates>,
-    mut drain: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        if let Some(certificates) = &peer_certificates {
-            request.extensions_mut().insert(certificates.clone());
-        }
-        request.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().oneshot(request)
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = drain.changed() => {
-            // Finish requests in flight, refuse new ones, then close.
-            connection.as_mut().graceful_shutdown();
-            connection.as_mut().await
-        }
-    };
-    if let Err(error) = result {
-        debug!(%error, "connection closed with an error");
     }
 }
 
@@ -839,7 +731,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn self_signed_serving_and_plain_serving() {
+    async fn self_signed_serving_with_and_without_client_certificates() {
         let state = TlsState::new(&TlsOptions::default()).expect("self-signed");
         let client_ca = TestCa::new("client-ca");
         state
@@ -877,22 +769,6 @@ mod tests {
         assert_eq!(body.text().await.expect("text"), "cert:1");
         drop(client);
 
-        let _ = stop.send(());
-        tokio::time::timeout(Duration::from_secs(15), server)
-            .await
-            .expect("stops")
-            .expect("task");
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_plain(listener, peer_router(), async {
-            let _ = stopped.await;
-        }));
-        let body = reqwest::get(format!("http://127.0.0.1:{port}/x"))
-            .await
-            .expect("get");
-        assert_eq!(body.text().await.expect("text"), "plain");
         let _ = stop.send(());
         tokio::time::timeout(Duration::from_secs(15), server)
             .await

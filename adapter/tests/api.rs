@@ -3,9 +3,16 @@
 //! (`k8s.io/metrics/pkg/apis/custom_metrics/v1beta1|v1beta2`, `external_metrics/v1beta1`,
 //! `metav1.Status`, discovery) with unknown fields refused.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test stops at the first broken assumption"
+)]
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use inferscale_adapter::api::{router, AppState};
+use inferscale_adapter::auth::AuthState;
 use inferscale_adapter::store::{
     OwnerRef, PodKey, ScrapeSink, Store, Target, TargetKind, TargetRegistry,
 };
@@ -41,7 +48,10 @@ struct ObjectReference {
 struct MetricIdentifier {
     name: String,
     #[serde(default)]
-    #[allow(dead_code)] // Part of the shape; the tests send no metric selector back.
+    #[allow(
+        dead_code,
+        reason = "part of the shape; the tests send no metric selector back"
+    )]
     selector: Option<serde_json::Value>,
 }
 
@@ -224,7 +234,7 @@ fn state(external: bool) -> AppState {
 }
 
 async fn get(state: AppState, uri: &str) -> (StatusCode, serde_json::Value) {
-    let response = router(state)
+    let response = router(state, AuthState::standalone())
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -445,7 +455,7 @@ mod custom_metrics {
 
     #[tokio::test]
     async fn only_get_is_allowed() {
-        let response = router(state(true))
+        let response = router(state(true), AuthState::standalone())
             .oneshot(
                 Request::post(format!("{V2}/pods/*/inferscale_queue_depth"))
                     .body(Body::empty())
@@ -599,7 +609,7 @@ mod discovery {
 
     #[tokio::test]
     async fn aggregated_discovery_requests_get_406_so_the_apiserver_falls_back() {
-        let response = router(state(true))
+        let response = router(state(true), AuthState::standalone())
             .oneshot(
                 Request::get("/apis")
                     .header(
@@ -612,7 +622,7 @@ mod discovery {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
-        let with_fallback = router(state(true))
+        let with_fallback = router(state(true), AuthState::standalone())
             .oneshot(
                 Request::get("/apis")
                     .header("Accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json")
@@ -673,6 +683,209 @@ mod discovery {
         assert!(
             text.contains("inferscale_adapter_targets{kind=\"engine\",state=\"failing\"} 1"),
             "{text}"
+        );
+    }
+}
+
+mod idle_is_not_missing {
+    use super::*;
+
+    /// A scrape with `waiting` and `running` requests and the TTFT observations made since
+    /// the server started.
+    fn scrape(t: f64, waiting: f64, running: f64, ttft: &[f64]) -> EngineSnapshot {
+        let mut s = EngineSnapshot::new(t, Engine::Vllm);
+        let m = s.model_mut("llama");
+        m.set_gauge(GaugeSignal::QueueDepth, waiting);
+        m.set_gauge(GaugeSignal::Running, running);
+        let mut h = Histogram::empty(&VLLM_TTFT_BUCKETS);
+        for v in ttft {
+            h.observe(*v);
+        }
+        m.set_histogram(HistogramSignal::TimeToFirstToken, h);
+        s
+    }
+
+    /// Deployment `quiet`: `idle` (one request before the window, nothing since, nothing
+    /// waiting or running) and `fresh` (one scrape, nothing ever observed, nothing to do).
+    /// Deployment `stuck`: `busy` (3 waiting, 2 running, no request observed in the window).
+    fn idle_state() -> AppState {
+        let store = Arc::new(Store::new(60.0, 18.0));
+        for (name, deployment) in [("idle", "quiet"), ("fresh", "quiet"), ("busy", "stuck")] {
+            store.upsert_target(target(name, &[("app", "vllm")], true, deployment));
+        }
+        let key = |name| PodKey::new("llm", name);
+        store.record_engine_scrape(&key("idle"), scrape(1000.0, 0.0, 0.0, &[0.3]), 0.01);
+        store.record_engine_scrape(&key("idle"), scrape(1015.0, 0.0, 0.0, &[0.3]), 0.01);
+        store.record_engine_scrape(&key("fresh"), scrape(1015.0, 0.0, 0.0, &[]), 0.01);
+        store.record_engine_scrape(&key("busy"), scrape(1000.0, 3.0, 2.0, &[0.3]), 0.01);
+        store.record_engine_scrape(&key("busy"), scrape(1015.0, 3.0, 2.0, &[0.3]), 0.01);
+        let mut state = AppState::new(store, Arc::new(Telemetry::new()));
+        state.heartbeat = Arc::new(AtomicU64::new(1_015_500));
+        state.clock = test_clock;
+        state
+    }
+
+    async fn answer(uri: &str) -> (StatusCode, serde_json::Value) {
+        get(idle_state(), uri).await
+    }
+
+    #[tokio::test]
+    async fn an_idle_pod_answers_zero_and_a_busy_pod_without_observations_is_absent() {
+        let (status, json) = answer(&format!("{V2}/pods/*/vllm_time_to_first_token_p95")).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        let list: MetricValueList<MetricValueV1beta2> = serde_json::from_value(json).unwrap();
+        let values: Vec<(&str, &str)> = list
+            .items
+            .iter()
+            .map(|i| (i.described_object.name.as_str(), i.value.as_str()))
+            .collect();
+        assert_eq!(
+            values,
+            [("fresh", "0"), ("idle", "0")],
+            "busy has requests waiting and none observed: missing, not 0"
+        );
+        let (status, _) = answer(&format!("{V2}/pods/busy/vllm_time_to_first_token_p95")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // The mean follows the same rule.
+        let (_, json) = answer(&format!(
+            "{V2}/pods/idle/inferscale_time_to_first_token_seconds_mean"
+        ))
+        .await;
+        assert_eq!(json["items"][0]["value"], "0");
+    }
+
+    #[tokio::test]
+    async fn workloads_and_external_metrics_follow_the_same_rule() {
+        // Every pod of `quiet` is idle: the Deployment's p95 is 0.
+        let (status, json) = answer(&format!(
+            "{V2}/deployments.apps/quiet/vllm_time_to_first_token_p95"
+        ))
+        .await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["items"][0]["value"], "0");
+        // `stuck` is busy without observations: no value.
+        let (status, _) = answer(&format!(
+            "{V2}/deployments.apps/stuck/vllm_time_to_first_token_p95"
+        ))
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // The namespace holds idle and busy pods and no observation: missing, not 0.
+        let (status, _) = answer(&format!("{V2}/metrics/vllm_time_to_first_token_p95")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let ext =
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/llm/vllm_time_to_first_token_p95";
+        let (_, quiet) = answer(&format!("{ext}?labelSelector=workload%3Dquiet")).await;
+        assert_eq!(quiet["items"][0]["value"], "0");
+        let (_, everything) = answer(ext).await;
+        assert_eq!(
+            everything["items"],
+            serde_json::json!([]),
+            "idle + busy: no value"
+        );
+    }
+}
+
+mod request_metrics {
+    use super::*;
+    use futures::future::BoxFuture;
+    use inferscale_adapter::auth::{
+        Attributes, AuthError, Authenticator, Authorizer, Decision, RequestParts, UserInfo,
+    };
+
+    /// `Authorization: Bearer <name>` is user `<name>`; no header is unauthenticated.
+    struct NameFromToken;
+
+    impl Authenticator for NameFromToken {
+        fn authenticate<'a>(
+            &'a self,
+            request: &'a RequestParts<'a>,
+        ) -> BoxFuture<'a, Result<UserInfo, AuthError>> {
+            let name = request
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_owned);
+            Box::pin(async move {
+                let name = name.ok_or_else(|| AuthError::Unauthenticated("no token".into()))?;
+                Ok(UserInfo {
+                    name,
+                    ..UserInfo::default()
+                })
+            })
+        }
+    }
+
+    /// Only `admin` may do anything.
+    struct OnlyAdmin;
+
+    impl Authorizer for OnlyAdmin {
+        fn authorize<'a>(
+            &'a self,
+            user: &'a UserInfo,
+            _attributes: &'a Attributes,
+        ) -> BoxFuture<'a, Result<Decision, AuthError>> {
+            let allowed = user.name == "admin";
+            Box::pin(async move {
+                Ok(Decision {
+                    allowed,
+                    reason: String::new(),
+                })
+            })
+        }
+    }
+
+    async fn status_code(app: &axum::Router, uri: &str, user: Option<&str>) -> StatusCode {
+        let mut request = Request::get(uri);
+        if let Some(user) = user {
+            request = request.header("authorization", format!("Bearer {user}"));
+        }
+        app.clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// Refusals are answered by the auth layer before any handler runs; they must still be
+    /// counted, under the route they were refused on.
+    #[tokio::test]
+    async fn refusals_are_counted_by_route_and_code() {
+        let auth = AuthState::new(Arc::new(NameFromToken), Arc::new(OnlyAdmin));
+        let app = router(state(true), auth);
+        let uri = format!("{V2}/pods/*/vllm_num_requests_waiting");
+        assert_eq!(
+            status_code(&app, &uri, None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status_code(&app, &uri, Some("bob")).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(status_code(&app, &uri, Some("admin")).await, StatusCode::OK);
+        let response = app
+            .clone()
+            .oneshot(
+                Request::get("/metrics")
+                    .header("authorization", "Bearer admin")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        for code in ["401", "403", "200"] {
+            let line = format!(
+                "inferscale_adapter_requests_total{{route=\"custom_object_metric\",code=\"{code}\"}} 1"
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(
+            text.contains("inferscale_adapter_request_duration_seconds_count{route=\"custom_object_metric\"} 3"),
+            "refused requests are timed too:\n{text}"
         );
     }
 }

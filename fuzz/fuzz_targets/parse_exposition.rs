@@ -6,7 +6,7 @@
 //! skipped and counted.
 #![no_main]
 
-use inferscale_metrics::exposition::{sanitize_utf8, Format, Parser, Record};
+use inferscale_metrics::parser::{sanitize_utf8, Format, Parser, Record};
 use inferscale_metrics::gpu::{join_gpus, read_gpus};
 use inferscale_metrics::profile::RouteIndex;
 use inferscale_metrics::signals::{replica_signals, SignalOptions};

@@ -6,8 +6,10 @@
 //!
 //! Run: `cargo bench -p inferscale-metrics --bench hostile`.
 
+#![allow(clippy::expect_used, reason = "a bench stops at a missing fixture")]
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use inferscale_metrics::exposition::Format;
+use inferscale_metrics::parser::Format;
 use inferscale_metrics::profile::RouteIndex;
 use inferscale_metrics::snapshot::EngineSnapshot;
 use std::hint::black_box;

@@ -18,8 +18,14 @@
 //!
 //! Run: `cargo bench -p inferscale-metrics --bench parse`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark stops at the first broken assumption"
+)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use inferscale_metrics::exposition::{Format, Parser, Record};
+use inferscale_metrics::parser::{Format, Parser, Record};
 use inferscale_metrics::profile::{gpu_mapping, RouteIndex};
 use inferscale_metrics::signals::{replica_signals, SignalOptions};
 use inferscale_metrics::snapshot::{EngineSnapshot, SnapshotLimits};

@@ -7,7 +7,7 @@
 //! and its memory summed. GPUs no pod holds are the idle capacity of their node.
 //! Does not own: discovering exporter pods or mapping pods to workloads.
 
-use crate::exposition::{Format, ParseStats, Parser, Record};
+use crate::parser::{Format, ParseStats, Parser, Record};
 use crate::profile::{gpu_mapping, GpuField};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 /// The pod a GPU is assigned to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct PodRef {
+    /// Namespace of the pod.
     pub namespace: String,
+    /// Name of the pod.
     pub pod: String,
 }
 
@@ -32,8 +34,11 @@ pub struct GpuReading {
     /// `Hostname` (or `hostname` on newer exporters): the node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The pod holding the GPU (`pod`/`namespace` or `pod_name`/`pod_namespace` labels); `None`
+    /// when no pod holds it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
+    /// The container holding the GPU, when the exporter says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     /// Field values in base units, by field, with the rank of the name they came from.
@@ -167,6 +172,7 @@ pub fn read_gpus(body: &str, format: Format) -> (Vec<GpuReading>, ParseStats) {
 /// GPU signals of one pod (one replica, possibly tensor-parallel over several GPUs).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PodGpus {
+    /// GPUs the pod holds.
     pub gpus: usize,
     /// Mean busy fraction over the pod's GPUs (0–1).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,23 +180,30 @@ pub struct PodGpus {
     /// Busiest GPU of the pod (0–1): a tensor-parallel replica is as slow as its busiest GPU.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub utilization_max: Option<f64>,
+    /// Frame-buffer memory in use, bytes, summed over the pod's GPUs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_used_bytes: Option<f64>,
+    /// Frame-buffer memory in use plus free, bytes, summed over the pod's GPUs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_total_bytes: Option<f64>,
+    /// Power drawn, watts, summed over the pod's GPUs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub power_watts: Option<f64>,
     /// Any GPU of the pod reporting a non-zero last XID.
     pub xid_errors: bool,
+    /// The GPUs, by UUID.
     pub uuids: Vec<String>,
 }
 
 /// GPUs no pod holds, per node.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IdleGpus {
+    /// GPUs no pod holds.
     pub gpus: usize,
+    /// Their free frame-buffer memory, bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_free_bytes: Option<f64>,
+    /// Their UUIDs.
     pub uuids: Vec<String>,
 }
 

@@ -105,10 +105,12 @@ impl Histogram {
         self.sum += value;
     }
 
+    /// Upper bounds, increasing, the last one `+Inf`.
     pub fn upper_bounds(&self) -> &[f64] {
         &self.upper_bounds
     }
 
+    /// Cumulative counts, one per upper bound.
     pub fn cumulative_counts(&self) -> &[f64] {
         &self.cumulative
     }

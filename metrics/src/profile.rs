@@ -20,12 +20,16 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
+    /// vLLM, V0 and V1 engines.
     Vllm,
+    /// SGLang.
     Sglang,
+    /// Hugging Face Text Generation Inference.
     Tgi,
 }
 
 impl Engine {
+    /// A short, stable name (`vllm`, `sglang`, `tgi`).
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Vllm => "vllm",
@@ -48,6 +52,7 @@ pub enum GaugeSignal {
 }
 
 impl GaugeSignal {
+    /// Every gauge signal.
     pub const ALL: [GaugeSignal; 3] = [
         GaugeSignal::QueueDepth,
         GaugeSignal::Running,
@@ -59,14 +64,18 @@ impl GaugeSignal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CounterSignal {
+    /// Preempted requests (their KV cache was evicted).
     Preemptions,
+    /// Prompt (prefill) tokens processed.
     PromptTokens,
+    /// Tokens generated.
     GenerationTokens,
     /// Finished requests; split by the profile's reason label.
     RequestsFinished,
 }
 
 impl CounterSignal {
+    /// Every counter signal.
     pub const ALL: [CounterSignal; 4] = [
         CounterSignal::Preemptions,
         CounterSignal::PromptTokens,
@@ -79,13 +88,18 @@ impl CounterSignal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HistogramSignal {
+    /// Time from arrival to the first generated token.
     TimeToFirstToken,
+    /// Time between two generated tokens of a request.
     InterTokenLatency,
+    /// Time from arrival to the last token.
     EndToEndLatency,
+    /// Time waiting before the first schedule.
     QueueTime,
 }
 
 impl HistogramSignal {
+    /// Every histogram signal.
     pub const ALL: [HistogramSignal; 4] = [
         HistogramSignal::TimeToFirstToken,
         HistogramSignal::InterTokenLatency,
@@ -96,9 +110,12 @@ impl HistogramSignal {
 
 /// What a wire metric feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Target {
+pub enum Signal {
+    /// An instantaneous value.
     Gauge(GaugeSignal),
+    /// A monotonic counter.
     Counter(CounterSignal),
+    /// A latency histogram.
     Histogram(HistogramSignal),
     /// `vllm:cache_config_info`: KV capacity carried in the `num_gpu_blocks` and
     /// `block_size` labels.
@@ -116,7 +133,8 @@ pub struct Mapping {
     /// Family name as on the wire. Counters are written with their `_total` sample name;
     /// histograms by their base name (the parser sees `_bucket`, `_sum`, `_count`).
     pub family: &'static str,
-    pub target: Target,
+    /// What it feeds.
+    pub signal: Signal,
     /// When one body has two names for one signal (vLLM 0.9.2–0.11 exposes both
     /// `kv_cache_usage_perc` and the deprecated `gpu_cache_usage_perc`), the lower rank wins.
     pub rank: u8,
@@ -128,6 +146,7 @@ pub struct Mapping {
 /// Everything needed to read one engine's exposition.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineProfile {
+    /// The engine these tables read.
     pub engine: Engine,
     /// Prefix every family of this engine starts with; used to recognise the engine.
     pub prefix: &'static str,
@@ -137,13 +156,14 @@ pub struct EngineProfile {
     pub shard_label: Option<&'static str>,
     /// Label that splits finished requests by reason.
     pub reason_label: Option<&'static str>,
+    /// Wire name → signal, one row per name (several names may feed one signal).
     pub mappings: &'static [Mapping],
 }
 
-const fn row(family: &'static str, target: Target, rank: u8, versions: &'static str) -> Mapping {
+const fn row(family: &'static str, signal: Signal, rank: u8, versions: &'static str) -> Mapping {
     Mapping {
         family,
-        target,
+        signal,
         rank,
         versions,
     }
@@ -163,86 +183,86 @@ pub const VLLM: EngineProfile = EngineProfile {
     mappings: &[
         row(
             "vllm:num_requests_waiting",
-            Target::Gauge(G::QueueDepth),
+            Signal::Gauge(G::QueueDepth),
             0,
             "all",
         ),
         row(
             "vllm:num_requests_running",
-            Target::Gauge(G::Running),
+            Signal::Gauge(G::Running),
             0,
             "all",
         ),
         row(
             "vllm:kv_cache_usage_perc",
-            Target::Gauge(G::KvCacheUsage),
+            Signal::Gauge(G::KvCacheUsage),
             0,
             ">=0.9.2",
         ),
         row(
             "vllm:gpu_cache_usage_perc",
-            Target::Gauge(G::KvCacheUsage),
+            Signal::Gauge(G::KvCacheUsage),
             1,
             "V0, V1 <0.12 (deprecated 0.9.2)",
         ),
         row(
             "vllm:num_preemptions_total",
-            Target::Counter(C::Preemptions),
+            Signal::Counter(C::Preemptions),
             0,
             "V1 >=0.8.0",
         ),
         row(
             "vllm:prompt_tokens_total",
-            Target::Counter(C::PromptTokens),
+            Signal::Counter(C::PromptTokens),
             0,
             "all",
         ),
         row(
             "vllm:generation_tokens_total",
-            Target::Counter(C::GenerationTokens),
+            Signal::Counter(C::GenerationTokens),
             0,
             "all",
         ),
         row(
             "vllm:request_success_total",
-            Target::Counter(C::RequestsFinished),
+            Signal::Counter(C::RequestsFinished),
             0,
             "all",
         ),
         row(
             "vllm:time_to_first_token_seconds",
-            Target::Histogram(H::TimeToFirstToken),
+            Signal::Histogram(H::TimeToFirstToken),
             0,
             "all",
         ),
         row(
             "vllm:inter_token_latency_seconds",
-            Target::Histogram(H::InterTokenLatency),
+            Signal::Histogram(H::InterTokenLatency),
             0,
             ">=0.10.2",
         ),
         row(
             "vllm:time_per_output_token_seconds",
-            Target::Histogram(H::InterTokenLatency),
+            Signal::Histogram(H::InterTokenLatency),
             1,
             "<0.15 (deprecated 0.10.2)",
         ),
         row(
             "vllm:e2e_request_latency_seconds",
-            Target::Histogram(H::EndToEndLatency),
+            Signal::Histogram(H::EndToEndLatency),
             0,
             "all",
         ),
         row(
             "vllm:request_queue_time_seconds",
-            Target::Histogram(H::QueueTime),
+            Signal::Histogram(H::QueueTime),
             0,
             ">=0.7.3",
         ),
-        row("vllm:cache_config_info", Target::CacheConfig, 0, ">=0.5.5"),
+        row("vllm:cache_config_info", Signal::CacheConfig, 0, ">=0.5.5"),
         row(
             "process_start_time_seconds",
-            Target::ProcessStart,
+            Signal::ProcessStart,
             0,
             "all (prometheus_client)",
         ),
@@ -263,104 +283,104 @@ pub const SGLANG: EngineProfile = EngineProfile {
     mappings: &[
         row(
             "sglang:num_queue_reqs",
-            Target::Gauge(G::QueueDepth),
+            Signal::Gauge(G::QueueDepth),
             0,
             ">=0.4",
         ),
         row(
             "sglang:num_requests_waiting",
-            Target::Gauge(G::QueueDepth),
+            Signal::Gauge(G::QueueDepth),
             1,
             "0.3.x",
         ),
         row(
             "sglang:num_running_reqs",
-            Target::Gauge(G::Running),
+            Signal::Gauge(G::Running),
             0,
             ">=0.4",
         ),
         row(
             "sglang:num_requests_running",
-            Target::Gauge(G::Running),
+            Signal::Gauge(G::Running),
             1,
             "0.3.x",
         ),
         row(
             "sglang:token_usage",
-            Target::Gauge(G::KvCacheUsage),
+            Signal::Gauge(G::KvCacheUsage),
             0,
             "all (fraction 0-1 of the KV pool)",
         ),
         row(
             "sglang:max_total_num_tokens",
-            Target::KvCapacityTokens,
+            Signal::KvCapacityTokens,
             0,
             "0.3.x, >=0.5 (\"Maximum total number of tokens in the KV cache pool\")",
         ),
         row(
             "sglang:prompt_tokens_total",
-            Target::Counter(C::PromptTokens),
+            Signal::Counter(C::PromptTokens),
             0,
             "all",
         ),
         row(
             "sglang:generation_tokens_total",
-            Target::Counter(C::GenerationTokens),
+            Signal::Counter(C::GenerationTokens),
             0,
             "all",
         ),
         row(
             "sglang:num_requests_total",
-            Target::Counter(C::RequestsFinished),
+            Signal::Counter(C::RequestsFinished),
             0,
             ">=0.5",
         ),
         row(
             "sglang:e2e_request_latency_seconds_count",
-            Target::Counter(C::RequestsFinished),
+            Signal::Counter(C::RequestsFinished),
             1,
             "all; read where num_requests_total is absent (<0.5): every finished request \
              observes one end-to-end latency",
         ),
         row(
             "sglang:time_to_first_token_seconds",
-            Target::Histogram(H::TimeToFirstToken),
+            Signal::Histogram(H::TimeToFirstToken),
             0,
             "all",
         ),
         row(
             "sglang:inter_token_latency_seconds",
-            Target::Histogram(H::InterTokenLatency),
+            Signal::Histogram(H::InterTokenLatency),
             0,
             ">=0.5",
         ),
         row(
             "sglang:time_per_output_token_seconds",
-            Target::Histogram(H::InterTokenLatency),
+            Signal::Histogram(H::InterTokenLatency),
             1,
             "<0.5",
         ),
         row(
             "sglang:e2e_request_latency_seconds",
-            Target::Histogram(H::EndToEndLatency),
+            Signal::Histogram(H::EndToEndLatency),
             0,
             "all",
         ),
         row(
             "sglang:queue_time_seconds",
-            Target::Histogram(H::QueueTime),
+            Signal::Histogram(H::QueueTime),
             0,
             ">=0.5",
         ),
         row(
             "sglang:waiting_request_latency_seconds",
-            Target::Histogram(H::QueueTime),
+            Signal::Histogram(H::QueueTime),
             1,
             "0.3.x (absent in 0.4.x)",
         ),
         row(
             "process_start_time_seconds",
-            Target::ProcessStart,
+            Signal::ProcessStart,
             0,
             "single-process only (SGLang's multiprocess collector drops it)",
         ),
@@ -381,46 +401,46 @@ pub const TGI: EngineProfile = EngineProfile {
     shard_label: None,
     reason_label: None,
     mappings: &[
-        row("tgi_queue_size", Target::Gauge(G::QueueDepth), 0, "all"),
+        row("tgi_queue_size", Signal::Gauge(G::QueueDepth), 0, "all"),
         row(
             "tgi_batch_current_size",
-            Target::Gauge(G::Running),
+            Signal::Gauge(G::Running),
             0,
             "all",
         ),
         row(
             "tgi_request_input_length_sum",
-            Target::Counter(C::PromptTokens),
+            Signal::Counter(C::PromptTokens),
             0,
             "all (input tokens of every validated request)",
         ),
         row(
             "tgi_request_generated_tokens_sum",
-            Target::Counter(C::GenerationTokens),
+            Signal::Counter(C::GenerationTokens),
             0,
             "all (generated tokens of every successful request)",
         ),
         row(
             "tgi_request_success",
-            Target::Counter(C::RequestsFinished),
+            Signal::Counter(C::RequestsFinished),
             0,
             "all (successful requests)",
         ),
         row(
             "tgi_request_mean_time_per_token_duration",
-            Target::Histogram(H::InterTokenLatency),
+            Signal::Histogram(H::InterTokenLatency),
             0,
             "all (per-request mean)",
         ),
         row(
             "tgi_request_duration",
-            Target::Histogram(H::EndToEndLatency),
+            Signal::Histogram(H::EndToEndLatency),
             0,
             "all",
         ),
         row(
             "tgi_request_queue_duration",
-            Target::Histogram(H::QueueTime),
+            Signal::Histogram(H::QueueTime),
             0,
             "all",
         ),
@@ -473,6 +493,7 @@ pub enum GpuField {
 }
 
 impl GpuField {
+    /// Every field, in a fixed order.
     pub const ALL: [GpuField; 9] = [
         GpuField::Utilization,
         GpuField::GraphicsEngineActive,
@@ -489,8 +510,11 @@ impl GpuField {
 /// One dcgm-exporter field: wire name, what it feeds, and the factor to base units.
 #[derive(Debug, Clone, Copy)]
 pub struct GpuMapping {
+    /// The field name as on the wire (`DCGM_FI_DEV_GPU_UTIL`, ...).
     pub field_name: &'static str,
+    /// What it feeds.
     pub field: GpuField,
+    /// Factor to base units (1/100 for percent, 2²⁰ for MiB).
     pub scale: f64,
     /// Lower wins when both a current and a 1.x name are present.
     pub rank: u8,
@@ -541,8 +565,11 @@ pub const DCGM: &[GpuMapping] = &[
 pub enum SamplePart {
     /// A gauge or counter value, or an info metric.
     Value,
+    /// `<family>_bucket`.
     Bucket,
+    /// `<family>_sum`.
     Sum,
+    /// `<family>_count`.
     Count,
     /// `<family>_created` (V1 vLLM): when the series started counting.
     Created,
@@ -551,8 +578,11 @@ pub enum SamplePart {
 /// Where a sample name goes: which row of which profile, and which part of it.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
+    /// The engine's tables.
     pub profile: &'static EngineProfile,
+    /// The row of the family.
     pub mapping: &'static Mapping,
+    /// Which part of the family the sample is.
     pub part: SamplePart,
 }
 
@@ -593,6 +623,7 @@ impl RouteIndex {
             .unwrap_or(&[])
     }
 
+    /// Whether any profile reads a sample named `sample_name`.
     #[inline]
     pub fn wants(&self, sample_name: &str) -> bool {
         self.routes.contains_key(sample_name)
@@ -603,6 +634,7 @@ impl RouteIndex {
         self.routes.len()
     }
 
+    /// True when no route exists.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
@@ -611,8 +643,8 @@ impl RouteIndex {
 /// The sample names a mapping's family appears under on the wire.
 fn sample_names(mapping: &Mapping) -> Vec<(String, SamplePart)> {
     let family = mapping.family;
-    match mapping.target {
-        Target::Histogram(_) => vec![
+    match mapping.signal {
+        Signal::Histogram(_) => vec![
             (format!("{family}_bucket"), SamplePart::Bucket),
             (format!("{family}_sum"), SamplePart::Sum),
             (format!("{family}_count"), SamplePart::Count),
@@ -621,7 +653,7 @@ fn sample_names(mapping: &Mapping) -> Vec<(String, SamplePart)> {
         // prometheus_client pairs a `_total` counter with a `_created` gauge; counters
         // without the suffix (TGI's, or a histogram's `_sum`/`_count` read as a counter)
         // have none.
-        Target::Counter(_) => match family.strip_suffix("_total") {
+        Signal::Counter(_) => match family.strip_suffix("_total") {
             Some(base) => vec![
                 (family.to_owned(), SamplePart::Value),
                 (format!("{base}_created"), SamplePart::Created),
@@ -632,7 +664,7 @@ fn sample_names(mapping: &Mapping) -> Vec<(String, SamplePart)> {
     }
 }
 
-impl crate::exposition::NameFilter for &RouteIndex {
+impl crate::parser::NameFilter for &RouteIndex {
     #[inline]
     fn accepts(&self, name: &str) -> bool {
         self.wants(name)
@@ -671,7 +703,7 @@ mod tests {
         // The parser trusts the index to accept only valid names.
         let index = RouteIndex::engines();
         for name in index.routes.keys() {
-            assert!(crate::exposition::is_metric_name(name.as_bytes()), "{name}");
+            assert!(crate::parser::is_metric_name(name.as_bytes()), "{name}");
         }
     }
 
@@ -679,13 +711,13 @@ mod tests {
     fn every_signal_has_a_vllm_row() {
         for g in GaugeSignal::ALL {
             assert!(
-                VLLM.mappings.iter().any(|m| m.target == Target::Gauge(g)),
+                VLLM.mappings.iter().any(|m| m.signal == Signal::Gauge(g)),
                 "{g:?}"
             );
         }
         for c in CounterSignal::ALL {
             assert!(
-                VLLM.mappings.iter().any(|m| m.target == Target::Counter(c)),
+                VLLM.mappings.iter().any(|m| m.signal == Signal::Counter(c)),
                 "{c:?}"
             );
         }
@@ -693,7 +725,7 @@ mod tests {
             assert!(
                 VLLM.mappings
                     .iter()
-                    .any(|m| m.target == Target::Histogram(h)),
+                    .any(|m| m.signal == Signal::Histogram(h)),
                 "{h:?}"
             );
         }

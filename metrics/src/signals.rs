@@ -4,6 +4,11 @@
 //! gauges, counter increases and histogram bucket deltas into [`ModelSignals`]. Every value is
 //! a [`Reading`]: either a number or the reason there is none — "not enough data yet" is a
 //! state, never a zero.
+//!
+//! Idle is not missing: a replica with nothing waiting and nothing running whose window holds
+//! no observation of a latency histogram reports that latency as 0, marked idle
+//! ([`Latency::idle`]) — no request waited. With requests waiting or running and no
+//! observation, the latency stays missing ([`Missing::NoObservations`]).
 //! Does not own: how scrapes are taken or stored long-term (the adapter's scrape loop), or
 //! fleet aggregation (see [`crate::fleet`]).
 
@@ -30,13 +35,15 @@ pub enum Missing {
     NeedsTwoScrapes,
     /// The server restarted inside the window and the restart time is unknown.
     CounterReset,
-    /// No request completed in the window, so there is no latency to report.
+    /// Requests were waiting or running, but none was observed in the window: there is no
+    /// latency to report yet (an idle replica reports 0 instead, see [`Latency::idle`]).
     NoObservations,
     /// The histogram was exposed without a `+Inf` bucket.
     IncompleteHistogram,
 }
 
 impl Missing {
+    /// A short, stable name (`not_exposed`, `no_observations`, ...), as serialized.
     pub fn as_str(self) -> &'static str {
         match self {
             Missing::NotExposed => "not_exposed",
@@ -51,11 +58,14 @@ impl Missing {
 /// A signal value or the reason it is missing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Reading {
+    /// A value, in the signal's base unit.
     Value(f64),
+    /// No value, and why.
     Missing(Missing),
 }
 
 impl Reading {
+    /// The value, or `None` when missing.
     pub fn value(self) -> Option<f64> {
         match self {
             Reading::Value(v) => Some(v),
@@ -86,21 +96,29 @@ impl Serialize for Reading {
 /// Percentiles of one latency histogram over the window, in seconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Latency {
+    /// Median over the window.
     pub p50: Reading,
+    /// 90th percentile.
     pub p90: Reading,
+    /// 95th percentile.
     pub p95: Reading,
+    /// 99th percentile.
     pub p99: Reading,
     /// Observations (completed requests or tokens) in the window.
     pub observations: Reading,
     /// Mean over the window (`_sum` delta / count delta).
     pub mean: Reading,
+    /// No observation in the window and nothing waiting or running: the percentiles and the
+    /// mean are 0 because no request waited, not because one took no time.
+    pub idle: bool,
     /// The window's histogram, kept so fleets can merge it.
     #[serde(skip)]
     pub window_histogram: Option<Histogram>,
 }
 
 impl Latency {
-    fn missing(reason: Missing) -> Latency {
+    /// Every percentile, the mean and the count missing for `reason`.
+    pub fn missing(reason: Missing) -> Latency {
         let m = Reading::Missing(reason);
         Latency {
             p50: m,
@@ -109,11 +127,40 @@ impl Latency {
             p99: m,
             observations: m,
             mean: m,
+            idle: false,
             window_histogram: None,
         }
     }
 
-    /// Percentiles of a window histogram.
+    /// The latency of a window with no observation on a replica (or fleet) that had nothing to
+    /// do: every percentile and the mean 0, no observations, marked [`Latency::idle`].
+    pub fn idle(window_histogram: Histogram) -> Latency {
+        let zero = Reading::Value(0.0);
+        Latency {
+            p50: zero,
+            p90: zero,
+            p95: zero,
+            p99: zero,
+            observations: zero,
+            mean: zero,
+            idle: true,
+            window_histogram: Some(window_histogram),
+        }
+    }
+
+    /// The latency of a window: [`Latency::idle`] when it holds no observation and
+    /// `nothing_in_flight` (the replica — or every replica of a fleet — had nothing waiting or
+    /// running at its newest scrape); otherwise [`Latency::from_window`].
+    pub fn from_window_or_idle(histogram: Histogram, nothing_in_flight: bool) -> Latency {
+        if nothing_in_flight && histogram.count() <= 0.0 {
+            Latency::idle(histogram)
+        } else {
+            Latency::from_window(histogram)
+        }
+    }
+
+    /// Percentiles of a window histogram; with no observation in it, every percentile and the
+    /// mean are missing ([`Missing::NoObservations`]) and `observations` is 0.
     pub fn from_window(histogram: Histogram) -> Latency {
         let count = histogram.count();
         if count <= 0.0 {
@@ -133,13 +180,16 @@ impl Latency {
                 histogram.sum.is_finite().then(|| histogram.sum / count),
                 Missing::NoObservations,
             ),
+            idle: false,
             window_histogram: Some(histogram),
         }
     }
 
-    /// The reading for quantile `q` of the window (any `q`, not only the four reported).
+    /// The reading for quantile `q` of the window (any `q`, not only the four reported); 0
+    /// when idle.
     pub fn quantile(&self, q: f64) -> Reading {
         match &self.window_histogram {
+            _ if self.idle => Reading::Value(0.0),
             Some(h) => Reading::from_option(h.quantile(q), Missing::NoObservations),
             None => self.p50,
         }
@@ -167,13 +217,18 @@ pub struct ModelSignals {
     pub request_rate: Reading,
     /// Finished requests per second by reason (`stop`, `length`, `abort`, `error`, ...).
     pub request_rate_by_reason: BTreeMap<String, Reading>,
+    /// Time to first token, seconds.
     pub time_to_first_token: Latency,
+    /// Time between generated tokens, seconds.
     pub inter_token_latency: Latency,
+    /// Request latency, seconds.
     pub end_to_end_latency: Latency,
+    /// Time waiting in the queue, seconds.
     pub queue_time: Latency,
 }
 
 impl ModelSignals {
+    /// The latency of one histogram signal.
     pub fn latency(&self, signal: HistogramSignal) -> &Latency {
         match signal {
             HistogramSignal::TimeToFirstToken => &self.time_to_first_token,
@@ -183,6 +238,7 @@ impl ModelSignals {
         }
     }
 
+    /// The reading of one gauge signal.
     pub fn gauge(&self, signal: GaugeSignal) -> Reading {
         match signal {
             GaugeSignal::QueueDepth => self.queue_depth,
@@ -191,6 +247,7 @@ impl ModelSignals {
         }
     }
 
+    /// The rate of one counter signal, per second.
     pub fn rate(&self, signal: CounterSignal) -> Reading {
         match signal {
             CounterSignal::Preemptions => self.preemption_rate,
@@ -206,6 +263,7 @@ impl ModelSignals {
 pub struct WindowSpan {
     /// Start of the window, seconds; `None` when it starts at an unknown process start.
     pub start: Option<f64>,
+    /// End of the window (the newest scrape), seconds.
     pub end: f64,
     /// Length in seconds, when known.
     pub seconds: Option<f64>,
@@ -217,9 +275,11 @@ pub struct WindowSpan {
 /// Signals of one replica.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReplicaSignals {
+    /// The engine the newest scrape came from (`None` when no known metric was read).
     pub engine: Option<Engine>,
     /// When the newest scrape was taken, seconds.
     pub taken_at: f64,
+    /// The span the rates and percentiles cover.
     pub window: WindowSpan,
     /// KV-cache capacity, tokens (`num_gpu_blocks` × `block_size`).
     pub kv_capacity_tokens: Reading,
@@ -241,7 +301,9 @@ pub enum SingleScrape {
 /// How to compute signals.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SignalOptions {
+    /// Length of the window, seconds.
     pub window_secs: f64,
+    /// What to do when only one scrape exists.
     pub single_scrape: SingleScrape,
 }
 
@@ -398,6 +460,10 @@ fn model_signals(
     window_secs: Option<f64>,
 ) -> ModelSignals {
     let gauge = |g: GaugeSignal| Reading::from_option(latest.gauge(g), Missing::NotExposed);
+    let queue_depth = gauge(GaugeSignal::QueueDepth);
+    let running = gauge(GaugeSignal::Running);
+    // Both exposed and 0: a replica whose gauges are unknown is never called idle.
+    let nothing_in_flight = queue_depth == Reading::Value(0.0) && running == Reading::Value(0.0);
     let no_window = match baseline {
         Baseline::None(reason) => *reason,
         Baseline::ProcessStart {
@@ -441,21 +507,26 @@ fn model_signals(
                 Missing::NotExposed
             });
         };
-        match baseline {
-            Baseline::None(reason) => Latency::missing(*reason),
-            Baseline::ProcessStart { .. } => Latency::from_window(now.clone()),
+        let window = match baseline {
+            // One scrape, so no window yet; but a server that has observed nothing since it
+            // started has observed nothing in any window, and with nothing waiting or running
+            // it is idle from its first scrape.
+            Baseline::None(_) if nothing_in_flight && now.count() <= 0.0 => now.clone(),
+            Baseline::None(reason) => return Latency::missing(*reason),
+            Baseline::ProcessStart { .. } => now.clone(),
             Baseline::Scrape(_) => match base.and_then(|b| b.histogram(h)) {
-                None => Latency::from_window(now.clone()),
+                None => now.clone(),
                 Some(before) => match now.delta_since(before) {
-                    Ok(delta) => Latency::from_window(delta),
-                    Err(_) => Latency::missing(Missing::CounterReset),
+                    Ok(delta) => delta,
+                    Err(_) => return Latency::missing(Missing::CounterReset),
                 },
             },
-        }
+        };
+        Latency::from_window_or_idle(window, nothing_in_flight)
     };
     ModelSignals {
-        queue_depth: gauge(GaugeSignal::QueueDepth),
-        running: gauge(GaugeSignal::Running),
+        queue_depth,
+        running,
         kv_cache_usage: gauge(GaugeSignal::KvCacheUsage),
         kv_cache_usage_max: Reading::from_option(latest.kv_cache_usage_max(), Missing::NotExposed),
         preemption_rate: rate(CounterSignal::Preemptions),
@@ -482,6 +553,7 @@ pub struct ScrapeHistory {
 pub const MAX_SCRAPES_PER_POD: usize = 320;
 
 impl ScrapeHistory {
+    /// An empty history for windows of `window_secs`.
     pub fn new(window_secs: f64) -> ScrapeHistory {
         ScrapeHistory {
             scrapes: std::collections::VecDeque::new(),
@@ -503,14 +575,17 @@ impl ScrapeHistory {
         }
     }
 
+    /// The newest scrape.
     pub fn latest(&self) -> Option<&EngineSnapshot> {
         self.scrapes.back()
     }
 
+    /// Scrapes kept.
     pub fn len(&self) -> usize {
         self.scrapes.len()
     }
 
+    /// True before the first scrape.
     pub fn is_empty(&self) -> bool {
         self.scrapes.is_empty()
     }
@@ -624,8 +699,52 @@ mod tests {
         assert!((ttft.p50.value().unwrap() - 0.75).abs() < 1e-12);
     }
 
+    /// `scrape` with the running gauge exposed too.
+    fn scrape_running(t: f64, waiting: f64, running: f64, ttft: &[f64]) -> EngineSnapshot {
+        let mut s = scrape(t, waiting, 100.0, ttft);
+        s.model_mut("m").set_gauge(GaugeSignal::Running, running);
+        s
+    }
+
     #[test]
-    fn no_requests_in_window_is_no_observations_not_zero() {
+    fn idle_replica_reports_zero_latency_marked_idle() {
+        // One request before the window, none in it, nothing waiting or running now.
+        let a = scrape_running(0.0, 0.0, 0.0, &[0.05]);
+        let b = scrape_running(15.0, 0.0, 0.0, &[0.05]);
+        let s = replica_signals(&[&a, &b], options()).unwrap();
+        let ttft = &s.combined.time_to_first_token;
+        assert!(ttft.idle);
+        for reading in [
+            ttft.p50,
+            ttft.p90,
+            ttft.p95,
+            ttft.p99,
+            ttft.mean,
+            ttft.observations,
+        ] {
+            assert_eq!(reading, Reading::Value(0.0));
+        }
+        assert_eq!(ttft.quantile(0.75), Reading::Value(0.0), "any quantile");
+        assert_eq!(s.models["m"].time_to_first_token, *ttft, "per model too");
+        assert_eq!(s.combined.prompt_token_rate, Reading::Value(0.0));
+        let json = serde_json::to_value(ttft).unwrap();
+        assert_eq!(json["p95"], 0.0);
+        assert_eq!(json["idle"], true);
+    }
+
+    #[test]
+    fn busy_replica_without_observations_is_missing_not_zero() {
+        // Requests waiting (or only running) but none observed in the window.
+        for (waiting, running) in [(2.0, 0.0), (0.0, 3.0), (2.0, 3.0)] {
+            let a = scrape_running(0.0, waiting, running, &[0.05]);
+            let b = scrape_running(15.0, waiting, running, &[0.05]);
+            let s = replica_signals(&[&a, &b], options()).unwrap();
+            let ttft = &s.combined.time_to_first_token;
+            assert!(!ttft.idle);
+            assert_eq!(ttft.p99, Reading::Missing(Missing::NoObservations));
+            assert_eq!(ttft.observations, Reading::Value(0.0));
+        }
+        // A replica whose running count is not exposed is never called idle.
         let a = scrape(0.0, 0.0, 100.0, &[0.05]);
         let b = scrape(15.0, 0.0, 100.0, &[0.05]);
         let s = replica_signals(&[&a, &b], options()).unwrap();
@@ -633,7 +752,49 @@ mod tests {
             s.combined.time_to_first_token.p99,
             Reading::Missing(Missing::NoObservations)
         );
-        assert_eq!(s.combined.prompt_token_rate, Reading::Value(0.0));
+    }
+
+    #[test]
+    fn a_replica_with_observations_is_not_idle_even_with_nothing_in_flight() {
+        // Two requests of 0.7 s in the window, all done: p50 rank 1 of 2 in (0.5, 1] → 0.75.
+        let a = scrape_running(0.0, 0.0, 0.0, &[]);
+        let b = scrape_running(15.0, 0.0, 0.0, &[0.7, 0.7]);
+        let s = replica_signals(&[&a, &b], options()).unwrap();
+        let ttft = &s.combined.time_to_first_token;
+        assert!(!ttft.idle);
+        assert!((ttft.p50.value().unwrap() - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn one_scrape_of_a_server_that_observed_nothing_and_has_nothing_to_do_is_idle() {
+        // Serving path: rates wait for a second scrape, but a fresh idle server's latency
+        // is already known to be "no request waited".
+        let fresh = scrape_running(0.0, 0.0, 0.0, &[]);
+        let s = replica_signals(&[&fresh], options()).unwrap();
+        assert!(s.combined.time_to_first_token.idle);
+        assert_eq!(s.combined.time_to_first_token.p95, Reading::Value(0.0));
+        assert_eq!(
+            s.combined.prompt_token_rate,
+            Reading::Missing(Missing::NeedsTwoScrapes)
+        );
+        // Something waiting, or observations since start whose window is unknown: missing.
+        for busy in [
+            scrape_running(0.0, 1.0, 0.0, &[]),
+            scrape_running(0.0, 0.0, 0.0, &[0.2]),
+        ] {
+            let s = replica_signals(&[&busy], options()).unwrap();
+            assert_eq!(
+                s.combined.time_to_first_token.p95,
+                Reading::Missing(Missing::NeedsTwoScrapes)
+            );
+        }
+        // inspect's since-start reading of the fresh server says the same.
+        let opts = SignalOptions {
+            single_scrape: SingleScrape::SinceStart,
+            ..options()
+        };
+        let s = replica_signals(&[&fresh], opts).unwrap();
+        assert!(s.combined.time_to_first_token.idle);
     }
 
     #[test]

@@ -14,10 +14,10 @@
 //! bucket); everything else the body holds is kept.
 //! Does not own: anything that needs two scrapes (see [`crate::signals`]).
 
-use crate::exposition::{parse_float, Format, NameFilter, ParseStats, Parser, Record, Sample};
 use crate::histogram::{Histogram, HistogramError};
+use crate::parser::{parse_float, Format, NameFilter, ParseStats, Parser, Record, Sample};
 use crate::profile::{
-    CounterSignal, Engine, GaugeSignal, HistogramSignal, Route, RouteIndex, SamplePart, Target,
+    CounterSignal, Engine, GaugeSignal, HistogramSignal, Route, RouteIndex, SamplePart, Signal,
 };
 use serde::Serialize;
 use std::cell::Cell;
@@ -78,7 +78,7 @@ impl Default for SnapshotLimits {
 }
 
 /// Why the snapshot builder left something out. Closed set so it can label the adapter's
-/// own metrics (e.g. `..._dropped_total{kind}`), like [`crate::exposition::LineErrorKind`].
+/// own metrics (e.g. `..._dropped_total{kind}`), like [`crate::parser::LineErrorKind`].
 ///
 /// The first six count **samples**, the last four count **histograms** (one per model and
 /// signal whose buckets could not form a histogram; that signal then reads missing with
@@ -190,10 +190,12 @@ pub struct ModelSnapshot {
 }
 
 impl ModelSnapshot {
+    /// The value of a gauge, when exposed.
     pub fn gauge(&self, signal: GaugeSignal) -> Option<f64> {
         self.gauges[signal as usize]
     }
 
+    /// Sets a gauge (the simulator and tests build snapshots by hand).
     pub fn set_gauge(&mut self, signal: GaugeSignal, value: f64) {
         self.gauges[signal as usize] = Some(value);
         if signal == GaugeSignal::KvCacheUsage {
@@ -201,22 +203,27 @@ impl ModelSnapshot {
         }
     }
 
+    /// The highest KV-cache usage of any data-parallel engine, when exposed.
     pub fn kv_cache_usage_max(&self) -> Option<f64> {
         self.kv_cache_usage_max
     }
 
+    /// The value of a counter, when exposed.
     pub fn counter(&self, signal: CounterSignal) -> Option<f64> {
         self.counters[signal as usize]
     }
 
+    /// Sets a counter.
     pub fn set_counter(&mut self, signal: CounterSignal, value: f64) {
         self.counters[signal as usize] = Some(value);
     }
 
+    /// A histogram, when exposed completely.
     pub fn histogram(&self, signal: HistogramSignal) -> Option<&Histogram> {
         self.histograms[signal as usize].as_ref()
     }
 
+    /// Sets a histogram.
     pub fn set_histogram(&mut self, signal: HistogramSignal, histogram: Histogram) {
         self.histograms[signal as usize] = Some(histogram);
     }
@@ -515,13 +522,13 @@ impl<'a> Builder<'a> {
         let value = sample.value;
         let non_finite_value =
             !value.is_finite() && matches!(route.part, SamplePart::Value | SamplePart::Created);
-        match route.mapping.target {
-            Target::ProcessStart if non_finite_value => return Err(DropKind::NonFiniteValue),
-            Target::ProcessStart => {
+        match route.mapping.signal {
+            Signal::ProcessStart if non_finite_value => return Err(DropKind::NonFiniteValue),
+            Signal::ProcessStart => {
                 self.process_start = Some(value);
                 return Ok(());
             }
-            Target::CacheConfig => {
+            Signal::CacheConfig => {
                 let [blocks, block_size] = sample
                     .labels_named(["num_gpu_blocks", "block_size"])
                     .map(|v| v.and_then(|v| parse_float(&v)));
@@ -535,13 +542,13 @@ impl<'a> Builder<'a> {
                 self.engine.get_or_insert(route.profile.engine);
                 return Ok(());
             }
-            Target::KvCapacityTokens if non_finite_value => return Err(DropKind::NonFiniteValue),
-            Target::KvCapacityTokens => {
+            Signal::KvCapacityTokens if non_finite_value => return Err(DropKind::NonFiniteValue),
+            Signal::KvCapacityTokens => {
                 self.kv_capacity_tokens = Some(self.kv_capacity_tokens.unwrap_or(0.0) + value);
                 self.engine.get_or_insert(route.profile.engine);
                 return Ok(());
             }
-            Target::Gauge(_) | Target::Counter(_) if non_finite_value => {
+            Signal::Gauge(_) | Signal::Counter(_) if non_finite_value => {
                 return Err(DropKind::NonFiniteValue)
             }
             _ => {}
@@ -550,8 +557,8 @@ impl<'a> Builder<'a> {
         // Every label this sample needs, in one walk: the model (labels in order of
         // preference), `le` of a bucket, the finish reason of a finished-requests counter.
         let model_labels = route.profile.model_labels;
-        let reason_label = match route.mapping.target {
-            Target::Counter(CounterSignal::RequestsFinished) => route.profile.reason_label,
+        let reason_label = match route.mapping.signal {
+            Signal::Counter(CounterSignal::RequestsFinished) => route.profile.reason_label,
             _ => None,
         };
         let [model_first, model_second, le, reason] = sample.labels_named([
@@ -580,9 +587,9 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         let rank = route.mapping.rank;
-        match route.mapping.target {
-            Target::Gauge(signal) => add_ranked(&mut parts.gauges[signal as usize], rank, value),
-            Target::Counter(signal) => {
+        match route.mapping.signal {
+            Signal::Gauge(signal) => add_ranked(&mut parts.gauges[signal as usize], rank, value),
+            Signal::Counter(signal) => {
                 add_ranked(&mut parts.counters[signal as usize], rank, value);
                 if signal == CounterSignal::RequestsFinished {
                     if let Some(reason) = reason {
@@ -593,7 +600,7 @@ impl<'a> Builder<'a> {
                     }
                 }
             }
-            Target::Histogram(signal) => {
+            Signal::Histogram(signal) => {
                 let slot = &mut parts.histograms[signal as usize];
                 match slot {
                     Some(existing) if existing.rank < rank => return Ok(()),
@@ -633,7 +640,7 @@ impl<'a> Builder<'a> {
                     SamplePart::Count | SamplePart::Value | SamplePart::Created => {}
                 }
             }
-            Target::CacheConfig | Target::KvCapacityTokens | Target::ProcessStart => {}
+            Signal::CacheConfig | Signal::KvCapacityTokens | Signal::ProcessStart => {}
         }
         Ok(())
     }

@@ -8,7 +8,13 @@
 //! default [`inferscale_metrics::snapshot::SnapshotLimits`]. Expectations were written by
 //! hand from the format's rules and each case's `why`, not from this code's output.
 
-use inferscale_metrics::exposition::{count_invalid_utf8, sanitize_utf8, Format, LineErrorKind};
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test stops at the first broken assumption"
+)]
+
+use inferscale_metrics::parser::{count_invalid_utf8, sanitize_utf8, Format, LineErrorKind};
 use inferscale_metrics::profile::{CounterSignal, GaugeSignal, HistogramSignal, RouteIndex};
 use inferscale_metrics::snapshot::{DropKind, EngineSnapshot, ModelSnapshot};
 use serde_json::{Map, Value};

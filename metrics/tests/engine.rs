@@ -3,45 +3,33 @@
 //! corpus, and property tests.
 //!
 //! Real fixtures live in `../shared/fixtures/` (or `$INFERSCALE_SHARED/fixtures`); they are
-//! not copied into the project. Tests that need them print a clear SKIPPED line when absent.
+//! not copied into the project. Tests that need them fail when the folder is absent, unless
+//! `INFERSCALE_ALLOW_SKIP=1` is set (then they print SKIPPED and pass).
 //! Expected values for them were worked out by hand and by an independent implementation
 //! (Python `prometheus_client` 0.26.0 plus `tests/golden/reference.py`), never by this code.
 
-use inferscale_metrics::exposition::{parse_all, parse_float, Format, Parser, Record};
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test stops at the first broken assumption"
+)]
+
 use inferscale_metrics::gpu::{join_gpus, read_gpus, PodRef};
 use inferscale_metrics::histogram::Histogram;
+use inferscale_metrics::parser::{parse_all, parse_float, Format, Parser, Record};
 use inferscale_metrics::profile::{CounterSignal, GaugeSignal, HistogramSignal, RouteIndex};
 use inferscale_metrics::signals::{replica_signals, Missing, Reading, SignalOptions, SingleScrape};
 use inferscale_metrics::snapshot::EngineSnapshot;
 use std::path::PathBuf;
+
+mod support;
+use support::{shared_fixture, shared_fixtures};
 
 fn own_fixture(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// `$INFERSCALE_SHARED/fixtures`, else `../shared/fixtures` beside the checkout.
-fn shared_fixtures() -> Option<PathBuf> {
-    let root = std::env::var_os("INFERSCALE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let dir = root.join("fixtures");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: shared fixtures not found at {} (set INFERSCALE_SHARED to the shared/ folder)",
-            dir.display()
-        );
-        None
-    }
-}
-
-fn shared_fixture(rel: &str) -> Option<String> {
-    let path = shared_fixtures()?.join(rel);
-    Some(std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
 fn approx(actual: Reading, expected: f64) {
@@ -194,7 +182,7 @@ mod golden {
     }
 
     #[test]
-    fn vllm_0_16_idle_server_has_no_latency_not_zero_latency() {
+    fn vllm_0_16_idle_server_is_idle_not_missing() {
         let Some(body) =
             shared_fixture("vllm/vllm-0.16to0.18-v1-kops-k8s-ai-conformance-qwen2.5-0.5b.txt")
         else {
@@ -203,12 +191,23 @@ mod golden {
         let snap =
             EngineSnapshot::from_exposition(&body, Format::Prometheus, 0.0, &RouteIndex::engines());
         assert!(snap.process_start.is_some());
-        let s = replica_signals(&[&snap], since_start()).unwrap();
-        assert_eq!(
-            s.combined.time_to_first_token.p95,
-            Reading::Missing(Missing::NoObservations)
-        );
-        approx(s.combined.queue_depth, 0.0);
+        // Nothing observed since start, nothing waiting, nothing running: no request waited,
+        // on the serving path (one scrape) and in inspect's since-start reading alike.
+        for options in [since_start(), SignalOptions::default()] {
+            let s = replica_signals(&[&snap], options).unwrap();
+            approx(s.combined.queue_depth, 0.0);
+            approx(s.combined.running, 0.0);
+            for latency in [
+                &s.combined.time_to_first_token,
+                &s.combined.inter_token_latency,
+                &s.combined.end_to_end_latency,
+                &s.combined.queue_time,
+            ] {
+                assert!(latency.idle, "{options:?}");
+                approx(latency.p95, 0.0);
+                approx(latency.mean, 0.0);
+            }
+        }
     }
 
     #[test]
@@ -390,24 +389,47 @@ mod malformed {
     }
 
     #[test]
-    fn garbage_and_binary_do_not_panic() {
-        for body in [
-            "",
-            "\n\n\n",
-            "{",
-            "}",
-            "# TYPE",
-            "#",
-            "a{",
-            "a{b",
-            "a{b=",
-            "a{b=\"",
-            "a{b=\"\\",
-            "\u{0}\u{1}",
-            "a 1 2 3 4",
-        ] {
+    fn garbage_and_binary_are_skipped_and_counted_by_kind() {
+        use inferscale_metrics::parser::LineErrorKind as K;
+        // (body, the one kind it is skipped as; None: nothing to skip)
+        let cases: [(&str, Option<K>); 13] = [
+            ("", None),
+            ("\n\n\n", None),
+            ("#", None),
+            ("{", Some(K::InvalidMetricName)),
+            ("}", Some(K::InvalidMetricName)),
+            ("\u{0}\u{1}", Some(K::InvalidMetricName)),
+            ("# TYPE", Some(K::InvalidDescriptor)),
+            ("a{", Some(K::InvalidLabelSet)),
+            ("a{b", Some(K::InvalidLabelSet)),
+            ("a{b=", Some(K::InvalidLabelSet)),
+            ("a{b=\"", Some(K::InvalidLabelValue)),
+            ("a{b=\"\\", Some(K::InvalidLabelValue)),
+            ("a 1 2 3 4", Some(K::TrailingText)),
+        ];
+        for (body, kind) in cases {
             let mut parser = Parser::new(body, Format::Prometheus);
-            for _ in parser.by_ref() {}
+            let samples = parser
+                .by_ref()
+                .filter(|r| matches!(r, Record::Sample(_)))
+                .count();
+            let stats = parser.into_stats();
+            assert_eq!(samples, 0, "{body:?}");
+            let mut expected = [0; K::ALL.len()];
+            if let Some(kind) = kind {
+                expected[K::ALL.iter().position(|k| *k == kind).unwrap()] = 1;
+            }
+            assert_eq!(stats.skipped_by_kind, expected, "{body:?}");
+            let first: Vec<_> = stats
+                .first_errors
+                .iter()
+                .map(|e| (e.line, e.kind))
+                .collect();
+            assert_eq!(
+                first,
+                kind.map(|k| (1, k)).into_iter().collect::<Vec<_>>(),
+                "{body:?}"
+            );
         }
     }
 }

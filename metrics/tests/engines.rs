@@ -5,10 +5,16 @@
 //! `tests/golden/test_engines_match_reference.py` compares it with `adapter inspect --json`.
 //!
 //! These tests need the shared fixtures. When the folder is absent they **fail**, saying
-//! where they looked, unless `INFERSCALE_SKIP_SHARED=1` says skipping is intended; then they
+//! where they looked, unless `INFERSCALE_ALLOW_SKIP=1` says skipping is intended; then they
 //! print `SKIPPED` and return (so a skip is never a silent pass).
 
-use inferscale_metrics::exposition::Format;
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test stops at the first broken assumption"
+)]
+
+use inferscale_metrics::parser::Format;
 use inferscale_metrics::profile::{CounterSignal, Engine, GaugeSignal, RouteIndex};
 use inferscale_metrics::signals::{replica_signals, Missing, Reading, SignalOptions, SingleScrape};
 use inferscale_metrics::snapshot::{EngineSnapshot, ModelSnapshot};

@@ -7,7 +7,17 @@
 //! and holds this one test, so nothing else allocates meanwhile). Time is measured in the
 //! `hostile` criterion bench, not here.
 
-use inferscale_metrics::exposition::Format;
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test stops at the first broken assumption"
+)]
+#![allow(
+    unsafe_code,
+    reason = "a counting global allocator needs `unsafe impl GlobalAlloc`; it only forwards to System"
+)]
+
+use inferscale_metrics::parser::Format;
 use inferscale_metrics::profile::{GaugeSignal, RouteIndex};
 use inferscale_metrics::snapshot::{DropKind, EngineSnapshot, SnapshotLimits};
 use std::alloc::{GlobalAlloc, Layout, System};

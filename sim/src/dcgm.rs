@@ -251,8 +251,8 @@ pub fn render(node: &Node, gpus: &[GpuView<'_>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use inferscale_metrics::exposition::Format;
     use inferscale_metrics::gpu::{read_gpus, PodRef};
+    use inferscale_metrics::parser::Format;
     use inferscale_metrics::profile::GpuField;
 
     fn pod(name: &str, gpus: u32) -> Assignment {

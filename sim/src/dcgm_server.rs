@@ -15,7 +15,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use inferscale_metrics::exposition::Format;
+use inferscale_metrics::parser::Format;
 use inferscale_metrics::profile::{GaugeSignal, RouteIndex};
 use inferscale_metrics::snapshot::EngineSnapshot;
 use std::path::PathBuf;

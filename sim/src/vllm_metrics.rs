@@ -1,4 +1,4 @@
-//! The vLLM V1 `/metrics` body (the renderer; the parser is `inferscale_metrics::exposition`),
+//! The vLLM V1 `/metrics` body (the renderer; the parser is `inferscale_metrics::parser`),
 //! built from plain counters and histograms.
 //!
 //! Owns: the families a single-engine vLLM 0.18 server prints, in its order, with its HELP
@@ -647,7 +647,7 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use inferscale_metrics::exposition::Format;
+    use inferscale_metrics::parser::Format;
     use inferscale_metrics::profile::{CounterSignal, GaugeSignal, HistogramSignal, RouteIndex};
     use inferscale_metrics::snapshot::EngineSnapshot;
 

@@ -15,37 +15,19 @@
 //! are listed as version differences.
 //!
 //! These tests need the shared fixtures. When the folder is absent they **fail**, saying
-//! where they looked, unless `INFERSCALE_SKIP_SHARED=1` says skipping is intended; then they
+//! where they looked, unless `INFERSCALE_ALLOW_SKIP=1` says skipping is intended; then they
 //! print `SKIPPED` and return.
 
-use inferscale_metrics::exposition::{Format, MetricType, Parser, Record};
+use inferscale_metrics::parser::{Format, MetricType, Parser, Record};
 use inferscale_sim::dcgm::{render as render_dcgm, Assignment, GpuView, Node};
 use inferscale_sim::engine::{Engine, EngineConfig, SleepConfig};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
-fn shared_fixture(rel: &str) -> Option<String> {
-    let root = std::env::var_os("INFERSCALE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let path = root.join("fixtures").join(rel);
-    match std::fs::read_to_string(&path) {
-        Ok(body) => Some(body),
-        Err(error) if std::env::var_os("INFERSCALE_SKIP_SHARED").is_some_and(|v| v == "1") => {
-            println!(
-                "SKIPPED: {} ({error}); INFERSCALE_SKIP_SHARED=1",
-                path.display()
-            );
-            None
-        }
-        Err(error) => panic!(
-            "shared fixture {} unreadable ({error}); set INFERSCALE_SHARED to the shared/ folder, \
-             or INFERSCALE_SKIP_SHARED=1 to skip tests that need it",
-            path.display()
-        ),
-    }
-}
+// The fixture lookup (and its visible-skip rule) is the metrics engine's: one copy.
+#[path = "../../metrics/tests/support/mod.rs"]
+mod fixtures_support;
+use fixtures_support::shared_fixture;
 
 /// The `process_*` families prometheus_client reads from `/proc` (the start time it has
 /// everywhere).

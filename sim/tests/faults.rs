@@ -2,7 +2,7 @@
 //! read the way the adapter reads a pod: `reqwest` (with gzip decoding) and the metrics
 //! engine's snapshot.
 
-use inferscale_metrics::exposition::Format;
+use inferscale_metrics::parser::Format;
 use inferscale_metrics::profile::{CounterSignal, GaugeSignal, RouteIndex};
 use inferscale_metrics::snapshot::{DropKind, EngineSnapshot};
 use inferscale_sim::engine::SleepConfig;

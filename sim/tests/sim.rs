@@ -1,7 +1,7 @@
 //! End-to-end checks of `vllm-sim` over real sockets on 127.0.0.1 (ephemeral ports).
 
-use inferscale_metrics::exposition::Format;
 use inferscale_metrics::gpu::{read_gpus, PodRef};
+use inferscale_metrics::parser::Format;
 use inferscale_metrics::profile::{
     CounterSignal, GaugeSignal, GpuField, HistogramSignal, RouteIndex,
 };

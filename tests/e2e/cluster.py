@@ -237,6 +237,8 @@ class Cluster:
         self.fleet: Fleet | None = None
         self.components: dict[str, Proc] = {}
         self.failed = False
+        # Namespaces the tests created, in order (clear_namespace empties them again).
+        self.test_namespaces: list[str] = []
 
     # -- lifecycle --
 
@@ -632,6 +634,19 @@ class Cluster:
 
     def create_namespace(self, name: str) -> None:
         self.api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        if name not in self.test_namespaces:
+            self.test_namespaces.append(name)
+
+    def clear_namespace(self, namespace: str, timeout: float = 60) -> None:
+        """Deletes the namespace's HPAs and Deployments and waits until its pods are gone
+        (their simulators stopped, their GPUs free), so that what a test leaves behind cannot
+        change what the next one sees, whichever runs next. The Namespace object stays: no
+        namespace controller runs here."""
+        self.api.delete(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers")
+        self.api.delete(f"/apis/apps/v1/namespaces/{namespace}/deployments"
+                        "?propagationPolicy=Background")
+        self.wait_for(lambda: not self.pods(namespace), f"the pods of {namespace} to be gone",
+                      timeout)
 
     def create_deployment(self, namespace: str, name: str, replicas: int = 1,
                           model: str = "qwen2.5-7b", max_num_seqs: int = 4,

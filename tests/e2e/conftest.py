@@ -4,10 +4,17 @@ The ``cluster`` fixture brings the whole stack up once (``cluster.Cluster``) and
 at the end of the session whatever happened; its finalizer then fails the session if any
 process of the run is still alive. When a test fails, the last lines of every component's log
 are printed under it (``INFERSCALE_E2E_KEEP=1`` keeps the whole work directory).
+
+Tests do not depend on their order: each works in its own namespaces, which are emptied after
+it (HPAs, Deployments, pods, simulators), and none relies on another's state.
+``INFERSCALE_E2E_ORDER=reverse`` or ``random`` (``random:SEED`` to repeat one) runs them in
+another order to prove it.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import sys
 from pathlib import Path
 
@@ -38,6 +45,33 @@ def cluster():
     _CLUSTER = None
     assert not leftovers, f"processes left behind after teardown: {leftovers}"
     log("teardown complete: no process of the run is left")
+
+
+def pytest_collection_modifyitems(config, items):
+    order = os.environ.get("INFERSCALE_E2E_ORDER", "")
+    if order == "reverse":
+        items.reverse()
+    elif order.startswith("random"):
+        _, _, seed = order.partition(":")
+        seed = int(seed) if seed else random.randrange(1 << 31)
+        random.Random(seed).shuffle(items)
+        log(f"test order shuffled with INFERSCALE_E2E_ORDER=random:{seed}")
+    elif order:
+        raise pytest.UsageError(f"INFERSCALE_E2E_ORDER={order!r}: use reverse, random or random:SEED")
+    log("test order: " + ", ".join(item.name for item in items))
+
+
+@pytest.fixture(autouse=True)
+def empty_the_test_namespaces(request):
+    """After each test, empties the namespaces it created (see ``Cluster.clear_namespace``)."""
+    if "cluster" not in request.fixturenames:
+        yield
+        return
+    c = request.getfixturevalue("cluster")
+    before = len(c.test_namespaces)
+    yield
+    for namespace in c.test_namespaces[before:]:
+        c.clear_namespace(namespace)
 
 
 @pytest.hookimpl(hookwrapper=True)

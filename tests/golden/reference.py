@@ -18,9 +18,11 @@ this folder):
 * every value is a float exactly as exposed (``66.0``), except
   ``kv_capacity_tokens`` which is an int;
 * "no value" is ``None`` (JSON ``null``), never 0 and never NaN;
-* histogram percentiles carry a ``status``: ``ok`` | ``no_data`` (zero
-  observations) | ``truncated`` (a series has no ``+Inf`` bucket) | ``absent``
-  (metric not exposed for that model) | ``reset`` (window only).
+* histogram percentiles carry a ``status``: ``ok`` | ``idle`` (zero
+  observations and nothing waiting or running: percentiles ``0.0``, see
+  ``apply_idle_rule``) | ``no_data`` (zero observations while requests wait or
+  run: percentiles ``None``) | ``truncated`` (a series has no ``+Inf`` bucket) |
+  ``absent`` (metric not exposed for that model) | ``reset`` (window only).
 """
 
 from __future__ import annotations
@@ -600,6 +602,26 @@ def _kv_capacity(samples: Sequence[Sample], models: Sequence[str]) -> Dict[str, 
     return caps
 
 
+def apply_idle_rule(model_doc: dict) -> None:
+    """"Idle is not missing" (README, Signals), applied to one model's document in place.
+
+    The rule as documented: a replica with no observation of a latency histogram in the
+    window, and nothing waiting and nothing running at its newest scrape (queue depth and
+    running both exposed and 0), reports that histogram's percentiles as 0: no request
+    waited.  With requests waiting or running (or either gauge not exposed) and no
+    observation, the latency stays missing.  ``model_doc`` holds the newest scrape's
+    ``queue_depth`` and ``running`` and the window's (or, for one scrape, the cumulative)
+    ``histograms``; a ``no_data`` histogram becomes ``idle`` with every percentile ``0.0``.
+    """
+    if model_doc["queue_depth"] != 0 or model_doc["running"] != 0:
+        return  # None (not exposed) is not 0 either
+    for h in model_doc["histograms"].values():
+        if h["status"] == "no_data":
+            h["status"] = "idle"
+            for q in QUANTILES:
+                h[QUANTILE_KEYS[q]] = 0.0
+
+
 def vllm_signals_from_samples(samples: Sequence[Sample]) -> dict:
     models = _models(samples)
     caps = _kv_capacity(samples, models)
@@ -635,6 +657,9 @@ def vllm_signals_from_samples(samples: Sequence[Sample]) -> dict:
         doc["histograms"] = OrderedDict(
             (key, _hist_summary(samples, names, m)) for key, names in HISTOGRAMS.items()
         )
+        # One scrape: the histograms are cumulative since start; nothing observed since then
+        # with nothing to do is idle too.
+        apply_idle_rule(doc)
         out[m] = doc
     return {"models": out}
 
@@ -744,6 +769,7 @@ def vllm_window(text_earlier: str, text_later: str, interval_seconds: float) -> 
         doc["histograms"] = OrderedDict(
             (key, _hist_window(e_samples, l_samples, names, m)) for key, names in HISTOGRAMS.items()
         )
+        apply_idle_rule(doc)  # with the later scrape's queue_depth and running, set above
         ec, lc = _created_values(e_samples, m), _created_values(l_samples, m)
         doc["created_changed"] = any(lc.get(k) != v for k, v in ec.items()) if ec and lc else None
         resets = [c["reset"] for k, c in counters.items() if k != "requests_by_finished_reason"]

@@ -14,7 +14,9 @@ Only the adapter's JSON is judged (its Rust code was not read).  Output shape, l
                       "kv_capacity_tokens","combined":{...},"models":{model:{...}}},
    "gpu": null | {"gpus":[{"uuid","index","model_name","node","pod","container","fields"}],
                   "join":{"pods":{...},"idle_by_node":{node:{"gpus","memory_free_bytes","uuids"}}}}}
-A value that is not available is {"missing": reason}; never null, never 0.  Base units.
+A value that is not available is {"missing": reason}; never null, never a made-up 0.  An idle
+latency (README "Idle is not missing") is 0.0 in every percentile and the mean, with
+"idle": true; every latency carries "idle".  Base units.
 Files are scrapes taken `--interval` (15s here) apart, oldest first.
 """
 
@@ -131,6 +133,9 @@ def assert_no_null_or_nan(doc, path):
             assert doc["missing"] in REASONS, f"{path}: unknown missing reason {doc['missing']!r}"
             return
         for k, v in doc.items():
+            if k == "idle":
+                assert isinstance(v, bool), f"{path}.idle: {v!r}"
+                continue
             assert_no_null_or_nan(v, f"{path}.{k}")
     else:
         assert doc is not None, f"{path}: null (an unavailable value must be {{'missing': reason}})"
@@ -165,13 +170,17 @@ def _gauges(sig: dict, samples, model) -> dict:
 
 def _hist_common(status: str) -> Optional[dict]:
     if status == "absent":
-        return {k: missing("not_exposed") for k in PCTS + ("observations", "mean")}
+        return {**{k: missing("not_exposed") for k in PCTS + ("observations", "mean")}, "idle": False}
     if status == "truncated":
-        return {k: missing("incomplete_histogram") for k in PCTS + ("observations", "mean")}
+        return {**{k: missing("incomplete_histogram") for k in PCTS + ("observations", "mean")},
+                "idle": False}
     if status == "no_data":
         d = {k: missing("no_observations") for k in PCTS + ("mean",)}
         d["observations"] = 0.0
+        d["idle"] = False
         return d
+    if status == "idle":
+        return {**{k: 0.0 for k in PCTS + ("observations", "mean")}, "idle": True}
     assert status == "ok", f"unexpected reference histogram status {status!r}"
     return None
 
@@ -184,6 +193,7 @@ def _hist_cumulative(h: dict) -> dict:
     d = {k: missing() if h[k] is None else h[k] for k in PCTS}
     d["observations"] = h["count"]
     d["mean"] = missing() if h["sum"] is None else h["sum"] / h["count"]
+    d["idle"] = False
     return d
 
 
@@ -195,6 +205,7 @@ def _hist_window(h: dict, sum_earlier: Optional[float], sum_later: Optional[floa
     d = {k: missing() if h[k] is None else h[k] for k in PCTS}
     d["observations"] = h["count"]
     d["mean"] = missing() if None in (sum_earlier, sum_later) else (sum_later - sum_earlier) / h["count"]
+    d["idle"] = False
     return d
 
 

@@ -239,15 +239,68 @@ def test_013_ttft_buckets_read_by_hand(fixture_text):
     assert got["0.5"] == 2.0 and got["+Inf"] == 2.0 and len(got) == 23
 
 
-def test_016_idle_has_no_data_not_zero(fixture_text):
+def test_016_idle_server_is_idle_zero_not_missing(fixture_text):
+    # The fixture: num_requests_waiting 0.0, num_requests_running 0.0, every histogram's +Inf
+    # bucket 0.0 (nothing observed since start): idle, percentiles 0 (README "Idle is not
+    # missing").
     s = reference.vllm_signals(fixture_text(V016))["models"]["Qwen/Qwen2.5-0.5B-Instruct"]
     assert s["kv_capacity_tokens"] == 101625 * 16
     assert s["prompt_tokens_total"] == 0.0
+    assert (s["queue_depth"], s["running"]) == (0.0, 0.0)
     assert set(s["requests_by_finished_reason"]) == {"stop", "length", "abort", "error", "repetition"}
     for key in ("ttft", "itl", "e2e", "queue_time"):
         h = s["histograms"][key]
-        assert h["status"] == "no_data" and h["count"] == 0.0
-        assert h["p50"] is None and h["p99"] is None
+        assert h["status"] == "idle" and h["count"] == 0.0
+        assert h["p50"] == 0.0 and h["p99"] == 0.0
+
+
+def _body(waiting, running, inf_count, le_01=None):
+    """A one-model vLLM body; ``waiting``/``running`` None leaves the gauge out; a TTFT
+    histogram with ``inf_count`` observations, ``le_01`` of them <= 0.1 s (all by default)."""
+    lines = []
+    if waiting is not None:
+        lines.append(f'vllm:num_requests_waiting{{model_name="m"}} {waiting}')
+    if running is not None:
+        lines.append(f'vllm:num_requests_running{{model_name="m"}} {running}')
+    le = inf_count if le_01 is None else le_01
+    lines += [
+        f'vllm:time_to_first_token_seconds_bucket{{le="0.1",model_name="m"}} {le}',
+        f'vllm:time_to_first_token_seconds_bucket{{le="1.0",model_name="m"}} {inf_count}',
+        f'vllm:time_to_first_token_seconds_bucket{{le="+Inf",model_name="m"}} {inf_count}',
+        f'vllm:time_to_first_token_seconds_sum{{model_name="m"}} {0.05 * inf_count}',
+        f'vllm:time_to_first_token_seconds_count{{model_name="m"}} {inf_count}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "waiting, running, status",
+    [
+        (0, 0, "idle"),  # nothing to do, nothing observed since start
+        (3, 0, "no_data"),  # requests waiting: their latency is not known yet
+        (0, 2, "no_data"),  # requests running
+        (0, None, "no_data"),  # running not exposed: not known to be idle
+        (None, 0, "no_data"),
+    ],
+)
+def test_idle_rule_one_scrape(waiting, running, status):
+    h = reference.vllm_signals(_body(waiting, running, 0))["models"]["m"]["histograms"]["ttft"]
+    assert h["status"] == status
+    assert h["p95"] == (0.0 if status == "idle" else None)
+
+
+def test_idle_rule_in_a_window():
+    # 4 observations before the window, none in it.
+    earlier = _body(0, 0, 4)
+    idle = reference.vllm_window(earlier, _body(0, 0, 4), 15)["models"]["m"]["histograms"]["ttft"]
+    assert (idle["status"], idle["count"], idle["p50"], idle["p99"]) == ("idle", 0.0, 0.0, 0.0)
+    busy = reference.vllm_window(earlier, _body(5, 1, 4), 15)["models"]["m"]["histograms"]["ttft"]
+    assert (busy["status"], busy["count"], busy["p50"]) == ("no_data", 0.0, None)
+    # Observations in the window are never idle, even with nothing left to do: 2 new ones in
+    # (0.1, 1.0]; p50 rank 1 of 2 -> 0.1 + 0.9 * 1/2 = 0.55.
+    served = reference.vllm_window(earlier, _body(0, 0, 6, le_01=4), 15)["models"]["m"]
+    assert served["histograms"]["ttft"]["status"] == "ok"
+    assert served["histograms"]["ttft"]["p50"] == approx(0.55)
 
 
 def test_070_v0_truncated(fixture_text):

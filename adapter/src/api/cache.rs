@@ -15,7 +15,7 @@
 //! The cache sits inside the authorization layer: a request reaches it only after its user
 //! was allowed, and the key is the full path and query.
 
-use super::AppState;
+use super::{ApiError, AppState};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -163,11 +163,11 @@ async fn build(
     }
     let (parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_CACHED_BODY).await else {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "response too large to buffer",
-        )
-            .into_response();
+        return ApiError::Internal(format!(
+            "the answer is larger than {MAX_CACHED_BODY} bytes; narrow the query with a label \
+             selector"
+        ))
+        .into_response();
     };
     let entry = Arc::new(Entry {
         built_at: Instant::now(),

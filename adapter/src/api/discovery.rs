@@ -1,13 +1,15 @@
-//! Discovery documents, OpenAPI, version, health and our own `/metrics`.
+//! API discovery: what the aggregator and `kubectl` learn about the groups we serve, and the
+//! OpenAPI and version documents.
 //!
 //! The aggregator and `kubectl` discover what we serve from `/apis`, `/apis/<group>` and
 //! `/apis/<group>/<version>`; the aggregator also fetches `/openapi/v2` and `/openapi/v3` to
-//! merge into the cluster's spec, so those answer with valid (small) documents.
+//! merge into the cluster's spec, so those answer with valid (small) documents. (Finding the
+//! pods to scrape is `crate::targets`' pod watch, not discovery.)
 
 use super::{check_version, ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
-use crate::names::METRICS;
+use crate::catalogue::METRICS;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -71,11 +73,7 @@ fn accepts_legacy_discovery(headers: &HeaderMap) -> bool {
 }
 
 fn not_acceptable() -> Response {
-    super::status::status_response(
-        StatusCode::NOT_ACCEPTABLE,
-        "NotAcceptable",
-        "only application/json discovery documents are served".into(),
-    )
+    ApiError::NotAcceptable("only application/json discovery documents are served").into_response()
 }
 
 pub async fn group_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -222,91 +220,4 @@ pub async fn version() -> Json<Value> {
         "gitVersion": concat!("v", env!("CARGO_PKG_VERSION")),
         "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
     }))
-}
-
-fn plain(code: StatusCode, text: String) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        text,
-    )
-        .into_response()
-}
-
-pub async fn healthz(state: State<AppState>) -> Response {
-    livez(state).await
-}
-
-/// Live while the scrape loop ticks: a dead loop would keep serving ever older data.
-pub async fn livez(State(state): State<AppState>) -> Response {
-    let age = state.now() - state.last_tick();
-    if age <= state.liveness_window_secs {
-        plain(StatusCode::OK, "ok".into())
-    } else {
-        plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("scrape loop has not ticked for {age:.0}s\n"),
-        )
-    }
-}
-
-/// Ready once discovery synced and every known engine target has been scraped at least
-/// once: before that, answers would leave out pods merely because we had not looked yet.
-pub async fn readyz(State(state): State<AppState>) -> Response {
-    let now = state.now();
-    if !state
-        .discovery_synced
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "target discovery has not synced\n".into(),
-        );
-    }
-    if now - state.last_tick() > state.liveness_window_secs {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "scrape loop is not ticking\n".into(),
-        );
-    }
-    let pending = state
-        .view
-        .health()
-        .iter()
-        .filter(|(_, h)| h.last_attempt.is_none())
-        .count();
-    if pending > 0 {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{pending} target(s) not scraped yet\n"),
-        );
-    }
-    let summary = state.view.summary(now);
-    plain(
-        StatusCode::OK,
-        format!(
-            "ok: {} engine target(s), {} servable, {} dcgm target(s)\n",
-            summary.engine_targets, summary.servable_engine_pods, summary.gpu_targets
-        ),
-    )
-}
-
-pub async fn own_metrics(State(state): State<AppState>) -> Response {
-    let body = state.telemetry.render(state.view.as_ref(), state.now());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
-}
-
-pub async fn not_found() -> ApiError {
-    ApiError::NotFound
-}
-
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
 }

@@ -1,29 +1,36 @@
 //! The HTTP API: `custom.metrics.k8s.io` v1beta1/v1beta2, `external.metrics.k8s.io`
-//! v1beta1, discovery, OpenAPI, health and our own metrics.
+//! v1beta1, API discovery and OpenAPI (`discovery`), health probes ([`health`]) and our own
+//! metrics.
 //!
 //! Owns: routing, query decoding, and the Kubernetes JSON shapes (every body carries `kind`
 //! and `apiVersion`: the HPA's decoder requires them). Errors leave through one type,
 //! [`ApiError`], rendered as a Kubernetes `Status`.
-//! Reads the store only through [`SignalView`]; authentication and authorization are a layer
-//! added around this router (see `auth`), so handlers here never see an unauthorised request.
+//! Reads the store only through [`SignalView`]. Authentication and authorization (see
+//! `auth`) are a layer inside the request metrics and around every route, fallbacks
+//! included, so handlers here never see an unauthorised request and refusals are counted.
 
 pub mod cache;
+mod custom;
 mod discovery;
-mod metrics;
-pub mod status;
+pub mod error;
+mod external;
+pub mod health;
+mod values;
 
+use crate::auth::{auth_middleware, AuthState};
 use crate::store::SignalView;
 use crate::telemetry::Telemetry;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use status::ApiError;
+pub use error::ApiError;
 
 /// Group names we serve.
 pub const CUSTOM_GROUP: &str = "custom.metrics.k8s.io";
@@ -40,8 +47,9 @@ pub struct AppState {
     pub heartbeat: Arc<AtomicU64>,
     /// The loop is live while it ticked within this many seconds.
     pub liveness_window_secs: f64,
-    /// Ready once discovery has synced (the store then lists every target that exists).
-    pub discovery_synced: Arc<std::sync::atomic::AtomicBool>,
+    /// Ready once the pod watches have listed (the store then holds every target that
+    /// exists).
+    pub targets_synced: Arc<std::sync::atomic::AtomicBool>,
     /// The time source (Unix seconds); tests fix it.
     pub clock: fn() -> f64,
     /// Recent answers of the metric routes.
@@ -49,7 +57,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State with defaults: external metrics on, discovery synced, the loop live now.
+    /// State with defaults: external metrics on, targets synced, the loop live now.
     pub fn new(view: Arc<dyn SignalView>, telemetry: Arc<Telemetry>) -> AppState {
         let now = crate::scrape::unix_now();
         AppState {
@@ -57,8 +65,8 @@ impl AppState {
             telemetry,
             external_metrics: true,
             heartbeat: Arc::new(AtomicU64::new((now * 1000.0) as u64)),
-            liveness_window_secs: 10.0,
-            discovery_synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            liveness_window_secs: health::LIVENESS_WINDOW_SECS,
+            targets_synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             clock: crate::scrape::unix_now,
             cache: Arc::new(cache::ResponseCache::default()),
         }
@@ -73,8 +81,12 @@ impl AppState {
     }
 }
 
-/// The router with every route. Add the auth layer on top for a secure server.
-pub fn router(state: AppState) -> Router {
+/// The router with every route, behind `auth` ([`AuthState::standalone`] lets everyone in).
+///
+/// Layers, outermost first: request metrics (so 401/403 and the time authentication and
+/// authorization took are counted), then `auth`, then the routes; the metric-value routes
+/// also pass the response cache, inside `auth`.
+pub fn router(state: AppState, auth: AuthState) -> Router {
     let values = metric_value_routes().route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         cache::cached,
@@ -95,14 +107,15 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi/v3", get(discovery::openapi_v3_index))
         .route("/openapi/v3/{*path}", get(discovery::openapi_v3))
         .route("/version", get(discovery::version))
-        .route("/healthz", get(discovery::healthz))
-        .route("/livez", get(discovery::livez))
-        .route("/readyz", get(discovery::readyz))
-        .route("/metrics", get(discovery::own_metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(own_metrics))
         .merge(discovery)
         .merge(values)
-        .fallback(discovery::not_found)
-        .method_not_allowed_fallback(discovery::method_not_allowed)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(auth, auth_middleware))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe_request,
@@ -115,19 +128,19 @@ fn metric_value_routes() -> Router<AppState> {
     Router::new()
         .route(
             "/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/metrics/{metric}",
-            get(metrics::namespace_metric),
+            get(custom::namespace_metric),
         )
         .route(
             "/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/{resource}/{name}/{metric}",
-            get(metrics::namespaced_object_metric),
+            get(custom::namespaced_object_metric),
         )
         .route(
             "/apis/custom.metrics.k8s.io/{version}/{resource}/{name}/{metric}",
-            get(metrics::cluster_object_metric),
+            get(custom::cluster_object_metric),
         )
         .route(
             "/apis/external.metrics.k8s.io/{version}/namespaces/{namespace}/{metric}",
-            get(metrics::external_metric),
+            get(external::external_metric),
         )
 }
 
@@ -140,6 +153,27 @@ pub(crate) fn check_version(version: &str, allowed: &[&str]) -> Result<(), ApiEr
             version: version.to_owned(),
         })
     }
+}
+
+/// `GET /metrics`: the adapter's own metrics.
+async fn own_metrics(State(state): State<AppState>) -> Response {
+    let body = state.telemetry.render(state.view.as_ref(), state.now());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// Records latency by route template (never the raw path: bounded cardinality).

@@ -19,7 +19,8 @@ use k8s_openapi::api::authorization::v1::{
 };
 use kube::api::{Api, PostParams};
 
-use super::{Attributes, AuthError, Authorizer, Decision, TtlCache, UserInfo};
+use super::ttl_cache::TtlCache;
+use super::{Attributes, AuthError, Authorizer, Decision, UserInfo};
 
 /// How long an "allowed" answer is reused. k8s' delegated authorization uses 10 s: a revoked
 /// RoleBinding takes effect within that, and an HPA's burst of reads costs one review.
@@ -62,7 +63,7 @@ impl Default for AuthzOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthzError {
     /// Creating the SubjectAccessReview failed.
-    #[error("SubjectAccessReview failed: {0}")]
+    #[error("SubjectAccessReview failed")]
     Review(#[source] kube::Error),
     /// The SubjectAccessReview did not finish in time.
     #[error("SubjectAccessReview did not answer within {0:?}")]

@@ -10,40 +10,38 @@
 //! (SubjectAccessReview).
 //!
 //! It does not terminate TLS or verify the handshake ([`crate::tls`]), and it does not serve
-//! any API itself.
+//! any API itself: [`crate::api::router`] puts the middleware around every route.
 //!
 //! ```no_run
-//! # async fn wire(client: kube::Client, tls: inferscale_adapter::tls::TlsState, api: axum::Router) -> Result<(), Box<dyn std::error::Error>> {
-//! use inferscale_adapter::auth::{auth_middleware, AuthState, DelegatedAuthOptions};
+//! # async fn wire(client: kube::Client, tls: inferscale_adapter::tls::TlsState, state: inferscale_adapter::api::AppState) -> Result<(), Box<dyn std::error::Error>> {
+//! use inferscale_adapter::auth::{AuthState, DelegatedAuthOptions};
 //!
 //! let (auth, _config_refresh) =
 //!     AuthState::delegated(client, DelegatedAuthOptions::default(), &tls).await?;
-//! let app = api.layer(axum::middleware::from_fn_with_state(auth, auth_middleware));
+//! let app = inferscale_adapter::api::router(state, auth);
 //! # let _ = app; Ok(()) }
 //! ```
 
 pub mod authn;
 pub mod authz;
 pub mod request_info;
+mod ttl_cache;
 
 use std::collections::BTreeMap;
-use std::collections::HashMap;
-use std::hash::Hash;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use futures::future::BoxFuture;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusDetails};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::StatusDetails;
 use rustls::pki_types::CertificateDer;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::error_chain::ErrorChain;
+use crate::status::failure;
 use crate::tls::{PeerCertificates, TlsState};
 
 /// Paths that are served without authentication or authorization, so the kubelet's probes
@@ -186,24 +184,24 @@ pub enum AuthError {
     Unauthenticated(String),
     /// A backend needed to authenticate (TokenReview) failed; answered with 503 so clients
     /// retry instead of treating their credentials as bad.
-    #[error("authentication backend failed: {0}")]
+    #[error("authentication backend failed")]
     AuthenticationUnavailable(#[source] authn::AuthnError),
     /// The authorization backend (SubjectAccessReview) failed or answered inconsistently;
     /// answered with 500, as kube-apiserver does.
-    #[error("authorization backend failed: {0}")]
+    #[error("authorization backend failed")]
     AuthorizationUnavailable(#[source] authz::AuthzError),
 }
 
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         match self {
-            Self::Unauthenticated(_) => status_response(
+            Self::Unauthenticated(_) => failure(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
                 "Unauthorized".to_owned(),
                 None,
             ),
-            Self::AuthenticationUnavailable(_) => status_response(
+            Self::AuthenticationUnavailable(_) => failure(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
                 "the request could not be authenticated because the authentication backend is \
@@ -211,7 +209,7 @@ impl IntoResponse for AuthError {
                     .to_owned(),
                 None,
             ),
-            Self::AuthorizationUnavailable(_) => status_response(
+            Self::AuthorizationUnavailable(_) => failure(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",
                 "Internal error occurred: the request could not be authorized".to_owned(),
@@ -219,24 +217,6 @@ impl IntoResponse for AuthError {
             ),
         }
     }
-}
-
-/// Renders a Kubernetes `Status` object (kind Status, apiVersion v1, status Failure).
-fn status_response(
-    code: StatusCode,
-    reason: &str,
-    message: String,
-    details: Option<StatusDetails>,
-) -> Response {
-    let status = Status {
-        code: Some(i32::from(code.as_u16())),
-        details,
-        message: Some(message),
-        metadata: Default::default(),
-        reason: Some(reason.to_owned()),
-        status: Some("Failure".to_owned()),
-    };
-    (code, Json(status)).into_response()
 }
 
 /// The 403 kube-apiserver would send for `attributes` denied to `user`, with the same
@@ -290,7 +270,7 @@ fn forbidden_response(user: &UserInfo, attributes: &Attributes, reason: &str) ->
             (message, details)
         }
     };
-    status_response(StatusCode::FORBIDDEN, "Forbidden", message, Some(details))
+    failure(StatusCode::FORBIDDEN, "Forbidden", message, Some(details))
 }
 
 /// Whether `path` is one of [`UNAUTHENTICATED_PATHS`] or below one of them.
@@ -371,8 +351,8 @@ impl AuthState {
 /// otherwise it is answered with a Kubernetes `Status`: 401 (no valid credentials), 403 (denied),
 /// 503 (authentication backend down) or 500 (authorization backend failed).
 ///
-/// Apply it with `router.layer(axum::middleware::from_fn_with_state(state, auth_middleware))`
-/// *after* adding all routes and the fallback, so they are all covered.
+/// Applied with `router.layer(axum::middleware::from_fn_with_state(state, auth_middleware))`
+/// *after* all routes and the fallback, so they are all covered ([`crate::api::router`] does).
 pub async fn auth_middleware(
     State(state): State<AuthState>,
     request: Request,
@@ -403,7 +383,7 @@ pub async fn auth_middleware(
             Err(error) => {
                 match &error {
                     AuthError::Unauthenticated(reason) => debug!(%reason, "unauthenticated"),
-                    other => warn!(error = %other, "authentication failed"),
+                    other => warn!(error = %ErrorChain(other), "authentication failed"),
                 }
                 return Err(error.into_response());
             }
@@ -416,7 +396,7 @@ pub async fn auth_middleware(
                 Err(forbidden_response(&user, &attributes, &decision.reason))
             }
             Err(error) => {
-                warn!(%error, "authorization failed");
+                warn!(error = %ErrorChain(&error), "authorization failed");
                 Err(error.into_response())
             }
         }
@@ -431,63 +411,6 @@ pub async fn auth_middleware(
             next.run(Request::from_parts(parts, body)).await
         }
         Err(response) => response,
-    }
-}
-
-/// A small map whose entries expire, for caching review answers. Bounded: when full, expired
-/// entries are dropped first, then the one closest to expiry.
-pub(crate) struct TtlCache<K, V> {
-    entries: Mutex<HashMap<K, (V, Instant)>>,
-    capacity: usize,
-}
-
-impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
-        }
-    }
-
-    pub(crate) fn get(&self, key: &K) -> Option<V> {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        match entries.get(key) {
-            Some((value, expires)) if *expires > Instant::now() => Some(value.clone()),
-            Some(_) => {
-                entries.remove(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    pub(crate) fn insert(&self, key: K, value: V, ttl: Duration) {
-        if ttl.is_zero() {
-            return;
-        }
-        let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= self.capacity && !entries.contains_key(&key) {
-            entries.retain(|_, (_, expires)| *expires > now);
-            if entries.len() >= self.capacity {
-                let soonest = entries
-                    .iter()
-                    .min_by_key(|(_, (_, expires))| *expires)
-                    .map(|(key, _)| key.clone());
-                if let Some(soonest) = soonest {
-                    entries.remove(&soonest);
-                }
-            }
-        }
-        entries.insert(key, (value, now + ttl));
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
     }
 }
 
@@ -511,7 +434,9 @@ mod tests {
     use axum::body::Body;
     use axum::routing::get;
     use axum::Router;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
     use tower::ServiceExt;
 
     /// Authenticates `Authorization: Bearer <name>` as user `<name>`; a backend failure for
@@ -885,24 +810,5 @@ mod tests {
             .await
             .expect("server stops after shutdown")
             .expect("server task");
-    }
-
-    #[tokio::test]
-    async fn ttl_cache_expires_and_stays_bounded() {
-        let cache = TtlCache::new(2);
-        cache.insert("a", 1, Duration::from_secs(10));
-        cache.insert("b", 2, Duration::from_millis(40));
-        assert_eq!(cache.get(&"a"), Some(1));
-        // Full: the entry closest to expiry ("b") makes room.
-        cache.insert("c", 3, Duration::from_secs(30));
-        assert_eq!(cache.len(), 2);
-        assert_eq!(cache.get(&"b"), None);
-        cache.insert("d", 4, Duration::from_millis(40));
-        assert_eq!(cache.get(&"a"), None, "a was closest to expiry");
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        assert_eq!(cache.get(&"d"), None, "expired");
-        assert_eq!(cache.get(&"c"), Some(3));
-        cache.insert("e", 5, Duration::ZERO);
-        assert_eq!(cache.get(&"e"), None, "zero TTL is not cached");
     }
 }

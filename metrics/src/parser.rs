@@ -60,12 +60,19 @@ impl Format {
 /// The declared type of a metric family (`# TYPE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricType {
+    /// `counter`.
     Counter,
+    /// `gauge`.
     Gauge,
+    /// `histogram`.
     Histogram,
+    /// `gaugehistogram` (OpenMetrics).
     GaugeHistogram,
+    /// `summary`.
     Summary,
+    /// `info` (OpenMetrics).
     Info,
+    /// `stateset` (OpenMetrics).
     StateSet,
     /// `untyped` (0.0.4) and `unknown` (OpenMetrics).
     Unknown,
@@ -96,6 +103,7 @@ pub struct Sample<'a> {
     raw_labels: &'a str,
     /// Where each label lies in `raw_labels`, recorded while the parser validated them.
     spans: LabelSpans,
+    /// The sample value (`+Inf`, `-Inf` and `NaN` included).
     pub value: f64,
     /// Milliseconds since the Unix epoch, when the line carries a timestamp.
     pub timestamp_ms: Option<i64>,
@@ -151,6 +159,7 @@ impl<'a> Sample<'a> {
 /// One `name="value"` pair of a sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Label<'a> {
+    /// The label name.
     pub name: &'a str,
     /// Borrowed from the input unless the value held an escape sequence.
     pub value: Cow<'a, str>,
@@ -276,20 +285,27 @@ impl<'a> LabelIter<'a> {
 /// One parsed line that carries information.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record<'a> {
+    /// A sample line.
     Sample(Sample<'a>),
     /// `# HELP family text` (text unescaped).
     Help {
+        /// The family.
         family: &'a str,
+        /// The help text.
         text: Cow<'a, str>,
     },
     /// `# TYPE family type`.
     Type {
+        /// The family.
         family: &'a str,
+        /// Its type.
         metric_type: MetricType,
     },
     /// `# UNIT family unit` (OpenMetrics).
     Unit {
+        /// The family.
         family: &'a str,
+        /// Its unit.
         unit: &'a str,
     },
     /// `# EOF` (OpenMetrics); the parser stops after it.
@@ -354,6 +370,7 @@ impl LineErrorKind {
 pub struct LineError {
     /// 1-based line number in the body.
     pub line: usize,
+    /// Why it was skipped.
     pub kind: LineErrorKind,
 }
 
@@ -395,6 +412,7 @@ impl ParseStats {
 /// For `# HELP`/`# TYPE`/`# UNIT` lines the argument is the family name; for samples it is
 /// the sample name (with `_bucket`, `_total`, ... suffixes).
 pub trait NameFilter {
+    /// Whether a sample (or, for descriptors, a family) named `name` is wanted.
     fn accepts(&self, name: &str) -> bool;
 
     /// Whether `# HELP`/`# TYPE`/`# UNIT` lines are wanted at all. A filter that reads only
@@ -632,8 +650,9 @@ impl<'a, F: NameFilter> Iterator for Parser<'a, F> {
     }
 }
 
-/// Parses a byte body that may not be valid UTF-8: invalid lines are skipped and counted,
-/// the rest is parsed as usual. Returns the valid text to hand to [`Parser`].
+/// Makes a byte body that may not be valid UTF-8 parseable: lines that are not valid UTF-8
+/// are blanked and counted; it parses nothing itself. Returns the text to hand to
+/// [`Parser`] and the number of blanked lines (for [`count_invalid_utf8`]).
 ///
 /// Bodies from the network are bytes; rather than reject a whole scrape for one bad byte we
 /// blank out the offending lines (keeping line numbers) and count them.

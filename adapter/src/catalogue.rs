@@ -1,4 +1,4 @@
-//! The metric names the adapter serves, and how each is read and combined.
+//! The metric catalogue: the names the adapter serves, and how each is read and combined.
 //!
 //! Owns: the catalogue. One scheme in base units — `inferscale_<signal>[_<unit>]` — plus
 //! the names platform teams copy from common guides into HPAs (`vllm_num_requests_waiting`,
@@ -6,9 +6,11 @@
 //! V0 and V1 engines alike). Each entry says which per-replica value it reads, the factor to
 //! its unit, and how replicas combine when one value describes several pods (a Deployment,
 //! or an external metric).
-//! Does not own: computing signals (`inferscale-metrics`) or HTTP shapes (`api`).
+//! Does not own: computing signals or combining replicas (`inferscale-metrics`, whose
+//! [`inferscale_metrics::fleet`] module does the arithmetic each [`Combine`] names), or
+//! HTTP shapes (`api`).
 
-use inferscale_metrics::fleet::merged_latency;
+use inferscale_metrics::fleet::{self, merged_latency, Aggregate};
 use inferscale_metrics::gpu::PodGpus;
 use inferscale_metrics::profile::{CounterSignal, GaugeSignal, HistogramSignal};
 use inferscale_metrics::signals::{Missing, ModelSignals, Reading};
@@ -30,13 +32,15 @@ pub enum Source {
     GpuCount,
 }
 
-/// How one value is formed from several replicas.
+/// How one value is formed from several replicas (the arithmetic is
+/// [`inferscale_metrics::fleet`]'s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Combine {
     /// Counts and rates add up.
     Sum,
     /// Ratios average over the replicas that have a value.
     Mean,
+    /// The busiest replica.
     Max,
     /// Percentiles of the bucket-wise sum of the replicas' window histograms.
     MergedHistogram,
@@ -442,34 +446,23 @@ impl MetricDef {
         &self,
         replicas: impl IntoIterator<Item = (&'a ModelSignals, Reading)>,
     ) -> Reading {
-        let replicas: Vec<(&ModelSignals, Reading)> = replicas.into_iter().collect();
-        match self.combine {
-            Combine::MergedHistogram => {
-                let (S::Quantile(h, _) | S::MeanLatency(h)) = self.source else {
-                    return Reading::Missing(Missing::NotExposed);
-                };
-                let merged = merged_latency(replicas.iter().map(|(s, _)| *s), h);
-                let base = match self.source {
-                    S::Quantile(_, q) => merged.quantile(q),
-                    _ => merged.mean,
-                };
-                scale(base, self.scale)
-            }
-            combine => {
-                let values: Vec<f64> = replicas.iter().filter_map(|(_, r)| r.value()).collect();
-                if values.is_empty() {
-                    return replicas
-                        .iter()
-                        .map(|(_, r)| *r)
-                        .next()
-                        .unwrap_or(Reading::Missing(Missing::NotExposed));
-                }
-                Reading::Value(match combine {
-                    Combine::Sum => values.iter().sum(),
-                    Combine::Mean => values.iter().sum::<f64>() / values.len() as f64,
-                    _ => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                })
-            }
+        let replicas = replicas.into_iter();
+        let aggregate = match self.combine {
+            Combine::Sum => fleet::Combine::Sum,
+            Combine::Mean => fleet::Combine::Mean,
+            Combine::Max => fleet::Combine::Max,
+            Combine::MergedHistogram => return self.merged(replicas.map(|(s, _)| s)),
+        };
+        Aggregate::of(replicas.map(|(_, r)| r)).get(aggregate)
+    }
+
+    /// A latency value over the bucket-wise sum of the replicas' window histograms.
+    fn merged<'a>(&self, replicas: impl IntoIterator<Item = &'a ModelSignals>) -> Reading {
+        match self.source {
+            S::Quantile(h, q) => scale(merged_latency(replicas, h).quantile(q), self.scale),
+            S::MeanLatency(h) => scale(merged_latency(replicas, h).mean, self.scale),
+            // Only latency histograms merge; a test holds every catalogue entry to it.
+            _ => Reading::Missing(Missing::NotExposed),
         }
     }
 }
@@ -504,6 +497,19 @@ mod tests {
         assert!(lookup("vllm_num_requests_waiting").is_some());
         assert!(lookup("vllm_gpu_cache_usage_perc").is_some());
         assert!(lookup("nope").is_none());
+    }
+
+    #[test]
+    fn only_latency_histograms_merge() {
+        for m in METRICS {
+            let histogram = matches!(m.source, S::Quantile(..) | S::MeanLatency(_));
+            assert_eq!(
+                histogram,
+                m.combine == Combine::MergedHistogram,
+                "{}",
+                m.name
+            );
+        }
     }
 
     #[test]

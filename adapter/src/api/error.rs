@@ -1,8 +1,9 @@
-//! Kubernetes `Status` errors: the one way errors leave the API.
+//! Every way an API request fails, and the HTTP code and `Status` reason of each.
+//!
+//! Owns: [`ApiError`]. Rendering the body is [`crate::status`]'s.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 /// Every way an API request fails.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -32,22 +33,12 @@ pub enum ApiError {
     /// Only GET is served.
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
-    /// Not ready to answer (no fresh data yet).
+    /// The client accepts none of the media types the resource is served in.
     #[error("{0}")]
-    Unavailable(String),
-}
-
-/// `metav1.Status` as the API server renders it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    pub kind: &'static str,
-    pub api_version: &'static str,
-    pub metadata: serde_json::Map<String, serde_json::Value>,
-    pub status: &'static str,
-    pub message: String,
-    pub reason: &'static str,
-    pub code: u16,
+    NotAcceptable(&'static str),
+    /// The answer could not be built (a bug, or a list too large to buffer).
+    #[error("Internal error occurred: {0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -60,28 +51,15 @@ impl ApiError {
             | ApiError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+            ApiError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         }
     }
-}
-
-/// Renders a failure `Status` with the given code, reason and message.
-pub fn status_response(code: StatusCode, reason: &'static str, message: String) -> Response {
-    let body = Status {
-        kind: "Status",
-        api_version: "v1",
-        metadata: serde_json::Map::new(),
-        status: "Failure",
-        message,
-        reason,
-        code: code.as_u16(),
-    };
-    (code, axum::Json(body)).into_response()
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (code, reason) = self.code_and_reason();
-        status_response(code, reason, self.to_string())
+        crate::status::failure(code, reason, self.to_string(), None)
     }
 }
