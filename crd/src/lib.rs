@@ -10,8 +10,10 @@
 //! how the adapter serves its status (`inferscale_recommended_replicas` and capacity by tier).
 //! Both read these types, so the contract between them has one home.
 
-// kube's `printcolumn(...)` arguments repeat `type_` once per column by design.
-#![allow(clippy::duplicated_attributes)]
+#![allow(
+    clippy::duplicated_attributes,
+    reason = "kube's printcolumn(...) arguments repeat type_ once per column by design"
+)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};

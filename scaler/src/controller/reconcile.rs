@@ -1277,7 +1277,10 @@ fn status_with(pool: &WarmPool, conditions: Vec<Condition>) -> WarmPoolStatus {
     status
 }
 
-#[allow(clippy::too_many_arguments)] // one call site; a struct of the same fields says no more
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct of the same fields would say no more"
+)]
 fn decided_status(
     pool: &WarmPool,
     ctx: &Context,
