@@ -190,21 +190,31 @@ async fn run_cluster(
         .instrument(info_span!("pod_watches")),
     );
     let scraper = core.spawn_scraper(config)?;
+    let mut state = core.app_state(config);
+    let mut critical = Vec::new();
+    if cluster.warm_pools {
+        let (pools, pool_watch) = crate::warm_pools::watch(client.clone());
+        state.pools = pools;
+        critical.push((
+            "WarmPool watch",
+            tokio::spawn(pool_watch.instrument(info_span!("warmpool_watch"))),
+        ));
+    }
     let tls_state = TlsState::new(&cluster.tls)?;
     let (auth_state, auth_config_task) =
         AuthState::delegated(client, cluster.auth.clone(), &tls_state).await?;
-    let app = api::router(core.app_state(config), auth_state);
+    let app = api::router(state, auth_state);
     let listener = bind(cluster.listen).await?;
     info!(listen = %cluster.listen, fingerprint = %tls_state.serving_fingerprint(), "serving TLS");
     let server = tokio::spawn(
         crate::tls::serve(listener, tls_state, app, std::future::pending())
             .instrument(info_span!("https")),
     );
-    supervise(vec![
+    critical.extend([
         ("pod watches", pod_watches),
         ("scrape loop", scraper),
         ("HTTPS server", server),
         ("authentication config watch", auth_config_task),
-    ])
-    .await
+    ]);
+    supervise(critical).await
 }

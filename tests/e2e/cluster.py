@@ -415,7 +415,10 @@ class Cluster:
             "--pod-selector=inferscale.dev/scrape=true", "--dcgm-selector=app=nvidia-dcgm-exporter",
             f"--scrape-interval={ADAPTER_SCRAPE_INTERVAL}",
             f"--scrape-timeout={ADAPTER_SCRAPE_TIMEOUT}",
-            f"--window={ADAPTER_WINDOW}", "--external-metrics=true", *self.extra_adapter_args]
+            f"--window={ADAPTER_WINDOW}", "--external-metrics=true",
+            # WarmPool recommendations (tests/e2e/test_warm_pool.py installs the CRD and the
+            # read access; until then the watch retries).
+            "--warm-pools=true", *self.extra_adapter_args]
         env = dict(os.environ, KUBECONFIG=self.kubeconfigs["adapter"],
                    RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
         self.adapter = self.procs.start("adapter", argv, env=env)

@@ -54,6 +54,8 @@ pub struct AppState {
     pub clock: fn() -> f64,
     /// Recent answers of the metric routes.
     pub cache: Arc<cache::ResponseCache>,
+    /// WarmPools: their recommendation and capacity by tier, served on their targets.
+    pub pools: Arc<dyn crate::warm_pools::PoolView>,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
             targets_synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             clock: crate::scrape::unix_now,
             cache: Arc::new(cache::ResponseCache::default()),
+            pools: Arc::new(crate::warm_pools::NoPools),
         }
     }
 
