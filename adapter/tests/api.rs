@@ -1070,3 +1070,74 @@ mod warm_pools {
         assert!(!names.contains(&"pods/inferscale_recommended_replicas"));
     }
 }
+
+/// The derived saturation signals (formulas: `inferscale_metrics::saturation`), per pod and
+/// per workload, against values worked out by hand.
+mod saturation {
+    use super::*;
+
+    /// One replica of Deployment `sat`: KV usage `kv` of 16,000 tokens, `running`, `waiting`.
+    fn replica(store: &Store, name: &str, kv: f64, running: f64, waiting: f64) {
+        store.upsert_target(target(name, &[("app", "sat")], true, "sat"));
+        let key = PodKey::new("llm", name);
+        for t in [1000.0, 1015.0] {
+            let mut s = EngineSnapshot::new(t, Engine::Vllm);
+            s.kv_capacity_tokens = Some(16000.0);
+            let m = s.model_mut("llama");
+            m.set_gauge(GaugeSignal::KvCacheUsage, kv);
+            m.set_gauge(GaugeSignal::Running, running);
+            m.set_gauge(GaugeSignal::QueueDepth, waiting);
+            store.record_engine_scrape(&key, s, 0.01);
+        }
+    }
+
+    /// sat-1: KV 25 %, 2 running, none waiting. sat-2: KV 50 %, 2 running, 2 waiting.
+    fn sat_state() -> AppState {
+        let store = Arc::new(Store::new(60.0, 18.0));
+        replica(&store, "sat-1", 0.25, 2.0, 0.0);
+        replica(&store, "sat-2", 0.5, 2.0, 2.0);
+        let mut state = AppState::new(store, Arc::new(Telemetry::new()));
+        state.heartbeat = Arc::new(AtomicU64::new(1_015_500));
+        state.clock = test_clock;
+        state
+    }
+
+    async fn value(uri: &str) -> String {
+        let (status, json) = get(sat_state(), uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {json}");
+        json["items"][0]["value"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn per_pod_and_per_workload() {
+        for (metric, sat1, sat2, workload) in [
+            // (1 − u) × 16,000: 12,000 and 8,000; the Deployment has both: 20,000.
+            (
+                "inferscale_kv_cache_headroom_tokens",
+                "12000",
+                "8000",
+                "20000",
+            ),
+            // sat-2 queues: full. The fleet: (0.25 + 1) / 2.
+            ("inferscale_capacity_in_use_ratio", "250m", "1", "625m"),
+            // sat-2: 1 − 0.5 × (1 − 2/4) = 0.75. The fleet: (0.25 + 0.75) / 2.
+            ("inferscale_saturation_ratio", "250m", "750m", "500m"),
+        ] {
+            assert_eq!(
+                value(&format!("{V2}/pods/sat-1/{metric}")).await,
+                sat1,
+                "{metric}"
+            );
+            assert_eq!(
+                value(&format!("{V2}/pods/sat-2/{metric}")).await,
+                sat2,
+                "{metric}"
+            );
+            assert_eq!(
+                value(&format!("{V2}/deployments.apps/sat/{metric}")).await,
+                workload,
+                "{metric}"
+            );
+        }
+    }
+}
