@@ -258,6 +258,7 @@ async fn serve(state: AppState) -> std::net::SocketAddr {
     tokio::spawn(serve_plain(
         listener,
         router(state, AuthState::standalone()),
+        inferscale_adapter::http::ServeOptions::default(),
         std::future::pending(),
     ));
     addr
@@ -424,6 +425,7 @@ async fn scrape_cost() {
             timeout: Duration::from_millis(900),
             max_body_bytes: 16 << 20,
             concurrency: 64,
+            limits: Default::default(),
         },
         Arc::new(Telemetry::new()),
         Arc::new(AtomicU64::new(0)),

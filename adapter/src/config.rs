@@ -10,10 +10,12 @@ use crate::auth::authn::{AuthnOptions, DEFAULT_TOKEN_CACHE_TTL};
 use crate::auth::authz::{AuthzOptions, DEFAULT_ALLOW_CACHE_TTL};
 use crate::auth::DelegatedAuthOptions;
 use crate::error_chain::ErrorChain;
+use crate::http::ConnectionLimits;
 use crate::scrape::ScrapeConfig;
 use crate::targets::{self, PodWatchConfig, StaticTarget};
 use crate::tls::TlsOptions;
 use inferscale_metrics::signals::DEFAULT_WINDOW_SECS;
+use inferscale_metrics::snapshot::SnapshotLimits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,7 +37,8 @@ pub struct ServeArgs {
     /// JSON file of static targets with labels, node and owners (standalone mode).
     #[arg(long)]
     pub targets_file: Option<String>,
-    /// Address of the TLS server (`:6443` means every interface).
+    /// Address of the TLS server. `:6443` (or `[::]:6443`) means every interface, IPv4 and
+    /// IPv6 (dual-stack; IPv4 only on a host without IPv6); `0.0.0.0:6443` means IPv4 only.
     #[arg(long, default_value = ":6443")]
     pub listen: String,
     /// Address of the plain-HTTP server in standalone mode; must be loopback.
@@ -75,6 +78,22 @@ pub struct ServeArgs {
     /// Largest `/metrics` body accepted, bytes (after decompression).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most distinct models (`model_name` values) kept from one pod's scrape; samples of
+    /// further models are skipped and counted.
+    #[arg(long, default_value_t = SnapshotLimits::DEFAULT_MAX_MODELS)]
+    pub max_models_per_pod: usize,
+    /// Most series kept from one pod's scrape; further samples are skipped and counted.
+    #[arg(long, default_value_t = SnapshotLimits::DEFAULT_MAX_SERIES)]
+    pub max_series_per_pod: usize,
+    /// Client connections open at once (lowered to fit the file-descriptor limit). At the
+    /// limit a new connection replaces the quietest one without a request in flight.
+    #[arg(long, default_value_t = ConnectionLimits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// After SIGTERM: how long readiness fails while requests are still served, before the
+    /// listener closes and in-flight requests drain (lets the Service's endpoints drop this
+    /// replica first). Keep it plus 10 s of drain below the pod's termination grace period.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
     /// Window for rates and latency percentiles.
     #[arg(long, default_value_t = default_window())]
     pub window: humantime::Duration,
@@ -102,6 +121,10 @@ pub const MIN_SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 /// remove a pod from answers, a dead one is gone within three intervals.
 pub const STALE_AFTER_INTERVALS: u32 = 3;
 
+/// What readiness adds to one scrape interval and timeout before it stops waiting for a first
+/// scrape of every target: the scrape loop's reconcile tick (1 s) and a second of slack.
+pub const FIRST_ROUND_SLACK: Duration = Duration::from_secs(2);
+
 /// Validated, resolved settings.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -116,6 +139,13 @@ pub struct ServeConfig {
     pub stale_after: Duration,
     /// Serve `external.metrics.k8s.io`.
     pub external_metrics: bool,
+    /// Bounds on client connections.
+    pub connections: ConnectionLimits,
+    /// Readiness waits at most this long after the pod watches listed for the first scrape of
+    /// every scrapable target (one interval, the timeout, and the loop's reconcile tick).
+    pub first_round_grace: Duration,
+    /// See `--shutdown-delay`.
+    pub shutdown_delay: Duration,
 }
 
 /// Standalone or in-cluster.
@@ -144,7 +174,7 @@ pub struct ClusterConfig {
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     let full = if text.starts_with(':') {
-        format!("0.0.0.0{text}")
+        format!("[::]{text}")
     } else {
         text.to_owned()
     };
@@ -174,6 +204,12 @@ impl ServeArgs {
         }
         if self.max_body_bytes < 1024 {
             errors.push("--max-body-bytes must be at least 1024".into());
+        }
+        if self.max_models_per_pod == 0 || self.max_series_per_pod == 0 {
+            errors.push("--max-models-per-pod and --max-series-per-pod must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            errors.push("--max-connections must be at least 1".into());
         }
         if self.tls_cert_file.is_some() != self.tls_private_key_file.is_some() {
             errors.push("--tls-cert-file and --tls-private-key-file go together".into());
@@ -220,10 +256,21 @@ impl ServeArgs {
                     timeout: self.scrape_timeout,
                     max_body_bytes: self.max_body_bytes,
                     concurrency: self.scrape_concurrency,
+                    limits: SnapshotLimits {
+                        max_models: self.max_models_per_pod,
+                        max_series: self.max_series_per_pod,
+                        ..SnapshotLimits::default()
+                    },
                 },
                 window,
                 stale_after: self.scrape_interval * STALE_AFTER_INTERVALS + self.scrape_timeout,
                 external_metrics: self.external_metrics,
+                connections: ConnectionLimits {
+                    max_connections: self.max_connections,
+                    ..ConnectionLimits::default()
+                },
+                first_round_grace: self.scrape_interval + self.scrape_timeout + FIRST_ROUND_SLACK,
+                shutdown_delay: self.shutdown_delay,
             }),
             _ => Err(errors),
         }
@@ -358,6 +405,20 @@ mod tests {
             cluster.auth.authorization.allow_cache_ttl,
             DEFAULT_ALLOW_CACHE_TTL
         );
+    }
+
+    #[test]
+    fn listen_port_alone_means_every_interface_dual_stack() {
+        let config = args(&["--listen=:7443"]).validate().unwrap();
+        let Mode::Cluster(cluster) = config.mode else {
+            panic!("cluster mode")
+        };
+        assert_eq!(cluster.listen, "[::]:7443".parse::<SocketAddr>().unwrap());
+        let v4 = args(&["--listen=0.0.0.0:7443"]).validate().unwrap();
+        let Mode::Cluster(cluster) = v4.mode else {
+            panic!("cluster mode")
+        };
+        assert!(cluster.listen.is_ipv4());
     }
 
     #[test]

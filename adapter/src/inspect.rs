@@ -18,7 +18,7 @@ use inferscale_metrics::signals::{
     replica_signals, Latency, ModelSignals, Reading, ReplicaSignals, SignalOptions, SingleScrape,
     WindowSpan,
 };
-use inferscale_metrics::snapshot::{EngineSnapshot, UNLABELLED_MODEL};
+use inferscale_metrics::snapshot::{DropKind, DropStats, EngineSnapshot, UNLABELLED_MODEL};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -119,10 +119,14 @@ pub struct ParseReport {
     pub skipped_by_kind: std::collections::BTreeMap<&'static str, usize>,
     /// 1-based line numbers of the first skipped lines.
     pub first_skipped_lines: Vec<usize>,
+    /// What the snapshot builder left out (samples over a cap, duplicates, non-finite values;
+    /// histograms whose buckets cannot form one), as the adapter counts it.
+    pub dropped: usize,
+    pub dropped_by_kind: std::collections::BTreeMap<&'static str, usize>,
 }
 
 impl ParseReport {
-    fn new(source: &str, stats: &ParseStats) -> ParseReport {
+    fn new(source: &str, stats: &ParseStats, dropped: &DropStats) -> ParseReport {
         ParseReport {
             source: source.into(),
             lines: stats.lines,
@@ -136,6 +140,12 @@ impl ParseReport {
                 .map(|(k, n)| (k.as_str(), n))
                 .collect(),
             first_skipped_lines: stats.first_errors.iter().map(|e| e.line).collect(),
+            dropped: dropped.total(),
+            dropped_by_kind: DropKind::ALL
+                .iter()
+                .map(|&k| (k.as_str(), dropped.get(k)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
         }
     }
 }
@@ -178,7 +188,7 @@ pub fn inspect(scrapes: &[Scrape], window_secs: f64) -> Result<Report, InspectEr
         let mut stats = snapshot.parse_stats.clone();
         stats.samples += gpu_stats.samples;
         stats.filtered_out -= gpu_stats.samples.min(stats.filtered_out);
-        parse.push(ParseReport::new(&scrape.source, &stats));
+        parse.push(ParseReport::new(&scrape.source, &stats, &snapshot.dropped));
         snapshots.push(snapshot);
         newest_gpus = gpus;
     }
@@ -315,9 +325,14 @@ fn render_parse(out: &mut String, p: &ParseReport) {
             p.skipped_by_kind, p.first_skipped_lines
         )
     };
+    let dropped = if p.dropped_by_kind.is_empty() {
+        String::new()
+    } else {
+        format!(", {} dropped {:?}", p.dropped, p.dropped_by_kind)
+    };
     let _ = writeln!(
         out,
-        "{}: {} lines, {} samples read, {} ignored, {} malformed lines skipped{skipped}",
+        "{}: {} lines, {} samples read, {} ignored, {} malformed lines skipped{skipped}{dropped}",
         p.source, p.lines, p.samples_read, p.samples_ignored, p.skipped_lines,
     );
 }

@@ -24,11 +24,15 @@
 //! 5. **Who may ask.** [`auth`] authenticates (front proxy, client certificates,
 //!    TokenReview) and authorizes (SubjectAccessReview) every request but the probes, as an
 //!    aggregated API server does; [`tls`] terminates TLS with reloadable certificates; [`http`]
-//!    accepts connections and drains them on shutdown.
+//!    binds (dual-stack), accepts connections within bounds (how many, how long silent or
+//!    idle, how large a request head) and drains them on shutdown.
 //! 6. **Run.** [`config`] turns flags into resolved settings in one pass, reporting every
-//!    problem at once; [`server`] wires the parts and ends the process if a critical task
-//!    ends. [`telemetry`] is the adapter's own `/metrics`; [`error_chain`] prints an error
-//!    with its causes in logs.
+//!    problem at once; [`server`] wires the parts, runs the shutdown sequence on SIGTERM
+//!    (readiness fails, requests keep being served for the shutdown delay, the listener
+//!    closes and in-flight requests drain, then every task stops) and ends the process if a
+//!    critical task ends; [`lifecycle`] holds the one cancellation token every task watches
+//!    and restarts background tasks (the pod watches) with backoff. [`telemetry`] is the
+//!    adapter's own `/metrics`; [`error_chain`] prints an error with its causes in logs.
 //!
 //! [`inspect`] runs the same engine over saved or live scrapes of one pod and prints what the
 //! adapter would compute. All signal arithmetic lives in the pure `inferscale-metrics` crate.
@@ -46,7 +50,8 @@
 //! let store = Arc::new(Store::new(60.0, 18.0));
 //! let app = router(AppState::new(store, Arc::new(Telemetry::new())), AuthState::standalone());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! inferscale_adapter::http::serve_plain(listener, app, std::future::pending()).await;
+//! let options = inferscale_adapter::http::ServeOptions::default();
+//! inferscale_adapter::http::serve_plain(listener, app, options, std::future::pending()).await;
 //! # Ok(())
 //! # }
 //! ```
@@ -58,6 +63,7 @@ pub mod config;
 pub mod error_chain;
 pub mod http;
 pub mod inspect;
+pub mod lifecycle;
 pub mod quantity;
 pub mod scrape;
 pub mod selector;

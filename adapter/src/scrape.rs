@@ -13,7 +13,7 @@ use futures::StreamExt;
 use inferscale_metrics::gpu::read_gpus;
 use inferscale_metrics::parser::{count_invalid_utf8, sanitize_utf8, Format};
 use inferscale_metrics::profile::RouteIndex;
-use inferscale_metrics::snapshot::EngineSnapshot;
+use inferscale_metrics::snapshot::{EngineSnapshot, SnapshotLimits};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, error, info_span, Instrument};
 
 /// How the loop scrapes.
 #[derive(Debug, Clone)]
@@ -31,6 +31,9 @@ pub struct ScrapeConfig {
     pub max_body_bytes: usize,
     /// Scrapes in flight at once across all targets.
     pub concurrency: usize,
+    /// What one engine body may put into a snapshot (models, series, bucket bounds, model
+    /// name length); the excess is skipped and counted.
+    pub limits: SnapshotLimits,
 }
 
 /// How often the supervisor reconciles tasks with the store's targets. One second keeps a
@@ -81,6 +84,10 @@ impl Scraper {
             .gzip(true)
             // Targets are pod IPs; a proxy from the environment would be wrong for them.
             .no_proxy()
+            // A redirect is never followed: the value must come from the pod itself, not
+            // from wherever it points (another port, another host). A 3xx is a failed
+            // scrape (`redirect`), and the pod is missing.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(1)
             .build()?;
         Ok(Scraper {
@@ -114,7 +121,14 @@ impl Scraper {
                 .map(|t| ((t.key.clone(), t.uid.clone(), t.url.clone()), t))
                 .collect();
             tasks.retain(|id, handle| {
-                let keep = wanted.contains_key(id) && !handle.is_finished();
+                let wanted = wanted.contains_key(id);
+                if wanted && handle.is_finished() {
+                    // A target's task only ends by panicking: say so, count it, and let
+                    // this round start a new one.
+                    error!(pod = %id.0, "scrape task ended unexpectedly; restarting it");
+                    this.telemetry.task_failure("scrape");
+                }
+                let keep = wanted && !handle.is_finished();
                 if !keep {
                     handle.abort();
                 }
@@ -178,11 +192,17 @@ impl Scraper {
                 let (text, bad_utf8_lines) = sanitize_utf8(&body);
                 match target.kind {
                     TargetKind::Engine => {
-                        let mut snapshot =
-                            EngineSnapshot::from_exposition(&text, format, now, &self.routes);
+                        let mut snapshot = EngineSnapshot::from_exposition_with(
+                            &text,
+                            format,
+                            now,
+                            &self.routes,
+                            &self.config.limits,
+                        );
                         count_invalid_utf8(&mut snapshot.parse_stats, bad_utf8_lines);
                         self.telemetry
                             .malformed_lines(snapshot.parse_stats.skipped());
+                        self.telemetry.dropped(&snapshot.dropped);
                         if snapshot.engine.is_none() {
                             Err(ScrapeFailure::NoKnownMetrics)
                         } else {
@@ -224,6 +244,9 @@ impl Scraper {
             .send()
             .await
             .map_err(classify)?;
+        if response.status().is_redirection() {
+            return Err(ScrapeFailure::Redirect);
+        }
         if !response.status().is_success() {
             return Err(ScrapeFailure::HttpStatus);
         }

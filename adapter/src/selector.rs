@@ -13,6 +13,12 @@ const MAX_LABEL_LENGTH: usize = 63;
 /// Longest `prefix/` part of a key (a DNS subdomain).
 const MAX_PREFIX_LENGTH: usize = 253;
 
+/// Most requirements one selector may have, and most values its `in`/`notin` sets may hold
+/// together. Each costs a comparison per pod on every request, and selectors come from
+/// clients; no Kubernetes object has more labels than this, and HPA selectors have a few.
+pub const MAX_REQUIREMENTS: usize = 256;
+pub const MAX_SET_VALUES: usize = 1024;
+
 /// One requirement of a selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requirement {
@@ -68,6 +74,9 @@ pub enum SelectorError {
     /// The text does not follow the selector grammar.
     #[error("unable to parse requirement {0:?}: {1}")]
     Syntax(String, &'static str),
+    /// More requirements or set values than [`MAX_REQUIREMENTS`] / [`MAX_SET_VALUES`].
+    #[error("the selector is too large: at most {MAX_REQUIREMENTS} requirements and {MAX_SET_VALUES} set values")]
+    TooLarge,
 }
 
 impl Selector {
@@ -82,7 +91,20 @@ impl Selector {
                 }
                 return Err(SelectorError::Syntax(text.to_owned(), "empty requirement"));
             }
+            if requirements.len() == MAX_REQUIREMENTS {
+                return Err(SelectorError::TooLarge);
+            }
             requirements.push(parse_requirement(part)?);
+        }
+        let values: usize = requirements
+            .iter()
+            .map(|r| match r {
+                Requirement::In(_, set) | Requirement::NotIn(_, set) => set.len(),
+                _ => 0,
+            })
+            .sum();
+        if values > MAX_SET_VALUES {
+            return Err(SelectorError::TooLarge);
         }
         Ok(Selector { requirements })
     }
@@ -178,6 +200,12 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
         .strip_prefix('(')
         .and_then(|s| s.strip_suffix(')'))
         .ok_or_else(|| SelectorError::Syntax(part.to_owned(), "expected '(values)'"))?;
+    if inner.trim().is_empty() {
+        return Err(SelectorError::Syntax(
+            part.to_owned(),
+            "for 'in', 'notin' operators, values set can't be empty",
+        ));
+    }
     let values = inner
         .split(',')
         .map(|v| {
@@ -302,6 +330,26 @@ mod tests {
             Selector::parse("a=b,,c"),
             Err(SelectorError::Syntax(..))
         ));
+        assert!(matches!(
+            Selector::parse("a in ()"),
+            Err(SelectorError::Syntax(..))
+        ));
+    }
+
+    #[test]
+    fn large_selectors_are_refused() {
+        let at_cap: Vec<String> = (0..MAX_REQUIREMENTS).map(|i| format!("k{i}=v")).collect();
+        assert!(Selector::parse(&at_cap.join(",")).is_ok());
+        let over: Vec<String> = (0..=MAX_REQUIREMENTS).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(
+            Selector::parse(&over.join(",")),
+            Err(SelectorError::TooLarge)
+        );
+        let values: Vec<String> = (0..=MAX_SET_VALUES).map(|i| format!("v{i}")).collect();
+        assert_eq!(
+            Selector::parse(&format!("a in ({})", values.join(","))),
+            Err(SelectorError::TooLarge)
+        );
     }
 
     #[test]

@@ -1,23 +1,30 @@
 //! `adapter serve`: wires the pod watches, the scrape loop, the store and the API together
 //! and runs them until a signal or a critical failure.
 //!
-//! Owns: start-up order and lifetimes. Every long-running task is critical: if the pod
-//! watches, the scrape loop or the server end, the process ends with an error instead of going on as
+//! Owns: start-up order, lifetimes and the shutdown sequence (see [`run_until_stopped`]).
+//! Every task watches one cancellation token ([`Lifecycle`]). The pod watches are restarted
+//! with backoff when they end ([`run_restarting`]; liveness fails if they stay down); every
+//! other long-running task is critical: if the scrape loop, the server or the
+//! authentication config watch ends, the process ends with an error instead of going on as
 //! a zombie that still answers probes.
 
+use crate::api::health::Probes;
 use crate::api::{self, AppState};
 use crate::auth::AuthState;
 use crate::config::{ClusterConfig, Mode, ServeConfig};
+use crate::http::{ConnectionLimits, ServeOptions, DRAIN_TIMEOUT};
+use crate::lifecycle::{run_restarting, termination_signal, Lifecycle, RestartPolicy};
 use crate::scrape::{unix_now, Scraper};
 use crate::store::Store;
 use crate::targets::{self, StaticTarget};
 use crate::telemetry::Telemetry;
 use crate::tls::TlsState;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
-use tracing::{error, info, info_span, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
 /// Why the server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -52,29 +59,38 @@ pub enum ServerError {
 struct Core {
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
-    heartbeat: Arc<AtomicU64>,
-    synced: Arc<AtomicBool>,
+    probes: Probes,
+    lifecycle: Lifecycle,
 }
 
 impl Core {
     fn new(config: &ServeConfig) -> Core {
+        let lifecycle = Lifecycle::new();
+        let mut probes = Probes::new(unix_now(), config.first_round_grace.as_secs_f64());
+        probes.draining = lifecycle.draining.clone();
         Core {
             store: Arc::new(Store::new(
                 config.window.as_secs_f64(),
                 config.stale_after.as_secs_f64(),
             )),
             telemetry: Arc::new(Telemetry::new()),
-            heartbeat: Arc::new(AtomicU64::new((unix_now() * 1000.0) as u64)),
-            synced: Arc::new(AtomicBool::new(false)),
+            probes,
+            lifecycle,
         }
     }
 
     fn app_state(&self, config: &ServeConfig) -> AppState {
         let mut state = AppState::new(self.store.clone(), self.telemetry.clone());
         state.external_metrics = config.external_metrics;
-        state.heartbeat = self.heartbeat.clone();
-        state.targets_synced = self.synced.clone();
+        state.probes = self.probes.clone();
         state
+    }
+
+    fn serve_options(&self, config: &ServeConfig) -> ServeOptions {
+        ServeOptions {
+            limits: connection_limits_within_fd_limit(config),
+            telemetry: self.telemetry.clone(),
+        }
     }
 
     fn spawn_scraper(&self, config: &ServeConfig) -> Result<JoinHandle<()>, ServerError> {
@@ -82,50 +98,123 @@ impl Core {
             self.store.clone(),
             config.scrape.clone(),
             self.telemetry.clone(),
-            self.heartbeat.clone(),
+            self.probes.heartbeat.clone(),
         )?;
         Ok(tokio::spawn(
             scraper
-                .run(std::future::pending())
+                .run(self.lifecycle.root.clone().cancelled_owned())
                 .instrument(info_span!("scraper")),
         ))
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Descriptors kept free of client connections: the scrape loop's connections (one in
+/// flight per permit, plus one pooled connection per target), the Kubernetes client's, the
+/// watches', files and standard streams.
+const RESERVED_FDS: u64 = 256;
+
+/// The configured connection limits, with `max_connections` lowered so that client
+/// connections can never take the descriptors scrapes and the Kubernetes client need. The
+/// soft `RLIMIT_NOFILE` is first raised to the hard one (as the Go runtime does for every Go
+/// server): container runtimes set a soft limit as low as 1024.
+fn connection_limits_within_fd_limit(config: &ServeConfig) -> ConnectionLimits {
+    let mut limits = config.connections;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(nofile) => {
+            let reserve = RESERVED_FDS + config.scrape.concurrency as u64;
+            let fit = nofile.saturating_sub(reserve).max(16);
+            if limits.max_connections as u64 > fit {
+                warn!(
+                    nofile,
+                    configured = limits.max_connections,
+                    max_connections = fit,
+                    "the file-descriptor limit is low: fewer client connections allowed"
+                );
+                limits.max_connections = fit as usize;
             }
-            Err(_) => std::future::pending::<()>().await,
+            info!(
+                nofile,
+                max_connections = limits.max_connections,
+                "connection limit"
+            );
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        Err(error) => warn!(%error, "cannot read or raise the file-descriptor limit"),
     }
-    info!("shutting down");
+    limits
 }
 
-/// Waits for a signal (clean exit) or for any critical task to end (error).
-async fn supervise(tasks: Vec<(&'static str, JoinHandle<()>)>) -> Result<(), ServerError> {
-    let (names, handles): (Vec<_>, Vec<_>) = tasks.into_iter().unzip();
+/// A task whose end ends the process.
+type Critical = (&'static str, JoinHandle<()>);
+
+/// Runs until a termination signal (then the shutdown sequence, and `Ok`) or until a critical
+/// task ends (then every task is stopped and the error returned).
+///
+/// The shutdown sequence: readiness fails at once; requests are still served for
+/// `shutdown_delay` (the Service's endpoints drop this replica meanwhile; a second signal
+/// cuts the delay short); then the listeners stop accepting and in-flight requests drain
+/// (bounded by [`DRAIN_TIMEOUT`]); then every other task is cancelled through the one token
+/// and awaited (bounded).
+async fn run_until_stopped(
+    lifecycle: &Lifecycle,
+    shutdown_delay: Duration,
+    servers: Vec<Critical>,
+    others: Vec<Critical>,
+) -> Result<(), ServerError> {
+    let mut tasks: Vec<Critical> = servers.into_iter().chain(others).collect();
+    let server_count = tasks.len() - tasks.iter().filter(|t| !is_server(t.0)).count();
+    let ended = tokio::select! {
+        () = termination_signal() => None,
+        (result, index, _) = futures::future::select_all(tasks.iter_mut().map(|(_, h)| h)) => {
+            Some((index, result))
+        }
+    };
+    if let Some((index, result)) = ended {
+        let name = tasks[index].0;
+        match result {
+            Err(e) => error!(task = name, error = %e, "critical task failed"),
+            Ok(()) => error!(task = name, "critical task ended"),
+        }
+        lifecycle.root.cancel();
+        await_bounded(tasks, STOP_TIMEOUT).await;
+        return Err(ServerError::TaskEnded(name));
+    }
+    info!(
+        delay = ?shutdown_delay,
+        "termination signal: readiness fails now; still serving until the delay ends"
+    );
+    lifecycle.draining.store(true, Ordering::Relaxed);
     tokio::select! {
-        _ = shutdown_signal() => Ok(()),
-        (result, index, _) = futures::future::select_all(handles) => {
-            let name = names[index];
-            if let Err(e) = result {
-                error!(task = name, error = %e, "critical task failed");
-            }
-            Err(ServerError::TaskEnded(name))
+        () = tokio::time::sleep(shutdown_delay) => {}
+        () = termination_signal() => info!("second termination signal: skipping the delay"),
+    }
+    info!("closing the listener; draining requests in flight");
+    lifecycle.serving.cancel();
+    let others = tasks.split_off(server_count);
+    await_bounded(tasks, DRAIN_TIMEOUT + STOP_TIMEOUT).await;
+    lifecycle.root.cancel();
+    await_bounded(others, STOP_TIMEOUT).await;
+    info!("stopped");
+    Ok(())
+}
+
+/// How long stopped tasks get to end after their token was cancelled.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn is_server(name: &str) -> bool {
+    name.ends_with("server")
+}
+
+/// Waits for `tasks` to end, up to `bound`; aborts whatever is left.
+async fn await_bounded(tasks: Vec<Critical>, bound: Duration) {
+    let (names, handles): (Vec<_>, Vec<_>) = tasks.into_iter().unzip();
+    let aborts: Vec<_> = handles.iter().map(JoinHandle::abort_handle).collect();
+    if tokio::time::timeout(bound, futures::future::join_all(handles))
+        .await
+        .is_err()
+    {
+        warn!(tasks = ?names, "tasks did not stop in time; aborting them");
+        for abort in aborts {
+            abort.abort();
         }
     }
 }
@@ -141,13 +230,11 @@ pub async fn run(config: ServeConfig) -> Result<(), ServerError> {
     }
 }
 
-async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> {
-    tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: listen,
-            source,
-        })
+fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> {
+    crate::http::bind(listen).map_err(|source| ServerError::Bind {
+        addr: listen,
+        source,
+    })
 }
 
 async fn run_standalone(
@@ -161,17 +248,27 @@ async fn run_standalone(
         "standalone mode: static targets, plain HTTP, no authentication"
     );
     targets::load_static(core.store.as_ref(), static_targets);
-    core.synced
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    core.probes.mark_synced(unix_now());
     let scraper = core.spawn_scraper(config)?;
-    let listener = bind(listen).await?;
+    let listener = bind(listen)?;
     info!(%listen, "serving plain HTTP on loopback");
     let router = api::router(core.app_state(config), AuthState::standalone());
     let server = tokio::spawn(
-        crate::http::serve_plain(listener, router, std::future::pending())
-            .instrument(info_span!("http")),
+        crate::http::serve_plain(
+            listener,
+            router,
+            core.serve_options(config),
+            core.lifecycle.serving.clone().cancelled_owned(),
+        )
+        .instrument(info_span!("http")),
     );
-    supervise(vec![("scrape loop", scraper), ("HTTP server", server)]).await
+    run_until_stopped(
+        &core.lifecycle,
+        config.shutdown_delay,
+        vec![("HTTP server", server)],
+        vec![("scrape loop", scraper)],
+    )
+    .await
 }
 
 async fn run_cluster(
@@ -180,41 +277,82 @@ async fn run_cluster(
     core: Core,
 ) -> Result<(), ServerError> {
     let client = kube::Client::try_default().await?;
-    let pod_watches = tokio::spawn(
-        targets::watch_pods(
-            client.clone(),
-            cluster.watch.clone(),
-            core.store.clone(),
-            core.synced.clone(),
-        )
-        .instrument(info_span!("pod_watches")),
-    );
+    let pod_watches = {
+        let (client, watch, store) = (client.clone(), cluster.watch.clone(), core.store.clone());
+        let telemetry = core.telemetry.clone();
+        let probes = core.probes.clone();
+        let on_synced: Arc<dyn Fn() + Send + Sync> =
+            Arc::new(move || probes.mark_synced(unix_now()));
+        tokio::spawn(run_restarting(
+            "pod watches",
+            core.lifecycle.root.clone(),
+            RestartPolicy::default(),
+            core.probes.discovery.clone(),
+            core.telemetry.clone(),
+            info_span!("pod_watches"),
+            move |token| {
+                let run = targets::watch_pods(
+                    client.clone(),
+                    watch.clone(),
+                    store.clone(),
+                    on_synced.clone(),
+                    telemetry.clone(),
+                    token,
+                );
+                async move { run.await.map_err(Into::into) }
+            },
+        ))
+    };
     let scraper = core.spawn_scraper(config)?;
     let mut state = core.app_state(config);
-    let mut critical = Vec::new();
+    let mut others = Vec::new();
     if cluster.warm_pools {
         let (pools, pool_watch) = crate::warm_pools::watch(client.clone());
         state.pools = pools;
-        critical.push((
+        let stop = core.lifecycle.root.clone().cancelled_owned();
+        let run = async move {
+            tokio::select! {
+                () = pool_watch => {}
+                () = stop => {}
+            }
+        };
+        others.push((
             "WarmPool watch",
-            tokio::spawn(pool_watch.instrument(info_span!("warmpool_watch"))),
+            tokio::spawn(run.instrument(info_span!("warmpool_watch"))),
         ));
     }
     let tls_state = TlsState::new(&cluster.tls)?;
-    let (auth_state, auth_config_task) =
-        AuthState::delegated(client, cluster.auth.clone(), &tls_state).await?;
+    let (auth_state, auth_config_task) = AuthState::delegated(
+        client,
+        cluster.auth.clone(),
+        &tls_state,
+        core.lifecycle.root.clone(),
+    )
+    .await?;
     let app = api::router(state, auth_state);
-    let listener = bind(cluster.listen).await?;
-    info!(listen = %cluster.listen, fingerprint = %tls_state.serving_fingerprint(), "serving TLS");
+    let listener = bind(cluster.listen)?;
+    let listen = listener.local_addr().unwrap_or(cluster.listen);
+    info!(%listen, fingerprint = %tls_state.serving_fingerprint(), "serving TLS");
     let server = tokio::spawn(
-        crate::tls::serve(listener, tls_state, app, std::future::pending())
-            .instrument(info_span!("https")),
+        crate::tls::serve(
+            listener,
+            tls_state,
+            app,
+            core.serve_options(config),
+            core.lifecycle.serving.clone().cancelled_owned(),
+        )
+        .instrument(info_span!("https")),
     );
-    critical.extend([
+    others.extend([
         ("pod watches", pod_watches),
         ("scrape loop", scraper),
-        ("HTTPS server", server),
         ("authentication config watch", auth_config_task),
     ]);
-    supervise(critical).await
+    run_until_stopped(
+        &core.lifecycle,
+        config.shutdown_delay,
+        vec![("HTTPS server", server)],
+        others,
+    )
+    .await
 }

@@ -102,6 +102,8 @@ pub enum ScrapeFailure {
     Connect,
     Timeout,
     HttpStatus,
+    /// The target answered a redirect, which is never followed.
+    Redirect,
     BodyTooLarge,
     Body,
     /// The body parsed but held no metric of any known engine (or exporter).
@@ -109,10 +111,11 @@ pub enum ScrapeFailure {
 }
 
 impl ScrapeFailure {
-    pub const ALL: [ScrapeFailure; 6] = [
+    pub const ALL: [ScrapeFailure; 7] = [
         ScrapeFailure::Connect,
         ScrapeFailure::Timeout,
         ScrapeFailure::HttpStatus,
+        ScrapeFailure::Redirect,
         ScrapeFailure::BodyTooLarge,
         ScrapeFailure::Body,
         ScrapeFailure::NoKnownMetrics,
@@ -123,6 +126,7 @@ impl ScrapeFailure {
             ScrapeFailure::Connect => "connect_error",
             ScrapeFailure::Timeout => "timeout",
             ScrapeFailure::HttpStatus => "http_error",
+            ScrapeFailure::Redirect => "redirect",
             ScrapeFailure::BodyTooLarge => "body_too_large",
             ScrapeFailure::Body => "body_error",
             ScrapeFailure::NoKnownMetrics => "no_known_metrics",
@@ -232,6 +236,10 @@ pub struct StoreSummary {
     pub oldest_fresh_scrape_age: Option<f64>,
     /// When any scrape last completed, successful or not.
     pub last_scrape_completed: Option<f64>,
+    /// Targets with an address (so the scrape loop scrapes them) whose first scrape has not
+    /// completed yet. Targets without one (Pending, Failed, Evicted, Succeeded pods, pods
+    /// without an IP) are never counted: nothing will ever be attempted for them.
+    pub scrapable_not_attempted: usize,
 }
 
 #[derive(Debug)]
@@ -360,12 +368,17 @@ impl TargetRegistry for Store {
     }
 }
 
+/// Whether the scrape loop scrapes a target: it has an address and is not terminating.
+fn is_scrapable(target: &Target) -> bool {
+    target.url.is_some() && !target.terminating
+}
+
 impl ScrapeSink for Store {
     fn scrape_targets(&self) -> Vec<Arc<Target>> {
         self.read()
             .targets
             .values()
-            .filter(|s| s.target.url.is_some() && !s.target.terminating)
+            .filter(|s| is_scrapable(&s.target))
             .map(|s| s.target.clone())
             .collect()
     }
@@ -453,6 +466,9 @@ impl SignalView for Store {
             ..StoreSummary::default()
         };
         for state in inner.targets.values() {
+            if is_scrapable(&state.target) && state.health.last_attempt.is_none() {
+                summary.scrapable_not_attempted += 1;
+            }
             match state.target.kind {
                 TargetKind::GpuExporter => summary.gpu_targets += 1,
                 TargetKind::Engine => {

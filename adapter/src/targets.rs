@@ -14,6 +14,7 @@
 
 use crate::error_chain::ErrorChain;
 use crate::store::{OwnerRef, PodKey, Target, TargetKind, TargetRegistry};
+use crate::telemetry::Telemetry;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -24,11 +25,11 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
 /// Annotation and default port/path/scheme.
@@ -181,7 +182,8 @@ pub fn load_static(registry: &dyn TargetRegistry, targets: Vec<StaticTarget>) {
     }
 }
 
-/// Builds the scrape URL of a pod from its IP and annotations.
+/// Builds the scrape URL of a pod from its IP and annotations: `None` unless the pod is
+/// Running with an IP (a Pending, Failed, Evicted or Succeeded pod has nothing to scrape).
 pub fn pod_url(pod: &Pod, kind: TargetKind) -> Option<String> {
     let status = pod.status.as_ref()?;
     if status.phase.as_deref() != Some("Running") {
@@ -314,15 +316,28 @@ pub struct PodWatchConfig {
     pub dcgm_selector: String,
 }
 
-/// Watches Pods, ReplicaSets and StatefulSets and keeps the registry in sync until it is
-/// dropped (the watch tasks are its own and end with it). Sets `synced` once every watch
-/// has listed and the registry holds what they found.
+/// Why one run of the pod watches ended.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// A watch task ended (its stream cannot end on its own) or panicked.
+    #[error("the {0} watch ended")]
+    Ended(&'static str, #[source] Option<tokio::task::JoinError>),
+}
+
+/// Watches Pods, ReplicaSets and StatefulSets and keeps the registry in sync until `token`
+/// is cancelled (then `Ok`) or one of the watches ends (an error: the caller restarts the
+/// whole set, see [`crate::lifecycle::run_restarting`]). Calls `on_synced` every time the
+/// registry holds what the watches found, the first time once every watch has listed.
+/// Watch errors (the kube-apiserver unreachable, a watch expired) are retried with backoff
+/// by each watch itself; each is logged and counted in `telemetry`.
 pub async fn watch_pods(
     client: Client,
     config: PodWatchConfig,
     registry: Arc<dyn TargetRegistry>,
-    synced: Arc<AtomicBool>,
-) {
+    on_synced: Arc<dyn Fn() + Send + Sync>,
+    telemetry: Arc<Telemetry>,
+    token: CancellationToken,
+) -> Result<(), WatchError> {
     let changed = Arc::new(Notify::new());
     let mut watches = JoinSet::new();
     let mut reflect_pods = |name, selector: &str| {
@@ -333,23 +348,36 @@ pub async fn watch_pods(
             Api::<Pod>::all(client.clone()),
             config,
             &changed,
+            &telemetry,
         )
     };
     let engine_pods = reflect_pods("pods(engine)", &config.engine_selector);
     let dcgm_pods = (!config.dcgm_selector.is_empty())
         .then(|| reflect_pods("pods(dcgm)", &config.dcgm_selector));
     let replica_sets =
-        reflect_metadata::<ReplicaSet>(&mut watches, "replicasets", &client, &changed);
-    let stateful_sets =
-        reflect_metadata::<StatefulSet>(&mut watches, "statefulsets", &client, &changed);
+        reflect_metadata::<ReplicaSet>(&mut watches, "replicasets", &client, &changed, &telemetry);
+    let stateful_sets = reflect_metadata::<StatefulSet>(
+        &mut watches,
+        "statefulsets",
+        &client,
+        &changed,
+        &telemetry,
+    );
 
     // Ready once every watch listed.
-    let _ = engine_pods.wait_until_ready().await;
-    if let Some(dcgm_pods) = &dcgm_pods {
-        let _ = dcgm_pods.wait_until_ready().await;
+    let listed = async {
+        let _ = engine_pods.wait_until_ready().await;
+        if let Some(dcgm_pods) = &dcgm_pods {
+            let _ = dcgm_pods.wait_until_ready().await;
+        }
+        let _ = replica_sets.wait_until_ready().await;
+        let _ = stateful_sets.wait_until_ready().await;
+    };
+    tokio::select! {
+        () = listed => {}
+        ended = next_end(&mut watches) => return Err(ended),
+        () = token.cancelled() => return Ok(()),
     }
-    let _ = replica_sets.wait_until_ready().await;
-    let _ = stateful_sets.wait_until_ready().await;
     info!("pod watches synced");
 
     let owners = OwnerIndex {
@@ -371,23 +399,37 @@ pub async fn watch_pods(
                 &owners,
             );
         }
-        synced.store(true, Ordering::Relaxed);
-        changed.notified().await;
+        on_synced();
+        tokio::select! {
+            () = changed.notified() => {}
+            ended = next_end(&mut watches) => return Err(ended),
+            () = token.cancelled() => return Ok(()),
+        }
         // Let the rest of a burst (a rollout changes many objects at once) arrive first.
         tokio::time::sleep(RESYNC_DEBOUNCE).await;
     }
 }
 
+/// The first watch task to end, as an error (they never end on their own).
+async fn next_end(watches: &mut JoinSet<&'static str>) -> WatchError {
+    match watches.join_next().await {
+        Some(Ok(name)) => WatchError::Ended(name, None),
+        Some(Err(panic)) => WatchError::Ended("pod", Some(panic)),
+        None => std::future::pending().await,
+    }
+}
+
 /// Starts a reflector over `api` in `tasks` and returns its store. Every event wakes
-/// `changed`; a watch error is logged and retried with backoff by the stream itself, so
-/// one bad object never stops the watch. Managed fields are dropped (never read, and the
-/// bulk of a stored object).
+/// `changed`; a watch error is logged, counted and retried with backoff by the stream
+/// itself, so one bad object or an unreachable kube-apiserver never stops the watch.
+/// Managed fields are dropped (never read, and the bulk of a stored object).
 fn reflect<K>(
-    tasks: &mut JoinSet<()>,
+    tasks: &mut JoinSet<&'static str>,
     name: &'static str,
     api: Api<K>,
     config: watcher::Config,
     changed: &Arc<Notify>,
+    telemetry: &Arc<Telemetry>,
 ) -> ReflectorStore<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -400,15 +442,18 @@ where
     )
     .default_backoff();
     let changed = changed.clone();
+    let telemetry = telemetry.clone();
     tasks.spawn(
         async move {
             futures::pin_mut!(events);
             while let Some(event) = events.next().await {
                 if let Err(error) = event {
                     warn!(error = %ErrorChain(&error), "watch error (retrying)");
+                    telemetry.watch_error(name);
                 }
                 changed.notify_one();
             }
+            name
         }
         .instrument(info_span!("watch", resource = name)),
     );
@@ -418,10 +463,11 @@ where
 /// [`reflect`] over the metadata of every `K` in the cluster (owner chains need nothing
 /// else).
 fn reflect_metadata<K>(
-    tasks: &mut JoinSet<()>,
+    tasks: &mut JoinSet<&'static str>,
     name: &'static str,
     client: &Client,
     changed: &Arc<Notify>,
+    telemetry: &Arc<Telemetry>,
 ) -> ReflectorStore<PartialObjectMeta<K>>
 where
     K: Resource<DynamicType = ()>
@@ -433,7 +479,14 @@ where
         + 'static,
 {
     let api = Api::<PartialObjectMeta<K>>::all(client.clone());
-    reflect(tasks, name, api, watcher::Config::default(), changed)
+    reflect(
+        tasks,
+        name,
+        api,
+        watcher::Config::default(),
+        changed,
+        telemetry,
+    )
 }
 
 fn sync(

@@ -1,8 +1,9 @@
 //! The adapter's own Prometheus metrics (served on `/metrics`).
 //!
 //! Owns: the registry and every metric of the adapter itself — API request latency by route
-//! and code, scrape outcomes and durations, malformed lines, targets by state, the age of the
-//! oldest fresh scrape. Every label value is a `&'static str` from a closed set (route
+//! and code, scrape outcomes and durations, malformed lines and samples or histograms the
+//! snapshot builder dropped (by kind), targets by state, the age of the oldest fresh scrape,
+//! background-task failures and watch errors, and connections (open, closed by reason). Every label value is a `&'static str` from a closed set (route
 //! templates, not paths; failure kinds, not error text), so cardinality is bounded whatever
 //! the cluster holds.
 
@@ -38,6 +39,21 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    task: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabels {
     kind: &'static str,
     state: &'static str,
@@ -58,6 +74,12 @@ pub struct Telemetry {
     scrapes: Family<ScrapeLabels, Counter>,
     scrape_duration: Family<KindLabels, Histogram>,
     malformed_lines: Counter,
+    dropped_samples: Family<KindLabels, Counter>,
+    dropped_histograms: Family<KindLabels, Counter>,
+    task_failures: Family<TaskLabels, Counter>,
+    watch_errors: Family<ResourceLabels, Counter>,
+    connections_open: Gauge,
+    connections_closed: Family<ReasonLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteLabels, Histogram>,
     targets: Family<TargetLabels, Gauge>,
@@ -99,6 +121,43 @@ impl Telemetry {
             "Exposition lines skipped as malformed",
             malformed_lines.clone(),
         );
+        let dropped_samples = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "dropped_samples",
+            "Samples a target exposed that the snapshot builder left out, by kind (over a cap, \
+             duplicate, non-finite, bad bucket bound)",
+            dropped_samples.clone(),
+        );
+        let dropped_histograms = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "dropped_histograms",
+            "Histograms left out because their buckets cannot form one, by kind",
+            dropped_histograms.clone(),
+        );
+        let task_failures = Family::<TaskLabels, Counter>::default();
+        registry.register(
+            "task_failures",
+            "Background tasks that ended or panicked and were restarted",
+            task_failures.clone(),
+        );
+        let watch_errors = Family::<ResourceLabels, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Errors of the Kubernetes watches (each retried with backoff)",
+            watch_errors.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open now",
+            connections_open.clone(),
+        );
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Client connections the adapter closed itself, by reason",
+            connections_closed.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
@@ -130,6 +189,12 @@ impl Telemetry {
             scrapes,
             scrape_duration,
             malformed_lines,
+            dropped_samples,
+            dropped_histograms,
+            task_failures,
+            watch_errors,
+            connections_open,
+            connections_closed,
             requests,
             request_duration,
             targets,
@@ -156,6 +221,50 @@ impl Telemetry {
         if count > 0 {
             self.malformed_lines.inc_by(count as u64);
         }
+    }
+
+    /// What the snapshot builder dropped from one engine body, by kind.
+    pub fn dropped(&self, dropped: &inferscale_metrics::snapshot::DropStats) {
+        for kind in inferscale_metrics::snapshot::DropKind::ALL {
+            let count = dropped.get(kind);
+            if count == 0 {
+                continue;
+            }
+            let family = if kind.counts_histograms() {
+                &self.dropped_histograms
+            } else {
+                &self.dropped_samples
+            };
+            family
+                .get_or_create(&KindLabels {
+                    kind: kind.as_str(),
+                })
+                .inc_by(count as u64);
+        }
+    }
+
+    /// A background task ended or panicked (and is restarted).
+    pub fn task_failure(&self, task: &'static str) {
+        self.task_failures.get_or_create(&TaskLabels { task }).inc();
+    }
+
+    /// A Kubernetes watch reported an error (it retries by itself).
+    pub fn watch_error(&self, resource: &'static str) {
+        self.watch_errors
+            .get_or_create(&ResourceLabels { resource })
+            .inc();
+    }
+
+    /// A client connection opened (`+1`) or closed (`-1`).
+    pub fn connections_open(&self, delta: i64) {
+        self.connections_open.inc_by(delta);
+    }
+
+    /// The adapter closed a client connection itself, for `reason`.
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn request(&self, route: &'static str, code: &'static str, duration_secs: f64) {
@@ -192,6 +301,11 @@ impl Telemetry {
         }
         self.oldest_scrape_age
             .set(view.summary(now).oldest_fresh_scrape_age.unwrap_or(0.0));
+        self.encode()
+    }
+
+    /// The text exposition as the counters stand (without refreshing store-derived gauges).
+    pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::error_chain::ErrorChain;
-use crate::http::{accept_loop, serve_connection};
+use crate::http::{accept_loop, serve_connection, ServeOptions};
 
 /// How often the serving certificate files are re-read. Kubernetes propagates a rotated Secret
 /// to the pod's volume within about a minute (kubelet sync period); checking every 5 s adds
@@ -477,11 +477,13 @@ pub async fn serve(
     listener: TcpListener,
     state: TlsState,
     router: Router,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) {
-    // Abort-on-drop, so the reloader also stops if this future is dropped mid-serve.
+    // Abort-on-drop, so the reloader also stops when serving ends.
     let _reloader = state.spawn_file_reloader().map(AbortOnDrop);
-    accept_loop(listener, shutdown, move |stream, peer, drain| {
+    let limits = options.limits;
+    accept_loop(listener, options, shutdown, move |stream, peer, conn| {
         let state = state.clone();
         let router = router.clone();
         async move {
@@ -507,7 +509,7 @@ pub async fn serve(
             );
             let mut extensions = Extensions::new();
             extensions.insert(peer_certificates);
-            serve_connection(tls, router, peer, extensions, drain).await;
+            serve_connection(tls, router, peer, extensions, limits, conn).await;
         }
     })
     .await;
@@ -740,9 +742,15 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, state.clone(), peer_router(), async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(serve(
+            listener,
+            state.clone(),
+            peer_router(),
+            crate::http::ServeOptions::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let leaf = state.serving_chain()[0].clone();
         let trusted = || {
             reqwest::Client::builder()

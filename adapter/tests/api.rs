@@ -11,6 +11,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use inferscale_adapter::api::health::Probes;
 use inferscale_adapter::api::{router, AppState};
 use inferscale_adapter::auth::AuthState;
 use inferscale_adapter::store::{
@@ -229,9 +230,17 @@ fn state(external: bool) -> AppState {
     );
     let mut state = AppState::new(store, Arc::new(Telemetry::new()));
     state.external_metrics = external;
-    state.heartbeat = Arc::new(AtomicU64::new(1_015_500));
+    state.probes = probes_synced_at(1000.0);
     state.clock = test_clock;
     state
+}
+
+/// Probes whose scrape loop last ticked at 1015.5 s and whose pod watches listed at
+/// `synced_at`, with a 5 s grace for the first scrape round.
+fn probes_synced_at(synced_at: f64) -> Probes {
+    let probes = Probes::new(1015.5, 5.0);
+    probes.mark_synced(synced_at);
+    probes
 }
 
 async fn get(state: AppState, uri: &str) -> (StatusCode, serde_json::Value) {
@@ -348,6 +357,56 @@ mod custom_metrics {
         .await;
         assert_eq!(names(&list), ["vllm-b"]);
         assert_eq!(list.items[0].value, "2");
+    }
+
+    /// Our series carry one label, `model_name`. A requirement on another label follows
+    /// Kubernetes (and Prometheus matcher) semantics: one that needs the label selects no
+    /// series — an empty list, a 404 for one object — and one that needs its absence selects
+    /// every series. Never an unfiltered value for `foo=bar`.
+    #[tokio::test]
+    async fn metric_label_selector_on_a_label_the_series_lack() {
+        let all = list_v2(&format!("{V2}/pods/*/vllm_num_requests_waiting")).await;
+        assert_eq!(names(&all), ["vllm-a", "vllm-b"]);
+        for needs_it in [
+            "foo%3Dbar",
+            "foo",
+            "foo%20in%20(bar)",
+            "model_name%3Dllama,foo%3Dbar",
+        ] {
+            let list = list_v2(&format!(
+                "{V2}/pods/*/vllm_num_requests_waiting?metricLabelSelector={needs_it}"
+            ))
+            .await;
+            assert!(list.items.is_empty(), "{needs_it}: {:?}", names(&list));
+            for path in [
+                format!("{V2}/pods/vllm-a/vllm_num_requests_waiting"),
+                format!("{V2}/deployments.apps/vllm/vllm_num_requests_waiting"),
+                "/apis/custom.metrics.k8s.io/v1beta2/namespaces/llm/metrics/vllm_num_requests_waiting".into(),
+                "/apis/custom.metrics.k8s.io/v1beta1/namespaces/llm/pods/vllm-a/vllm_num_requests_waiting".into(),
+            ] {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                status_of(
+                    &format!("{path}{sep}metricLabelSelector={needs_it}"),
+                    StatusCode::NOT_FOUND,
+                )
+                .await;
+            }
+        }
+        for needs_absence in ["foo!%3Dbar", "!foo", "foo%20notin%20(bar)"] {
+            let list = list_v2(&format!(
+                "{V2}/pods/*/vllm_num_requests_waiting?metricLabelSelector={needs_absence}"
+            ))
+            .await;
+            let values: Vec<_> = list.items.iter().map(|i| i.value.clone()).collect();
+            let unfiltered: Vec<_> = all.items.iter().map(|i| i.value.clone()).collect();
+            assert_eq!(values, unfiltered, "{needs_absence}");
+        }
+        let one = list_v2(&format!(
+            "{V2}/pods/*/vllm_num_requests_waiting?metricLabelSelector=model_name%3Dlora-x,foo!%3Dbar"
+        ))
+        .await;
+        assert_eq!(names(&one), ["vllm-b"]);
+        assert_eq!(one.items[0].value, "2");
     }
 
     #[tokio::test]
@@ -654,16 +713,12 @@ mod discovery {
     async fn health_probes_and_own_metrics() {
         for probe in ["/healthz", "/livez", "/readyz"] {
             let (status, body) = get(state(true), probe).await;
-            // vllm-e was never scraped: readiness waits for a first round.
-            let expected = if probe == "/readyz" {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::OK
-            };
-            assert_eq!(status, expected, "{probe}: {body}");
+            // vllm-c and vllm-e were never scraped, but the watches listed 16 s ago: past
+            // the first-round grace.
+            assert_eq!(status, StatusCode::OK, "{probe}: {body}");
         }
         let mut dead = state(true);
-        dead.heartbeat = Arc::new(AtomicU64::new(900_000));
+        dead.probes.heartbeat = Arc::new(AtomicU64::new(900_000));
         let (status, _) = get(dead, "/livez").await;
         assert_eq!(
             status,
@@ -721,7 +776,7 @@ mod idle_is_not_missing {
         store.record_engine_scrape(&key("busy"), scrape(1000.0, 3.0, 2.0, &[0.3]), 0.01);
         store.record_engine_scrape(&key("busy"), scrape(1015.0, 3.0, 2.0, &[0.3]), 0.01);
         let mut state = AppState::new(store, Arc::new(Telemetry::new()));
-        state.heartbeat = Arc::new(AtomicU64::new(1_015_500));
+        state.probes = probes_synced_at(1000.0);
         state.clock = test_clock;
         state
     }
@@ -912,7 +967,7 @@ mod response_cache {
         let a = PodKey::new("llm", "vllm-a");
         store.record_engine_scrape(&a, scrape(1010.0, &[("llama", 3.0, &[])], 0.0), 0.01);
         let mut state = AppState::new(store.clone(), Arc::new(Telemetry::new()));
-        state.heartbeat = Arc::new(AtomicU64::new(1_015_500));
+        state.probes = probes_synced_at(1000.0);
         state.clock = test_clock;
         let uri = format!("{V2}/pods/vllm-a/vllm_num_requests_waiting");
 
@@ -1097,7 +1152,6 @@ mod saturation {
         replica(&store, "sat-1", 0.25, 2.0, 0.0);
         replica(&store, "sat-2", 0.5, 2.0, 2.0);
         let mut state = AppState::new(store, Arc::new(Telemetry::new()));
-        state.heartbeat = Arc::new(AtomicU64::new(1_015_500));
         state.clock = test_clock;
         state
     }
@@ -1139,5 +1193,153 @@ mod saturation {
                 "{metric}"
             );
         }
+    }
+}
+
+/// What `/readyz` and `/livez` answer, as deploy/README.md documents it.
+mod probes {
+    use super::*;
+    use inferscale_adapter::store::ScrapeFailure;
+
+    fn pod(name: &str, url: Option<&str>) -> Target {
+        let mut t = target(name, &[("app", "vllm")], url.is_some(), "vllm");
+        t.url = url.map(str::to_owned);
+        t
+    }
+
+    /// A store with one Running, scraped pod and the given others; probes synced at
+    /// `synced_at` with a 5 s first-round grace; the clock at `now`.
+    fn state_with(others: &[Target], synced_at: Option<f64>, now: fn() -> f64) -> AppState {
+        let store = Arc::new(Store::new(60.0, 18.0));
+        store.upsert_target(pod("running", Some("http://127.0.0.1:1/m")));
+        store.record_engine_scrape(
+            &PodKey::new("llm", "running"),
+            scrape(1000.0, &[("llama", 1.0, &[])], 0.0),
+            0.01,
+        );
+        for t in others {
+            store.upsert_target(t.clone());
+        }
+        let mut state = AppState::new(store, Arc::new(Telemetry::new()));
+        state.probes = Probes::new(1015.5, 5.0);
+        if let Some(at) = synced_at {
+            state.probes.mark_synced(at);
+        }
+        state.clock = now;
+        state
+    }
+
+    async fn probe(state: &AppState, path: &str) -> (StatusCode, String) {
+        let (status, body) = get(state.clone(), path).await;
+        (status, body.as_str().unwrap_or_default().to_owned())
+    }
+
+    fn at_1001() -> f64 {
+        1001.0
+    }
+
+    #[tokio::test]
+    async fn not_ready_until_the_pod_watches_listed() {
+        let state = state_with(&[], None, test_clock);
+        let (status, body) = probe(&state, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("not listed"), "{body}");
+        assert_eq!(probe(&state, "/livez").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn pods_without_an_address_never_hold_readiness() {
+        // Pending (unschedulable or pulling an image), Failed/Evicted and Succeeded pods
+        // have no address: nothing will ever be scraped for them.
+        let others = [
+            pod("pending", None),
+            pod("evicted", None),
+            pod("done", None),
+        ];
+        let state = state_with(&others, Some(1000.0), at_1001);
+        let (status, body) = probe(&state, "/readyz").await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "1 s after the watches listed: {body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_scrapable_target_is_waited_for_at_most_the_grace() {
+        let others = [pod("new", Some("http://127.0.0.1:1/new"))];
+        let early = state_with(&others, Some(1000.0), at_1001);
+        let (status, body) = probe(&early, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            body.contains("1 scrapable target(s) not scraped yet"),
+            "{body}"
+        );
+        let late = state_with(&others, Some(1000.0), test_clock);
+        let (status, body) = probe(&late, "/readyz").await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "16 s after the watches listed: {body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_first_scrape_counts_as_attempted() {
+        let store = Arc::new(Store::new(60.0, 18.0));
+        store.upsert_target(pod("dead", Some("http://127.0.0.1:1/dead")));
+        store.record_failure(
+            &PodKey::new("llm", "dead"),
+            ScrapeFailure::Connect,
+            1000.5,
+            0.5,
+        );
+        let mut state = AppState::new(store, Arc::new(Telemetry::new()));
+        state.probes = Probes::new(1015.5, 5.0);
+        state.probes.mark_synced(1000.0);
+        state.clock = at_1001;
+        assert_eq!(probe(&state, "/readyz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn once_ready_a_new_unscraped_target_does_not_make_it_unready() {
+        let store = Arc::new(Store::new(60.0, 18.0));
+        let mut state = AppState::new(store.clone(), Arc::new(Telemetry::new()));
+        state.probes = Probes::new(1015.5, 5.0);
+        state.probes.mark_synced(1000.0);
+        state.clock = at_1001;
+        assert_eq!(probe(&state, "/readyz").await.0, StatusCode::OK);
+        // A scale-up adds a pod that gets an IP; its first scrape is a second away.
+        store.upsert_target(pod("scaled-up", Some("http://127.0.0.1:1/up")));
+        let (status, body) = probe(&state, "/readyz").await;
+        assert_eq!(status, StatusCode::OK, "stays ready: {body}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_fails_readiness_but_not_liveness() {
+        let state = state_with(&[], Some(1000.0), test_clock);
+        assert_eq!(probe(&state, "/readyz").await.0, StatusCode::OK);
+        state
+            .probes
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let (status, body) = probe(&state, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("shutting down"), "{body}");
+        assert_eq!(probe(&state, "/livez").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_stuck_scrape_loop_fails_liveness_and_readiness() {
+        let mut state = state_with(&[], Some(1000.0), test_clock);
+        state.probes.heartbeat = Arc::new(AtomicU64::new(1_000_000));
+        assert_eq!(
+            probe(&state, "/livez").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            probe(&state, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

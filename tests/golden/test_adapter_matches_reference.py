@@ -9,7 +9,7 @@ truncated histogram, attributed dcgm) are written to pytest's tmp_path, never in
 
 Only the adapter's JSON is judged (its Rust code was not read).  Output shape, learned by running it:
   {"scrapes": n, "parse": [{"source","lines","samples_read","samples_ignored","skipped_lines",
-   "skipped_by_kind","first_skipped_lines"}, ...one per file],
+   "skipped_by_kind","first_skipped_lines","dropped","dropped_by_kind"}, ...one per file],
    "replica": null | {"engine","taken_at","window":{"start","end","seconds","since_start"},
                       "kv_capacity_tokens","combined":{...},"models":{model:{...}}},
    "gpu": null | {"gpus":[{"uuid","index","model_name","node","pod","container","fields"}],
@@ -295,7 +295,10 @@ def check_replica(got: dict, want_models: Dict[str, dict], latest_text: str, win
         check(only, r["combined"], "$.replica.combined")
 
 
-def check_parse(got: dict, files: List[Path]):
+def check_parse(got: dict, files: List[Path], dropped: Optional[dict] = None):
+    """`dropped`: what the snapshot builder must have left out of each body (by kind); a real
+    engine's body loses nothing."""
+    dropped = dropped or {}
     assert got["scrapes"] == len(files)
     assert len(got["parse"]) == len(files)
     for p, f in zip(got["parse"], files):
@@ -310,6 +313,10 @@ def check_parse(got: dict, files: List[Path]):
         )
         assert p["skipped_lines"] == 0 and p["skipped_by_kind"] == {} and p["first_skipped_lines"] == [], (
             f"{where}: well-formed body reported skipped lines: {p}"
+        )
+        assert p["dropped_by_kind"] == dropped and p["dropped"] == sum(dropped.values()), (
+            f"{where}: dropped {p['dropped_by_kind']}, expected {dropped} (a real engine's body "
+            f"loses nothing): {p}"
         )
 
 
@@ -490,7 +497,8 @@ def test_truncated_histogram_is_incomplete(fixture_text, tmp_path):
     want = expect_single(text)
     assert want["Qwen/Qwen3-0.6B"]["time_to_first_token"]["p50"].reason == "incomplete_histogram"
     got = run_adapter(f)
-    check_parse(got, [f])
+    # The one TTFT histogram without its +Inf bucket is dropped and counted.
+    check_parse(got, [f], dropped={"missing_inf_bucket": 1})
     check_replica(got, want, text, SINGLE_WINDOW)
 
 

@@ -34,6 +34,10 @@ pub const FRESH_FOR: Duration = Duration::from_secs(1);
 pub const SERVE_STALE_FOR: Duration = Duration::from_secs(5);
 /// Most distinct queries kept: keys come from clients, so the map must be bounded.
 pub const MAX_ENTRIES: usize = 1024;
+/// Most bytes kept across all answers (keys, bodies and their gzip copies): keys and
+/// answers both come from clients (a 60 KB selector, a list over every pod), so the
+/// cache is bounded in bytes too. 64 MiB holds a thousand 1,000-pod lists.
+pub const MAX_BYTES: usize = 64 << 20;
 /// Largest body kept (a list over ~20,000 pods).
 const MAX_CACHED_BODY: usize = 8 << 20;
 
@@ -77,9 +81,24 @@ fn accepts_gzip(request: &Request) -> bool {
         })
 }
 
-/// The cache; shared by all requests of one router.
+impl Entry {
+    /// What keeping this answer under `key` costs, bytes.
+    fn cost(&self, key: &str) -> usize {
+        key.len() + self.body.len() + self.gzipped.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<String, Arc<Entry>>,
+    /// Sum of [`Entry::cost`] over `map`.
+    bytes: usize,
+}
+
+/// The cache; shared by all requests of one router. Bounded by [`MAX_ENTRIES`] and
+/// [`MAX_BYTES`].
 pub struct ResponseCache {
-    entries: Mutex<HashMap<String, Arc<Entry>>>,
+    entries: Mutex<Entries>,
     fresh_for: Duration,
     serve_stale_for: Duration,
 }
@@ -111,23 +130,42 @@ impl ResponseCache {
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .map
             .get(key)
             .cloned()
     }
 
     fn put(&self, key: String, entry: Arc<Entry>) {
+        let cost = entry.cost(&key);
+        if cost > MAX_BYTES {
+            return;
+        }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
-            // Evict the oldest answer: queries repeat, so the oldest is the least used.
-            if let Some(oldest) = entries
+        if let Some(previous) = entries.map.remove(&key) {
+            entries.bytes -= previous.cost(&key);
+        }
+        // Evict the oldest answers: queries repeat, so the oldest is the least used.
+        while entries.map.len() >= MAX_ENTRIES || entries.bytes + cost > MAX_BYTES {
+            let Some(oldest) = entries
+                .map
                 .iter()
                 .min_by_key(|(_, e)| e.built_at)
                 .map(|(k, _)| k.clone())
-            {
-                entries.remove(&oldest);
+            else {
+                break;
+            };
+            if let Some(evicted) = entries.map.remove(&oldest) {
+                entries.bytes -= evicted.cost(&oldest);
             }
         }
-        entries.insert(key, entry);
+        entries.bytes += cost;
+        entries.map.insert(key, entry);
+    }
+
+    /// Answers kept and the bytes they hold.
+    pub fn size(&self) -> (usize, usize) {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        (entries.map.len(), entries.bytes)
     }
 }
 
@@ -285,6 +323,42 @@ mod tests {
             decide_out_of_date(STALE * 3, false, STALE),
             Decision::Rebuild
         );
+    }
+
+    fn entry(body_len: usize) -> Arc<Entry> {
+        Arc::new(Entry {
+            built_at: Instant::now(),
+            generation: 1,
+            status: StatusCode::OK,
+            body: Bytes::from(vec![b'x'; body_len]),
+            gzipped: None,
+            refreshing: AtomicBool::new(false),
+        })
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_byte_and_entry_bounds() {
+        let cache = ResponseCache::default();
+        // Big answers under long keys: the byte bound decides.
+        let body = 1 << 20;
+        for i in 0..200 {
+            let key = format!("/q?labelSelector={}{i}", "k".repeat(60_000));
+            cache.put(key, entry(body));
+        }
+        let (count, bytes) = cache.size();
+        assert!(bytes <= MAX_BYTES, "{bytes} bytes");
+        assert!(count < 200 && count > 0, "{count} entries");
+        // Many small answers: the entry bound decides.
+        let cache = ResponseCache::default();
+        for i in 0..(MAX_ENTRIES + 500) {
+            cache.put(format!("/q{i}"), entry(10));
+        }
+        assert_eq!(cache.size().0, MAX_ENTRIES);
+        // Replacing an answer does not count it twice.
+        cache.put("/q0-again".into(), entry(10));
+        let before = cache.size().1;
+        cache.put("/q0-again".into(), entry(10));
+        assert_eq!(cache.size().1, before);
     }
 
     #[test]

@@ -7,15 +7,15 @@
 
 use super::discovery::CUSTOM_VERSIONS;
 use super::values::{
-    json_response, measure, metric_def, parse_selector, EmptyListMeta, ListOptions, Measured,
-    MODEL_LABEL,
+    json_response, measure, metric_def, parse_selector, ApiPath, ApiQuery, EmptyListMeta,
+    ListOptions, Measured,
 };
 use super::{check_version, ApiError, AppState, CUSTOM_GROUP};
 use crate::catalogue::MetricDef;
-use crate::selector::{Requirement, Selector};
+use crate::selector::Selector;
 use crate::store::{EnginePod, OwnerRef};
 use crate::warm_pools::PoolMetric;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -26,8 +26,9 @@ struct MetricQuery<'a> {
     def: &'static MetricDef,
     /// `labelSelector`: which pods.
     pods: Selector,
-    /// `metricLabelSelector`'s requirements on `model_name`: which models of a pod.
-    model: Vec<Requirement>,
+    /// `metricLabelSelector`: which series of a pod (our series carry one label,
+    /// `model_name`; see [`super::values::measure`] for labels they do not carry).
+    series: Selector,
 }
 
 impl<'a> MetricQuery<'a> {
@@ -42,18 +43,17 @@ impl<'a> MetricQuery<'a> {
         check_version(version, &CUSTOM_VERSIONS)?;
         let def = metric_def(metric, resource)?;
         let pods = parse_selector(options.label_selector.as_deref())?;
-        let (model, _) =
-            parse_selector(options.metric_label_selector.as_deref())?.split_off(MODEL_LABEL);
+        let series = parse_selector(options.metric_label_selector.as_deref())?;
         Ok(MetricQuery {
             version,
             def,
             pods,
-            model,
+            series,
         })
     }
 
     fn measure(&self, pods: &[&EnginePod]) -> Option<Measured> {
-        measure(self.def, pods, &self.model)
+        measure(self.def, pods, &self.series)
     }
 }
 
@@ -210,14 +210,14 @@ impl WorkloadResource {
 /// (`pods/NAME` or `pods/*`) or workloads (`deployments.apps/NAME`, any owner kind, or `*`).
 pub async fn namespaced_object_metric(
     State(state): State<AppState>,
-    Path((version, namespace, resource, name, metric)): Path<(
+    ApiPath((version, namespace, resource, name, metric)): ApiPath<(
         String,
         String,
         String,
         String,
         String,
     )>,
-    Query(options): Query<ListOptions>,
+    ApiQuery(options): ApiQuery<ListOptions>,
 ) -> Result<Response, ApiError> {
     if let Some(pool_metric) = PoolMetric::parse(&metric) {
         return pool_answer(&state, &version, &namespace, &resource, &name, pool_metric);
@@ -401,8 +401,8 @@ impl<'a> Subject<'a> {
 /// object itself, over every pod in it.
 pub async fn namespace_metric(
     State(state): State<AppState>,
-    Path((version, namespace, metric)): Path<(String, String, String)>,
-    Query(options): Query<ListOptions>,
+    ApiPath((version, namespace, metric)): ApiPath<(String, String, String)>,
+    ApiQuery(options): ApiQuery<ListOptions>,
 ) -> Result<Response, ApiError> {
     subject_metric(
         &state,
@@ -417,8 +417,8 @@ pub async fn namespace_metric(
 /// `namespaces/NS` (every pod of the namespace) and `nodes/NODE` (every pod on the node).
 pub async fn cluster_object_metric(
     State(state): State<AppState>,
-    Path((version, resource, name, metric)): Path<(String, String, String, String)>,
-    Query(options): Query<ListOptions>,
+    ApiPath((version, resource, name, metric)): ApiPath<(String, String, String, String)>,
+    ApiQuery(options): ApiQuery<ListOptions>,
 ) -> Result<Response, ApiError> {
     let subject = match resource.as_str() {
         "namespaces" => Subject::Namespace(&name),

@@ -6,10 +6,11 @@
 //! merge into the cluster's spec, so those answer with valid (small) documents. (Finding the
 //! pods to scrape is `crate::targets`' pod watch, not discovery.)
 
+use super::values::ApiPath;
 use super::{check_version, ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
 use crate::catalogue::METRICS;
 use crate::warm_pools::PoolMetric;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -87,7 +88,7 @@ pub async fn group_list(State(state): State<AppState>, headers: HeaderMap) -> Re
 
 pub async fn group(
     State(state): State<AppState>,
-    Path(group): Path<String>,
+    ApiPath(group): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !accepts_legacy_discovery(&headers) {
@@ -130,7 +131,7 @@ fn resource_list(
     }))
 }
 
-pub async fn custom_resources(Path(version): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn custom_resources(ApiPath(version): ApiPath<String>) -> Result<Json<Value>, ApiError> {
     check_version(&version, &CUSTOM_VERSIONS)?;
     let resources = LISTED_RESOURCES.iter().flat_map(|(resource, namespaced)| {
         // WarmPool values are served on workloads only.
@@ -155,7 +156,7 @@ pub async fn custom_resources(Path(version): Path<String>) -> Result<Json<Value>
 
 pub async fn external_resources(
     State(state): State<AppState>,
-    Path(version): Path<String>,
+    ApiPath(version): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     if !state.external_metrics {
         return Err(ApiError::NotFound);
@@ -209,7 +210,7 @@ pub async fn openapi_v3_index(State(state): State<AppState>) -> Json<Value> {
 
 pub async fn openapi_v3(
     State(state): State<AppState>,
-    Path(path): Path<String>,
+    ApiPath(path): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     if !served_group_versions(&state).contains(&path) {
         return Err(ApiError::NotFound);

@@ -8,12 +8,13 @@
 
 use super::discovery::EXTERNAL_VERSIONS;
 use super::values::{
-    json_response, measure, metric_def, parse_selector, EmptyListMeta, ListOptions, MODEL_LABEL,
+    json_response, measure, metric_def, parse_selector, ApiPath, ApiQuery, EmptyListMeta,
+    ListOptions, MODEL_LABEL,
 };
 use super::{check_version, ApiError, AppState, EXTERNAL_GROUP};
-use crate::selector::Requirement;
+use crate::selector::{Requirement, Selector};
 use crate::store::EnginePod;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -48,8 +49,8 @@ struct ExternalMetricValueList<'a> {
 /// `GET /apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}?labelSelector=`.
 pub async fn external_metric(
     State(state): State<AppState>,
-    Path((version, namespace, metric)): Path<(String, String, String)>,
-    Query(options): Query<ListOptions>,
+    ApiPath((version, namespace, metric)): ApiPath<(String, String, String)>,
+    ApiQuery(options): ApiQuery<ListOptions>,
 ) -> Result<Response, ApiError> {
     if !state.external_metrics {
         return Err(ApiError::NotFound);
@@ -66,7 +67,10 @@ pub async fn external_metric(
         .filter(|p| pod_selector.matches(&p.target.labels))
         .filter(|p| owned_by(p, &workload, &workload_kind))
         .collect();
-    let item = measure(def, &pods, &model).and_then(|measured| {
+    let series = Selector {
+        requirements: model.clone(),
+    };
+    let item = measure(def, &pods, &series).and_then(|measured| {
         Some(ExternalMetricValue {
             metric_name: def.name,
             metric_labels: echoed_labels([&model, &workload, &workload_kind]),

@@ -26,7 +26,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,13 +42,8 @@ pub struct AppState {
     pub telemetry: Arc<Telemetry>,
     /// Serve `external.metrics.k8s.io` (off where KEDA owns that APIService).
     pub external_metrics: bool,
-    /// Unix ms of the scrape loop's last tick (liveness).
-    pub heartbeat: Arc<AtomicU64>,
-    /// The loop is live while it ticked within this many seconds.
-    pub liveness_window_secs: f64,
-    /// Ready once the pod watches have listed (the store then holds every target that
-    /// exists).
-    pub targets_synced: Arc<std::sync::atomic::AtomicBool>,
+    /// What liveness and readiness read (see [`health`]).
+    pub probes: health::Probes,
     /// The time source (Unix seconds); tests fix it.
     pub clock: fn() -> f64,
     /// Recent answers of the metric routes.
@@ -59,16 +53,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State with defaults: external metrics on, targets synced, the loop live now.
+    /// State with defaults: external metrics on, targets synced, the loop live now, no grace
+    /// for a first scrape round.
     pub fn new(view: Arc<dyn SignalView>, telemetry: Arc<Telemetry>) -> AppState {
         let now = crate::scrape::unix_now();
+        let probes = health::Probes::new(now, 0.0);
+        probes.mark_synced(now);
         AppState {
             view,
             telemetry,
             external_metrics: true,
-            heartbeat: Arc::new(AtomicU64::new((now * 1000.0) as u64)),
-            liveness_window_secs: health::LIVENESS_WINDOW_SECS,
-            targets_synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            probes,
             clock: crate::scrape::unix_now,
             cache: Arc::new(cache::ResponseCache::default()),
             pools: Arc::new(crate::warm_pools::NoPools),
@@ -77,10 +72,6 @@ impl AppState {
 
     pub(crate) fn now(&self) -> f64 {
         (self.clock)()
-    }
-
-    pub(crate) fn last_tick(&self) -> f64 {
-        self.heartbeat.load(Ordering::Relaxed) as f64 / 1000.0
     }
 }
 

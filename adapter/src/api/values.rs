@@ -8,12 +8,16 @@
 
 use super::ApiError;
 use crate::catalogue::{lookup, MetricDef, Source};
-use crate::selector::{Requirement, Selector};
+use crate::selector::Selector;
 use crate::store::EnginePod;
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use inferscale_metrics::signals::{ModelSignals, Reading};
+use inferscale_metrics::snapshot::UNLABELLED_MODEL;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -26,6 +30,50 @@ pub const MODEL_LABEL: &str = "model_name";
 pub struct ListOptions {
     pub label_selector: Option<String>,
     pub metric_label_selector: Option<String>,
+}
+
+/// A path's parameters, decoded; a path that cannot be (invalid UTF-8 after
+/// percent-decoding, say) is a `Status` 400 like every other error, never plain text.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(ApiError::BadRequest(format!(
+                "invalid request path: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+/// The query string, decoded; a malformed one (bad percent-encoding, invalid UTF-8, a
+/// parameter given twice) is a `Status` 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::BadRequest(format!(
+                "invalid query string: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
 }
 
 /// Parses a selector parameter; absent is the empty selector (everything).
@@ -65,24 +113,39 @@ impl Measured {
     }
 }
 
-/// The per-model signals of a pod that `model` selects (all models combined when there is
-/// no model requirement).
-fn selected_models<'a>(pod: &'a EnginePod, model: &[Requirement]) -> Vec<&'a ModelSignals> {
+/// The labels of one model's series: `model_name`, or none for the unlabelled model (TGI).
+/// They are the only labels our series carry, so a metric label selector is matched
+/// against exactly these.
+fn series_labels(model: &str) -> BTreeMap<String, String> {
+    if model == UNLABELLED_MODEL {
+        BTreeMap::new()
+    } else {
+        BTreeMap::from([(MODEL_LABEL.to_owned(), model.to_owned())])
+    }
+}
+
+/// The per-model signals of a pod whose series `series` selects, with Kubernetes label
+/// semantics over [`series_labels`]: a requirement on a label the series do not have
+/// selects nothing when it needs the label (`foo=bar`, `foo in (..)`, `foo`) and everything
+/// when it needs its absence (`foo!=bar`, `foo notin (..)`, `!foo`) — as Prometheus matchers
+/// (and so prometheus-adapter) do. All models combined when everything is selected.
+fn selected_models<'a>(pod: &'a EnginePod, series: &Selector) -> Vec<&'a ModelSignals> {
     let Some(signals) = &pod.signals else {
         return Vec::new();
     };
-    if model.is_empty() {
+    if series.is_empty() {
         return vec![&signals.combined];
     }
-    signals
+    let selected: Vec<&ModelSignals> = signals
         .models
         .iter()
-        .filter(|(name, _)| {
-            let labels = BTreeMap::from([(MODEL_LABEL.to_owned(), (*name).clone())]);
-            model.iter().all(|r| r.matches(&labels))
-        })
+        .filter(|(name, _)| series.matches(&series_labels(name)))
         .map(|(_, m)| m)
-        .collect()
+        .collect();
+    if !selected.is_empty() && selected.len() == signals.models.len() {
+        return vec![&signals.combined];
+    }
+    selected
 }
 
 fn window_of(def: &MetricDef, pod: &EnginePod) -> i64 {
@@ -97,12 +160,9 @@ fn window_of(def: &MetricDef, pod: &EnginePod) -> i64 {
     }
 }
 
-/// The value of `def` over `pods` (only servable pods count).
-pub(super) fn measure(
-    def: &MetricDef,
-    pods: &[&EnginePod],
-    model: &[Requirement],
-) -> Option<Measured> {
+/// The value of `def` over the series of `pods` that `series` selects (only servable pods
+/// count).
+pub(super) fn measure(def: &MetricDef, pods: &[&EnginePod], series: &Selector) -> Option<Measured> {
     let mut parts: Vec<(&ModelSignals, Reading)> = Vec::new();
     let mut taken_at = f64::INFINITY;
     let mut window_secs = 0;
@@ -111,7 +171,7 @@ pub(super) fn measure(
             continue;
         };
         let mut contributed = false;
-        for model_signals in selected_models(pod, model) {
+        for model_signals in selected_models(pod, series) {
             let reading = def.replica_value(
                 model_signals,
                 signals.kv_capacity_tokens,

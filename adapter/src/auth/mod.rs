@@ -16,8 +16,10 @@
 //! # async fn wire(client: kube::Client, tls: inferscale_adapter::tls::TlsState, state: inferscale_adapter::api::AppState) -> Result<(), Box<dyn std::error::Error>> {
 //! use inferscale_adapter::auth::{AuthState, DelegatedAuthOptions};
 //!
+//! // The configuration refresh task stops when the token is cancelled.
+//! let token = tokio_util::sync::CancellationToken::new();
 //! let (auth, _config_refresh) =
-//!     AuthState::delegated(client, DelegatedAuthOptions::default(), &tls).await?;
+//!     AuthState::delegated(client, DelegatedAuthOptions::default(), &tls, token).await?;
 //! let app = inferscale_adapter::api::router(state, auth);
 //! # let _ = app; Ok(()) }
 //! ```
@@ -309,11 +311,13 @@ impl AuthState {
     /// Delegated authentication and authorization against the cluster, as an aggregated API
     /// server does: loads `kube-system/extension-apiserver-authentication` (or the file
     /// overrides), makes `tls` trust its client CAs, and spawns the task that keeps both
-    /// up to date. The returned handle is that task; it only ends if it panics.
+    /// up to date. The returned handle is that task; it ends when `token` is cancelled (or
+    /// if it panics).
     pub async fn delegated(
         client: kube::Client,
         options: DelegatedAuthOptions,
         tls: &TlsState,
+        token: tokio_util::sync::CancellationToken,
     ) -> Result<(Self, JoinHandle<()>), authn::AuthnError> {
         let authn_options = options.authentication;
         let config = authn::load_config(&client, &authn_options).await?;
@@ -329,6 +333,7 @@ impl AuthState {
             client.clone(),
             authn_options,
             Some(tls.clone()),
+            token,
         );
         let authorizer = Arc::new(authz::SubjectAccessReviewAuthorizer::new(
             Arc::new(authz::KubeAccessReviewer::new(client)),
@@ -706,9 +711,15 @@ mod tests {
             .expect("bind");
         let address = listener.local_addr().expect("address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, tls, router, async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(serve(
+            listener,
+            tls,
+            router,
+            crate::http::ServeOptions::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
 
         let client = |identity: Option<&crate::tls::test_support::TestLeaf>| {
             let mut builder = reqwest::Client::builder()

@@ -256,12 +256,13 @@ pub fn apply_client_cas(tls: &TlsState, config: &AuthnConfig) -> Result<(), Auth
 
 /// Re-reads the configuration every [`CONFIG_POLL_INTERVAL`] and installs changes into
 /// `authenticator` and `tls`. A failed read or a bad new configuration is logged and the
-/// previous one kept. The task runs until aborted.
+/// previous one kept. The task runs until `token` is cancelled.
 pub fn spawn_config_refresh(
     authenticator: Arc<DelegatingAuthenticator>,
     client: kube::Client,
     options: AuthnOptions,
     tls: Option<TlsState>,
+    token: tokio_util::sync::CancellationToken,
 ) -> JoinHandle<()> {
     let span = info_span!("authn_config_refresh", configmap = %format!("{CONFIG_MAP_NAMESPACE}/{CONFIG_MAP_NAME}"));
     tokio::spawn(
@@ -274,7 +275,10 @@ pub fn spawn_config_refresh(
             // update is retried on the next tick even if the configuration did not change.
             let mut tls_in_sync = true;
             loop {
-                ticker.tick().await;
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = token.cancelled() => return,
+                }
                 let config = match load_config(&client, &options).await {
                     Ok(config) => config,
                     Err(error) => {
