@@ -252,49 +252,4 @@ mod tests {
         ));
         assert!(!resource_matches("deployments", "apps/v1", "Deployment"));
     }
-
-    fn pool(decided: &str, recommended: u32) -> WarmPool {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "inferscale.dev/v1alpha1", "kind": "WarmPool",
-            "metadata": {"name": "p", "namespace": "serving"},
-            "spec": {
-                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama"},
-                "objective": {"timeToFirstTokenMilliseconds": 2000, "attainment": 0.99},
-                "cost": {"missCostRatio": 0.001},
-                "bounds": {"minReplicas": 1, "maxReplicas": 8},
-                "syncPeriodSeconds": 10
-            },
-            "status": {
-                "recommendedReplicas": recommended,
-                "capacity": {"serving": 2, "pending": 1, "sleeping": 1, "waking": 1,
-                             "placeholders": 2},
-                "lastDecision": {"time": decided, "action": "hold", "message": "",
-                    "recommendedReplicas": recommended, "serving": 2, "sleeping": 1,
-                    "placeholders": 2, "woken": 0, "putToSleep": 0, "capacityPerReplica": 0.5,
-                    "expectedCostPerHour": {"capacity": 1.0, "misses": 0.0, "missCost": 0.0,
-                                            "total": 1.0, "attainment": 1.0}}
-            }
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn serves_a_fresh_status_and_drops_a_stale_one() {
-        // 2026-12-01T10:00:00Z
-        let decided = 1_796_119_200.0;
-        let p = pool("2026-12-01T10:00:00Z", 5);
-        let v = fresh_value(&p, PoolMetric::Recommended, decided + 39.0).unwrap();
-        assert_eq!((v.value, v.kind.as_str()), (5, "Deployment"));
-        // Four 10 s sync periods without a decision: the controller is gone; missing.
-        assert!(fresh_value(&p, PoolMetric::Recommended, decided + 41.0).is_none());
-        // Capacity by tier; waking replicas count as sleeping (not serving yet).
-        let at = decided + 1.0;
-        assert_eq!(fresh_value(&p, PoolMetric::Sleeping, at).unwrap().value, 2);
-        assert_eq!(fresh_value(&p, PoolMetric::Pending, at).unwrap().value, 1);
-        assert_eq!(
-            fresh_value(&p, PoolMetric::Placeholders, at).unwrap().value,
-            2
-        );
-        assert_eq!(fresh_value(&p, PoolMetric::Serving, at).unwrap().value, 2);
-    }
 }

@@ -1025,12 +1025,14 @@ mod warm_pools {
         .unwrap()
     }
 
-    /// The test clock is 1016 s: `vllm` was decided 6 s ago, `stale` 60 s ago (six periods).
+    /// The test clock is 1016 s and a pool is stale after four 10 s periods: `vllm` was
+    /// decided 6 s ago, `edge` 39 s ago (fresh), `stale` 41 s ago.
     fn pool_state() -> AppState {
         let mut state = state(true);
         state.pools = Arc::new(Pools::listed([
             pool("vllm", "vllm", "1970-01-01T00:16:50Z", 5),
-            pool("stale", "old", "1970-01-01T00:15:56Z", 4),
+            pool("edge", "edge", "1970-01-01T00:16:17Z", 3),
+            pool("stale", "old", "1970-01-01T00:16:15Z", 4),
         ]));
         state
     }
@@ -1102,7 +1104,7 @@ mod warm_pools {
             .iter()
             .map(|i| i.described_object.name.as_str())
             .collect();
-        assert_eq!(names, ["vllm"]);
+        assert_eq!(names, ["edge", "vllm"]);
     }
 
     #[tokio::test]
