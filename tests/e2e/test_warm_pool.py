@@ -525,7 +525,7 @@ def test_a_ramp_warm_pool_ahead_of_hpa_on_queue(cluster: Cluster, scalers: Scale
     scalers.ensure_running()
     alone = run_ramp(cluster, "wp-ramp-hpa", warm=False)
     warm = run_ramp(cluster, "wp-ramp-warm", warm=True)
-    report = (f"TTFT-objective ({RAMP_OBJECTIVE_SECONDS:.0f} s) misses on the ramp: "
+    report = (f"TTFT-objective ({RAMP_OBJECTIVE_SECONDS} s) misses on the ramp: "
               f"HPA on queue alone {alone['misses']}/{alone['requests']}, "
               f"warm pool + HPA {warm['misses']}/{warm['requests']}")
     log(report)
@@ -590,9 +590,12 @@ def test_d_zero_forecast_never_drops_the_hpa_below_its_reactive_answer(cluster: 
         time.sleep(1)
     obj = next(m for m in h["currentMetrics"] if m["type"] == "Object")
     from .kube import quantity
-    assert quantity(obj["object"]["current"]["averageValue"]
-                    if "averageValue" in obj["object"]["current"]
-                    else obj["object"]["current"]["value"]) == 1, obj
+    # The HPA shows an AverageValue Object metric per current replica (1 over 3 pods =
+    # 334m): the recommendation it read was 1, and it still kept the 3 the queue asks for.
+    current = obj["object"]["current"]
+    recommended = (quantity(current["averageValue"]) * 3 if "averageValue" in current
+                   else quantity(current["value"]))
+    assert abs(recommended - 1) < 0.01, obj
     c.api.delete(f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers/llm")
     c.api.delete(f"{WARMPOOLS}/namespaces/{ns}/warmpools/llm")
     c.scale(ns, "llm", 0)
