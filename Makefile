@@ -25,19 +25,37 @@ fmt: ## Format the Rust code
 clippy: ## Lint with warnings as errors
 	cargo clippy --workspace --all-targets -- -D warnings
 
-report: ## Decision-quality report: sweep every policy, LP bound, frontiers (docs/decision-quality, README section); 20-50 min on 2 cores
+report: ## Decision-quality report: sweep every policy, LP bound, frontiers (docs/decision-quality, README section); 20-60 min on 2 cores
 	cargo build --release -p inferscale-scaler
 	nice -n 10 target/release/scaler simulate --sweep --quiet --jobs 2 \
 	  --trace $(SHARED)/traces/AzureLLMInferenceTrace_code.csv \
 	  --trace $(SHARED)/traces/AzureLLMInferenceTrace_conv.csv --density 1,20 \
 	  --time-to-ready 120s,300s --out docs/decision-quality --readme README.md
 
-bench: ## Parser and signal benchmarks (criterion), then the replay benchmark
+report-composed: ## hpa-adapter and hpa+warm-pool swept against docs/decision-quality's baseline runs (read back, not re-run) into docs/decision-quality/composed; ~15 min on 2 cores
+	cargo build --release -p inferscale-scaler
+	nice -n 10 target/release/scaler simulate --sweep --quiet --jobs 2 --policy hpa-adapter,hpa+warm-pool \
+	  --trace $(SHARED)/traces/AzureLLMInferenceTrace_code.csv \
+	  --trace $(SHARED)/traces/AzureLLMInferenceTrace_conv.csv --density 1,20 \
+	  --time-to-ready 120s,300s --out docs/decision-quality/composed --import-runs docs/decision-quality
+
+report-routing: ## Routing sensitivity of the best baseline, warm-pool and hpa+warm-pool (docs/decision-quality/routing.md); ~1 min
+	cargo build --release -p inferscale-scaler
+	INFERSCALE_SHARED=$(SHARED) hack/routing-sensitivity.sh
+
+bench: ## Parser and signal benchmarks, per-scrape CPU by stage (criterion), then the replay benchmark
 	cargo bench -p inferscale-metrics --bench parse
+	cargo bench -p inferscale-adapter --bench scrape_stages
 	cargo bench -p inferscale-scaler
 
 fuzz: ## Fuzz the exposition parser for FUZZ_SECONDS (default 120)
 	hack/fuzz.sh $(or $(FUZZ_SECONDS),120)
+
+compare: ## Freshness side by side: inferscale vs Prometheus + KEDA vs KEDA metrics-api, real control plane (~1 h, not in CI)
+	hack/compare.sh $(COMPARE_ARGS)
+
+envelope: ## Scale envelope: adapter CPU and RSS at 100..10,000 targets, 10 min each (~1 h; ENVELOPE_ARGS="--targets 1000 --duration 60" for a quick look)
+	nice -n 10 python3 -m tests.perf.envelope $(ENVELOPE_ARGS)
 
 binaries: ## Build and cache the Kubernetes test binaries (kube-apiserver, etcd, kwok, ...)
 	hack/build-binaries.sh
@@ -45,4 +63,4 @@ binaries: ## Build and cache the Kubernetes test binaries (kube-apiserver, etcd,
 e2e: ## End-to-end tests: real control plane, HPA, simulated vLLM fleet (tests/e2e)
 	hack/e2e-test.sh
 
-.PHONY: help demo inspect-demo test setup fmt clippy report bench fuzz binaries e2e
+.PHONY: help demo inspect-demo test setup fmt clippy report report-composed report-routing bench fuzz binaries e2e compare envelope

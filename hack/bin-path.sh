@@ -4,6 +4,7 @@
 #   "$(hack/bin-path.sh kube-apiserver)" --version
 # Exits 1 (with a hint on stderr) if it has not been built, 2 on bad usage.
 # Components: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok llm-d-inference-sim
+#             prometheus promtool helm keda keda-adapter
 set -euo pipefail
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=hack/versions.env
@@ -18,6 +19,9 @@ case "$1" in
   etcd) version=$ETCD_VERSION ;;
   kwok) version=$KWOK_VERSION ;;
   llm-d-inference-sim) version=$LLMD_SIM_VERSION ;;
+  prometheus | promtool) version=$PROMETHEUS_VERSION ;;
+  helm) version=$HELM_VERSION ;;
+  keda | keda-adapter) version=$KEDA_VERSION ;;
   *)
     echo "$0: unknown component '$1'" >&2
     exit 2

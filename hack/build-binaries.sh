@@ -5,6 +5,9 @@
 #   etcd                                  (go.etcd.io/etcd/server/v3)
 #   kwok (+ upstream Stage configs)       (sigs.k8s.io/kwok/cmd/kwok)
 #   llm-d-inference-sim (vLLM simulator)  (github.com/llm-d/llm-d-inference-sim)
+#   prometheus, promtool                  (github.com/prometheus/prometheus/cmd/...)
+#   helm                                  (helm.sh/helm/v3/cmd/helm)
+#   keda, keda-adapter (+ upstream CRDs)  (github.com/kedacore/keda/v2/cmd/{operator,adapter})
 #
 # Usage: hack/build-binaries.sh [component ...]     (default: all of the above)
 #
@@ -61,7 +64,8 @@ source "$HACK_DIR/versions.env"
 
 CACHE_DIR="${INFERSCALE_CACHE:-$HOME/.cache/inferscale}"
 BIN_ROOT="$CACHE_DIR/bin"
-ALL_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok llm-d-inference-sim)
+ALL_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok llm-d-inference-sim
+  promtool prometheus helm keda keda-adapter)
 PROGRESS_INTERVAL="${INFERSCALE_PROGRESS_INTERVAL:-30}"
 
 log() { printf '[build-binaries %(%H:%M:%S)T] %s\n' -1 "$*"; }
@@ -74,6 +78,9 @@ component_version() {
     etcd) echo "$ETCD_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
     llm-d-inference-sim) echo "$LLMD_SIM_VERSION" ;;
+    promtool | prometheus) echo "$PROMETHEUS_VERSION" ;;
+    helm) echo "$HELM_VERSION" ;;
+    keda | keda-adapter) echo "$KEDA_VERSION" ;;
     *) return 1 ;;
   esac
 }
@@ -84,6 +91,9 @@ component_module() {
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     kwok) echo sigs.k8s.io/kwok ;;
     llm-d-inference-sim) echo github.com/llm-d/llm-d-inference-sim ;;
+    promtool | prometheus) echo github.com/prometheus/prometheus ;;
+    helm) echo helm.sh/helm/v3 ;;
+    keda | keda-adapter) echo github.com/kedacore/keda/v2 ;;
   esac
 }
 
@@ -95,6 +105,11 @@ component_package() {
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     kwok) echo sigs.k8s.io/kwok/cmd/kwok ;;
     llm-d-inference-sim) echo github.com/llm-d/llm-d-inference-sim/cmd/llm-d-inference-sim ;;
+    promtool | prometheus) echo "github.com/prometheus/prometheus/cmd/$1" ;;
+    helm) echo helm.sh/helm/v3/cmd/helm ;;
+    # Upstream's Makefile builds cmd/operator as bin/keda and cmd/adapter as bin/keda-adapter.
+    keda) echo github.com/kedacore/keda/v2/cmd/operator ;;
+    keda-adapter) echo github.com/kedacore/keda/v2/cmd/adapter ;;
   esac
 }
 
@@ -103,6 +118,9 @@ version_args() {
   case "$1" in
     kubectl) echo "version --client" ;;
     llm-d-inference-sim) echo "--help" ;;
+    helm) echo "version" ;;
+    # Neither KEDA binary has a version flag; pflag's --help exits 0.
+    keda | keda-adapter) echo "--help" ;;
     *) echo "--version" ;;
   esac
 }
@@ -265,6 +283,27 @@ add_kube_staging_replaces() { # work upstream_gomod
   log "  $(wc -w <<<"$mods") staging modules replaced with $staging_version"
 }
 
+# Repeats the upstream go.mod's `replace` directives whose target is another module version
+# (not a local ./ or ../ path, which is not in the module zip).
+add_upstream_module_replaces() { # work upstream_gomod
+  local work=$1 upstream=$2 lines
+  lines=$(awk '
+    /^replace \($/ { block = 1; next }
+    block && /^\)/ { block = 0; next }
+    { line = $0; sub(/^replace[[:space:]]+/, "", line) }
+    (block || $1 == "replace") && line ~ /=>/ {
+      split(line, side, "=>"); target = side[2]; gsub(/^[[:space:]]+|[[:space:]]+$/, "", target)
+      if (target !~ /^\.\.?\//) { gsub(/^[[:space:]]+/, "", line); print line }
+    }' "$upstream")
+  [[ -n "$lines" ]] || return 0
+  {
+    echo
+    echo "// The upstream module's own replaces (a dependency's go.mod replaces are ignored)."
+    while IFS= read -r line; do echo "replace $line"; done <<<"$lines"
+  } >>"$work/go.mod"
+  log "  $(wc -l <<<"$lines") upstream replace(s) repeated"
+}
+
 kube_ldflags() { # info_file
   local minor build_date
   minor=${KUBERNETES_VERSION#v1.}
@@ -362,6 +401,36 @@ build_component() { # component
     kwok)
       ldflags+=" -X sigs.k8s.io/kwok/pkg/consts.Version=$ver"
       ;;
+    promtool | prometheus)
+      # Upstream's .promu.yml flags. The module v0.3XX.Y is Prometheus 3.XX.Y; without these
+      # `--version` prints no version at all. (No `builtinassets` tag: the module zip has no
+      # compiled web UI; the HTTP API, which is all the tests use, does not need it.)
+      local promver=${ver#v0.}
+      promver="${promver%%.*}"
+      promver="${promver:0:1}.${promver:1}.${ver##*.}"
+      promver=$(sed -E 's/\.0+([0-9])/.\1/g' <<<"$promver")
+      local pv=github.com/prometheus/common/version
+      ldflags+=" -X $pv.Version=$promver -X $pv.Revision=module-$ver -X $pv.Branch=module"
+      ldflags+=" -X $pv.BuildUser=inferscale -X $pv.BuildDate=$(sed -n 's/.*"Time":"\([0-9-]*\)T.*/\1/p' "$MOD_INFO" | tr -d -)"
+      ;;
+    helm)
+      # Upstream's Makefile: the version, and the Kubernetes version `helm template` and
+      # `helm lint` assume, taken from the k8s.io/client-go it is built with.
+      local k8s_minor
+      k8s_minor=$(sed -nE 's/^[[:space:]]*k8s.io\/client-go v0\.([0-9]+)\..*/\1/p' "$MOD_GOMOD")
+      ldflags+=" -X helm.sh/helm/v3/internal/version.version=$ver -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+      local pkg_
+      for pkg_ in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+        ldflags+=" -X $pkg_.k8sVersionMajor=1 -X $pkg_.k8sVersionMinor=${k8s_minor:-20}"
+      done
+      ;;
+    keda | keda-adapter)
+      # KEDA's go.mod carries module-to-module replaces (nexus-proto-annotations) that only a
+      # main module's go.mod applies: repeat them in the wrapper. Version flags as its Makefile.
+      add_upstream_module_replaces "$work" "$MOD_GOMOD"
+      ldflags+=" -X github.com/kedacore/keda/v2/version.Version=${ver#v}"
+      ldflags+=" -X github.com/kedacore/keda/v2/version.GitCommit=module-$ver"
+      ;;
     llm-d-inference-sim)
       # Resolve the graph first to see whether the cgo tokenizers binding is in it.
       (cd "$work" && go mod download "$module" >/dev/null 2>&1 && go list -deps "$pkg" 2>/dev/null) >"$work/deps.txt" || true
@@ -417,6 +486,11 @@ build_component() { # component
     mkdir -p "$tmp/stages"
     (cd "$MOD_DIR/kustomize/stage" &&
       find . -name '*.yaml' ! -name kustomization.yaml ! -path '*/testdata/*' -exec cp --parents {} "$tmp/stages/" \;)
+  fi
+  if [[ "$comp" == keda && -d "$MOD_DIR/config/crd/bases" ]]; then
+    # The operator watches ScaledObjects etc.: ship upstream's CRDs to apply to a test cluster.
+    mkdir -p "$tmp/crds"
+    cp "$MOD_DIR"/config/crd/bases/*.yaml "$tmp/crds/"
   fi
   cp "$work/go.mod" "$tmp/wrapper.go.mod"
   [[ -f "$work/go.sum" ]] && cp "$work/go.sum" "$tmp/wrapper.go.sum"

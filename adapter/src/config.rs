@@ -105,6 +105,14 @@ pub struct ServeArgs {
     /// deploy/components/warm-pool).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub warm_pools: bool,
+    /// Serve KEDA's external-scaler gRPC contract on this address (TLS with the serving
+    /// certificate; e.g. `:9443`; loopback only in standalone mode). Off when absent.
+    #[arg(long)]
+    pub keda_scaler_listen: Option<String>,
+    /// CA (PEM) that KEDA's client certificate must chain to; with it, the external
+    /// scaler refuses clients without one. Read at start. Needs --keda-scaler-listen.
+    #[arg(long)]
+    pub keda_client_ca_file: Option<String>,
     /// How long SubjectAccessReview decisions (allowed and denied) are cached.
     #[arg(long, default_value_t = DEFAULT_ALLOW_CACHE_TTL.into())]
     pub authorization_cache_ttl: humantime::Duration,
@@ -139,6 +147,8 @@ pub struct ServeConfig {
     pub stale_after: Duration,
     /// Serve `external.metrics.k8s.io`.
     pub external_metrics: bool,
+    /// KEDA's external scaler (`None`: not served).
+    pub keda_scaler: Option<KedaScalerConfig>,
     /// Bounds on client connections.
     pub connections: ConnectionLimits,
     /// Readiness waits at most this long after the pod watches listed for the first scrape of
@@ -159,6 +169,16 @@ pub enum Mode {
     },
     /// Pods watched in a cluster, served over TLS with delegated authentication.
     Cluster(Box<ClusterConfig>),
+}
+
+/// Where and how KEDA's external scaler is served.
+#[derive(Debug, Clone)]
+pub struct KedaScalerConfig {
+    pub listen: SocketAddr,
+    /// The serving certificate (`--tls-cert-file`…; self-signed when absent).
+    pub tls: TlsOptions,
+    /// Require client certificates chaining to this CA.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Settings used only with a cluster.
@@ -214,12 +234,25 @@ impl ServeArgs {
         if self.tls_cert_file.is_some() != self.tls_private_key_file.is_some() {
             errors.push("--tls-cert-file and --tls-private-key-file go together".into());
         }
+        let keda_scaler = self.keda_scaler(&mut errors);
         let mode = if self.standalone {
+            if keda_scaler
+                .as_ref()
+                .is_some_and(|k| !k.listen.ip().is_loopback())
+            {
+                errors.push(
+                    "--keda-scaler-listen must be a loopback address in standalone mode".into(),
+                );
+            }
             if self.targets.is_empty() && self.targets_file.is_none() {
                 errors.push("--standalone needs --target or --targets-file".into());
             }
             let targets = self.static_targets(&mut errors);
             match parse_listen(&self.insecure_listen) {
+                Ok(addr) if keda_scaler.as_ref().is_some_and(|k| k.listen == addr) => {
+                    errors.push("--keda-scaler-listen must differ from --insecure-listen".into());
+                    None
+                }
                 Ok(addr) if addr.ip().is_loopback() => Some(Mode::Standalone {
                     listen: addr,
                     targets,
@@ -241,6 +274,10 @@ impl ServeArgs {
                 errors.push("--pod-selector must not be empty (it would scrape every pod)".into());
             }
             match parse_listen(&self.listen) {
+                Ok(listen) if keda_scaler.as_ref().is_some_and(|k| k.listen == listen) => {
+                    errors.push("--keda-scaler-listen must differ from --listen".into());
+                    None
+                }
                 Ok(listen) => Some(Mode::Cluster(Box::new(self.cluster(listen)))),
                 Err(e) => {
                     errors.push(e);
@@ -265,6 +302,7 @@ impl ServeArgs {
                 window,
                 stale_after: self.scrape_interval * STALE_AFTER_INTERVALS + self.scrape_timeout,
                 external_metrics: self.external_metrics,
+                keda_scaler,
                 connections: ConnectionLimits {
                     max_connections: self.max_connections,
                     ..ConnectionLimits::default()
@@ -296,16 +334,40 @@ impl ServeArgs {
     }
 
     /// The in-cluster settings, as the option structs of the parts that use them.
+    /// The serving certificate options.
+    fn tls(&self) -> TlsOptions {
+        TlsOptions {
+            cert_file: self.tls_cert_file.as_ref().map(PathBuf::from),
+            key_file: self.tls_private_key_file.as_ref().map(PathBuf::from),
+            extra_sans: self.tls_sans.clone(),
+        }
+    }
+
+    /// KEDA's external scaler, if `--keda-scaler-listen` asks for it; problems go to
+    /// `errors`.
+    fn keda_scaler(&self, errors: &mut Vec<String>) -> Option<KedaScalerConfig> {
+        if self.keda_client_ca_file.is_some() && self.keda_scaler_listen.is_none() {
+            errors.push("--keda-client-ca-file needs --keda-scaler-listen".into());
+        }
+        match parse_listen(self.keda_scaler_listen.as_deref()?) {
+            Ok(listen) => Some(KedaScalerConfig {
+                listen,
+                tls: self.tls(),
+                client_ca_file: self.keda_client_ca_file.as_ref().map(PathBuf::from),
+            }),
+            Err(e) => {
+                errors.push(format!("--keda-scaler-listen: {e}"));
+                None
+            }
+        }
+    }
+
     fn cluster(&self, listen: SocketAddr) -> ClusterConfig {
         let path = |file: &Option<String>| file.as_ref().map(PathBuf::from);
         let authorization_cache_ttl = self.authorization_cache_ttl.into();
         ClusterConfig {
             listen,
-            tls: TlsOptions {
-                cert_file: path(&self.tls_cert_file),
-                key_file: path(&self.tls_private_key_file),
-                extra_sans: self.tls_sans.clone(),
-            },
+            tls: self.tls(),
             auth: DelegatedAuthOptions {
                 authentication: AuthnOptions {
                     client_ca_file: path(&self.client_ca_file),
@@ -404,6 +466,55 @@ mod tests {
         assert_eq!(
             cluster.auth.authorization.allow_cache_ttl,
             DEFAULT_ALLOW_CACHE_TTL
+        );
+    }
+
+    #[test]
+    fn the_keda_scaler_is_off_by_default_and_on_its_own_address() {
+        assert!(args(&[]).validate().unwrap().keda_scaler.is_none());
+        let config = args(&[
+            "--keda-scaler-listen=:9443",
+            "--keda-client-ca-file=/etc/keda-ca/ca.crt",
+            "--tls-cert-file=/certs/tls.crt",
+            "--tls-private-key-file=/certs/tls.key",
+        ])
+        .validate()
+        .unwrap();
+        let keda = config.keda_scaler.unwrap();
+        assert_eq!(keda.listen, "[::]:9443".parse::<SocketAddr>().unwrap());
+        assert_eq!(keda.client_ca_file, Some("/etc/keda-ca/ca.crt".into()));
+        assert_eq!(keda.tls.cert_file, Some("/certs/tls.crt".into()));
+        let errors = args(&["--keda-client-ca-file=/ca.crt"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["--keda-client-ca-file needs --keda-scaler-listen"]
+        );
+        // Standalone: loopback only, like the plain-HTTP listener.
+        let standalone = |keda: &str| {
+            args(&[
+                "--standalone",
+                "--target=a/b=http://127.0.0.1:1/metrics",
+                keda,
+            ])
+            .validate()
+        };
+        assert!(standalone("--keda-scaler-listen=127.0.0.1:9443").is_ok());
+        assert_eq!(
+            standalone("--keda-scaler-listen=:9443").unwrap_err(),
+            vec!["--keda-scaler-listen must be a loopback address in standalone mode"]
+        );
+        assert_eq!(
+            standalone("--keda-scaler-listen=127.0.0.1:8080").unwrap_err(),
+            vec!["--keda-scaler-listen must differ from --insecure-listen"]
+        );
+        let errors = args(&["--keda-scaler-listen=:6443"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["--keda-scaler-listen must differ from --listen"]
         );
     }
 

@@ -63,6 +63,7 @@ pub mod config;
 pub mod error_chain;
 pub mod http;
 pub mod inspect;
+pub mod keda;
 pub mod lifecycle;
 pub mod quantity;
 pub mod scrape;

@@ -12,9 +12,14 @@ pub fn format_quantity(value: f64) -> Option<String> {
     if !value.is_finite() {
         return None;
     }
-    // Integers up to 2^53 are exact in f64; above that print the integer part as is.
-    if value.fract() == 0.0 && value.abs() < 9.0e15 {
-        return Some(format!("{}", value as i64));
+    // Integers print as integers. Every f64 from 2^53 up is an integer; those (and any
+    // integer too large for i64) print their exact decimal expansion, never through an
+    // `as i64` cast, which saturates (1e17 would read 9223372036854775807m).
+    if value.fract() == 0.0 {
+        if value.abs() < 9.0e15 {
+            return Some(format!("{}", value as i64));
+        }
+        return Some(format!("{value:.0}"));
     }
     for (scale, suffix) in [(1e3, "m"), (1e6, "u"), (1e9, "n")] {
         let scaled = value * scale;
@@ -51,6 +56,16 @@ mod tests {
         assert_eq!(format_quantity(1e-12).as_deref(), Some("0"));
         assert_eq!(format_quantity(f64::NAN), None);
         assert_eq!(format_quantity(f64::INFINITY), None);
+    }
+
+    #[test]
+    fn huge_integers_print_their_exact_value_not_a_saturated_cast() {
+        assert_eq!(format_quantity(1e17).as_deref(), Some("100000000000000000"));
+        assert_eq!(
+            format_quantity(-2f64.powi(70)).as_deref(),
+            Some("-1180591620717411303424")
+        );
+        assert_eq!(format_quantity(9.0e15).as_deref(), Some("9000000000000000"));
     }
 
     #[test]

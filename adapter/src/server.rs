@@ -262,10 +262,12 @@ async fn run_standalone(
         )
         .instrument(info_span!("http")),
     );
+    let mut servers = vec![("HTTP server", server)];
+    servers.extend(spawn_keda_scaler(&core, config)?);
     run_until_stopped(
         &core.lifecycle,
         config.shutdown_delay,
-        vec![("HTTP server", server)],
+        servers,
         vec![("scrape loop", scraper)],
     )
     .await
@@ -348,11 +350,38 @@ async fn run_cluster(
         ("scrape loop", scraper),
         ("authentication config watch", auth_config_task),
     ]);
-    run_until_stopped(
-        &core.lifecycle,
-        config.shutdown_delay,
-        vec![("HTTPS server", server)],
-        others,
-    )
-    .await
+    let mut servers = vec![("HTTPS server", server)];
+    servers.extend(spawn_keda_scaler(&core, config)?);
+    run_until_stopped(&core.lifecycle, config.shutdown_delay, servers, others).await
+}
+
+/// Serves KEDA's external scaler, if configured, with its own TLS state over the same serving certificate
+/// files: client certificates are not requested, or required from the `--keda-client-ca-file`
+/// CA (the cluster's client CAs, which the API's port trusts, play no part here). It stops
+/// with the HTTPS server (the `serving` token): open streams end with OK, and KEDA reconnects
+/// to another replica.
+fn spawn_keda_scaler(core: &Core, config: &ServeConfig) -> Result<Option<Critical>, ServerError> {
+    let Some(keda) = &config.keda_scaler else {
+        return Ok(None);
+    };
+    let tls = TlsState::new(&keda.tls)?;
+    if let Some(path) = &keda.client_ca_file {
+        tls.require_client_certificates(crate::tls::read_ca_file(path)?)?;
+    }
+    let listener = bind(keda.listen)?;
+    let listen = listener.local_addr().unwrap_or(keda.listen);
+    info!(
+        %listen,
+        fingerprint = %tls.serving_fingerprint(),
+        client_certificates = if keda.client_ca_file.is_some() { "required" } else { "not requested" },
+        "serving KEDA's external scaler (gRPC, TLS)"
+    );
+    let shutdown = core.lifecycle.serving.clone();
+    let service = crate::keda::ScalerService::new(core.store.clone(), shutdown.clone())
+        .with_telemetry(core.telemetry.clone());
+    let task = tokio::spawn(
+        crate::keda::serve(listener, tls, service, core.serve_options(config), shutdown)
+            .instrument(info_span!("keda_scaler")),
+    );
+    Ok(Some(("KEDA external-scaler server", task)))
 }

@@ -130,6 +130,8 @@ struct ServingMaterial {
 struct ClientCas {
     requestheader: Vec<CertificateDer<'static>>,
     client_ca: Vec<CertificateDer<'static>>,
+    /// Refuse clients without a certificate (a port with no other authentication).
+    required: bool,
 }
 
 struct Inner {
@@ -231,15 +233,34 @@ impl TlsState {
         requestheader: Vec<CertificateDer<'static>>,
         client_ca: Vec<CertificateDer<'static>>,
     ) -> Result<(), TlsError> {
+        self.replace_client_cas(ClientCas {
+            requestheader,
+            client_ca,
+            required: false,
+        })
+    }
+
+    /// Makes a client certificate that chains to `client_ca` a condition of the handshake,
+    /// for a port that authenticates its clients in no other way (KEDA's external scaler).
+    /// On error the previous configuration stays.
+    pub fn require_client_certificates(
+        &self,
+        client_ca: Vec<CertificateDer<'static>>,
+    ) -> Result<(), TlsError> {
+        self.replace_client_cas(ClientCas {
+            requestheader: Vec::new(),
+            client_ca,
+            required: true,
+        })
+    }
+
+    /// Rebuilds the configuration with `cas`; on error the previous one stays.
+    fn replace_client_cas(&self, cas: ClientCas) -> Result<(), TlsError> {
         let mut guard = self
             .inner
             .material
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let cas = ClientCas {
-            requestheader,
-            client_ca,
-        };
         let config = build_server_config(&self.inner.provider, &guard.0, &cas)?;
         guard.1 = cas;
         self.swap(config);
@@ -338,6 +359,14 @@ async fn read_file_async(path: &Path) -> Result<Vec<u8>, TlsError> {
         })
 }
 
+/// The CA certificates of a PEM file (e.g. `--keda-client-ca-file`).
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    parse_pem_certificates(&read_file(path)?).map_err(|reason| TlsError::ParseCertificates {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
 /// Parses all PEM certificates in `pem`; fails on malformed PEM or when there are none.
 pub(crate) fn parse_pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = rustls_pemfile::certs(&mut &pem[..])
@@ -422,11 +451,15 @@ fn client_verifier(
             "some client CA certificates could not be used as trust anchors"
         );
     }
-    if added == 0 {
+    if added == 0 && !cas.required {
         return Ok(WebPkiClientVerifier::no_client_auth());
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        // Bearer-token clients connect without a certificate; authentication decides later.
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if cas.required {
+        return builder.build().map_err(TlsError::ClientVerifier);
+    }
+    // Bearer-token clients connect without a certificate; authentication decides later.
+    builder
         .allow_unauthenticated()
         .build()
         .map_err(TlsError::ClientVerifier)
@@ -793,6 +826,7 @@ mod tests {
         let cas = ClientCas {
             requestheader: vec![],
             client_ca: vec![ca.der()],
+            required: false,
         };
         let verifier = client_verifier(&provider, &cas).expect("one CA");
         assert!(verifier.offer_client_auth());

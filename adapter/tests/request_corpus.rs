@@ -19,19 +19,15 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use inferscale_adapter::api::{router, AppState};
+use inferscale_adapter::api::router;
 use inferscale_adapter::auth::AuthState;
 use inferscale_adapter::http::{serve_plain, ServeOptions};
-use inferscale_adapter::store::TargetRegistry;
-use inferscale_adapter::store::{OwnerRef, PodKey, ScrapeSink, Store, Target, TargetKind};
-use inferscale_adapter::telemetry::Telemetry;
-use inferscale_metrics::profile::{Engine, GaugeSignal};
-use inferscale_metrics::snapshot::EngineSnapshot;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
+
+mod support;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,39 +61,7 @@ fn corpus() -> Corpus {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn clock() -> f64 {
-    1016.0
-}
-
-/// One Ready pod `llm/vllm-a` (label app=vllm, Deployment vllm, model llama, 3 waiting),
-/// scraped twice.
-fn state() -> AppState {
-    let store = Arc::new(Store::new(60.0, 18.0));
-    store.upsert_target(Target {
-        key: PodKey::new("llm", "vllm-a"),
-        uid: "uid-a".into(),
-        kind: TargetKind::Engine,
-        url: Some("http://127.0.0.1:1/metrics".into()),
-        labels: BTreeMap::from([("app".to_owned(), "vllm".to_owned())]),
-        node: Some("gpu-node-1".into()),
-        ready: true,
-        terminating: false,
-        asleep: false,
-        owners: vec![OwnerRef {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            name: "vllm".into(),
-        }],
-    });
-    for t in [1000.0, 1015.0] {
-        let mut s = EngineSnapshot::new(t, Engine::Vllm);
-        s.model_mut("llama").set_gauge(GaugeSignal::QueueDepth, 3.0);
-        store.record_engine_scrape(&PodKey::new("llm", "vllm-a"), s, 0.01);
-    }
-    let mut state = AppState::new(store, Arc::new(Telemetry::new()));
-    state.clock = clock;
-    state
-}
+use support::state;
 
 /// `\xNN`, `\r`, `\n` and `\\` in a case's raw text as bytes.
 fn unescape(text: &str) -> Vec<u8> {

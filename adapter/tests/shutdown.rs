@@ -23,6 +23,9 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// When a request was sent, and its status or why it failed.
+type Outcome = (Instant, Result<u16, String>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_requests_and_exits_zero() {
     let port = free_port();
@@ -59,7 +62,7 @@ async fn sigterm_drains_requests_and_exits_zero() {
     }
 
     // (sent at, answered 200?) of every request.
-    let log: Arc<Mutex<Vec<(Instant, Result<u16, String>)>>> = Arc::default();
+    let log: Arc<Mutex<Vec<Outcome>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for _ in 0..8 {

@@ -12,7 +12,7 @@ use crate::calibration::{
 };
 use crate::policy::hpa::{DEFAULT_CPU_TARGET, DEFAULT_QUEUE_TARGET_PER_POD};
 use crate::policy::kpa::{DEFAULT_AIBRIX_KV_TARGET, DEFAULT_KPA_CONCURRENCY_TARGET};
-use crate::policy::spec::PolicySpec;
+use crate::policy::spec::{PolicySpec, Reactive};
 use crate::policy::warm_pool::{DEFAULT_COST_RATIO, DEFAULT_WARM_POOL_UTILISATION};
 use crate::policy::{oracle, PolicyError, PolicyKind};
 use crate::replay::{
@@ -41,6 +41,12 @@ pub enum CliError {
     /// Writing an output failed.
     #[error("cannot write {path}")]
     Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Reading an input (an earlier report's runs, the README to regenerate) failed.
+    #[error("cannot read {path}")]
+    Read {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -86,7 +92,7 @@ pub struct SimulateArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "fixed,hpa-cpu,hpa-queue,hpa-ttft,hpa-tokens,keda,kpa,aibrix,warm-pool,oracle"
+        default_value = "fixed,hpa-cpu,hpa-queue,hpa-ttft,hpa-tokens,keda,kpa,aibrix,hpa-adapter,warm-pool,hpa+warm-pool,oracle"
     )]
     pub policy: Vec<String>,
     /// Median cold start of a new replica (e.g. 120s, 5m); comma-separated for a sweep.
@@ -143,6 +149,11 @@ pub struct SimulateArgs {
     /// HPA-CPU target utilisation (fraction).
     #[arg(long, default_value_t = DEFAULT_CPU_TARGET)]
     pub cpu_target: f64,
+    /// `hpa-adapter` and `hpa+warm-pool`: the reactive metric (`queue` with `--queue-target`,
+    /// `tokens` with `--token-target`, `ttft` with `--ttft-target`), read through inferscale's
+    /// adapter.
+    #[arg(long, default_value = "queue")]
+    pub reactive: String,
     /// Warm pool: prior per-replica capacity (replica-seconds of work per second) until it has
     /// learned one.
     #[arg(long, default_value_t = DEFAULT_WARM_POOL_UTILISATION)]
@@ -172,6 +183,11 @@ pub struct SimulateArgs {
     /// With `--sweep`: replays run at once (each on its own thread).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
+    /// With `--sweep`: the families `--policy` leaves out are read back from this earlier
+    /// report's `<scenario>/runs.md` instead of being re-run (same traces, times-to-ready and
+    /// replay), so a few families can be swept against every baseline's frontier.
+    #[arg(long, requires = "sweep")]
+    pub import_runs: Option<PathBuf>,
 }
 
 /// Parses `120s`, `2m`, `500ms`, `1h` or a bare number of seconds.
@@ -217,6 +233,8 @@ pub struct Resolved {
     pub readme: Option<PathBuf>,
     pub sweep: bool,
     pub jobs: usize,
+    /// With a sweep: an earlier report whose runs stand in for the families not swept.
+    pub import_runs: Option<PathBuf>,
     /// Size the initial fleet from the trace (no `--initial-replicas` given).
     pub auto_initial: bool,
 }
@@ -233,6 +251,7 @@ pub struct Knobs {
     pub cpu_target: f64,
     pub cost_ratio: f64,
     pub warm_utilisation: f64,
+    pub reactive: Reactive,
     pub min_replicas: u32,
 }
 
@@ -277,8 +296,28 @@ impl Knobs {
                 capacity: self.warm_utilisation,
                 min,
             },
+            PolicyKind::HpaAdapter => PolicySpec::HpaAdapter {
+                metric: self.reactive,
+                target: self.reactive_target(),
+                min,
+            },
+            PolicyKind::HpaWarmPool => PolicySpec::HpaWarmPool {
+                metric: self.reactive,
+                target: self.reactive_target(),
+                cost_ratio: self.cost_ratio,
+                capacity: self.warm_utilisation,
+                min,
+            },
             PolicyKind::Oracle => return None,
         })
+    }
+
+    fn reactive_target(&self) -> f64 {
+        match self.reactive {
+            Reactive::Queue => self.queue_target,
+            Reactive::Tokens => self.token_target,
+            Reactive::Ttft => self.ttft_target,
+        }
     }
 }
 
@@ -331,6 +370,13 @@ impl SimulateArgs {
             ));
             Routing::LeastOutstanding
         });
+        let reactive = Reactive::parse(&self.reactive).unwrap_or_else(|| {
+            problems.note(format!(
+                "--reactive {:?}: one of queue, tokens, ttft",
+                self.reactive
+            ));
+            Reactive::Queue
+        });
         let ttr = StartupTime::new(times_to_ready[0], TIME_TO_READY_LOG_SIGMA);
         let wake = StartupTime::new(SLEEP_WAKE_MEDIAN_SECS, SLEEP_WAKE_LOG_SIGMA);
         let (Ok(ttr), Ok(wake), true) = (ttr, wake, problems.0.is_empty()) else {
@@ -365,11 +411,12 @@ impl SimulateArgs {
             },
             times_to_ready,
             slo_attainment: self.slo_attainment,
-            knobs: self.knobs(),
+            knobs: self.knobs(reactive),
             out: self.out.clone(),
             readme: self.readme.clone(),
             sweep: self.sweep,
             jobs: self.jobs.max(1),
+            import_runs: self.import_runs.clone(),
             auto_initial: self.initial_replicas.is_none(),
         })
     }
@@ -435,7 +482,7 @@ impl SimulateArgs {
         }
     }
 
-    fn knobs(&self) -> Knobs {
+    fn knobs(&self, reactive: Reactive) -> Knobs {
         Knobs {
             fixed_replicas: self.fixed_replicas,
             queue_target: self.queue_target,
@@ -446,6 +493,7 @@ impl SimulateArgs {
             cpu_target: self.cpu_target,
             cost_ratio: self.cost_ratio,
             warm_utilisation: self.warm_utilisation,
+            reactive,
             min_replicas: self.min_replicas,
         }
     }

@@ -27,6 +27,9 @@
 //!   hanging, failing, HTML, garbage, oversized, gzip-bomb, non-finite, broken-histogram,
 //!   duplicated, redirecting, 300,000-model or vanished `/metrics` ([`faults`], the table in
 //!   [`server`]);
+//! - a **fleet** of scrape targets in one process (`vllm-sim fleet`): a real capture
+//!   replayed with moving counters and a settable queue, on thousands of loopback addresses,
+//!   for the adapter's load tests ([`fleet`]);
 //! - a **dcgm-exporter** for a fake node whose GPUs are handed to pods from an assignments
 //!   file and look as busy as those pods are, in the 23-family layout of a real L4 capture
 //!   ([`dcgm`], [`dcgm_server`]).
@@ -39,6 +42,7 @@ pub mod dcgm;
 pub mod dcgm_server;
 pub mod engine;
 pub mod faults;
+pub mod fleet;
 pub mod openai;
 pub mod process;
 pub mod pyfloat;

@@ -6,7 +6,7 @@ use anyhow::{ensure, Context, Result};
 use clap::{Parser, Subcommand};
 use inferscale_sim::dcgm::Node;
 use inferscale_sim::engine::{Engine, EngineConfig, SleepConfig};
-use inferscale_sim::{dcgm_server, server};
+use inferscale_sim::{dcgm_server, fleet, server};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,6 +89,39 @@ enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         wake_time_level2: Duration,
     },
+    /// Many scrape targets in one process: a real /metrics capture replayed (counters and
+    /// histograms grow every second, the queue gauges as set on the admin endpoint) on
+    /// consecutive loopback addresses, for load tests of a scraper. Each target costs two file
+    /// descriptors (listener and connection).
+    #[command(after_help = "\
+Admin endpoints (on --admin):
+  POST /admin/load {\"waiting\": W, \"running\": R}   every target reports W waiting and R running
+      from the next scrape on; answers {\"at\": unix seconds, \"load\": ...}
+  GET  /admin/stats                             targets, scrapes answered, body sizes
+
+Example: 5,000 targets on 127.3.0.1..., the vLLM 0.18 capture
+  vllm-sim fleet --capture ../shared/fixtures/vllm/vllm-0.16to0.18-v1-kops-k8s-ai-conformance-qwen2.5-0.5b.txt \\
+    --first-address 127.3.0.1 --count 5000 --admin 127.0.0.1:7999")]
+    Fleet {
+        /// A real /metrics capture (Prometheus text format) to replay.
+        #[arg(long)]
+        capture: PathBuf,
+        /// First target address; the others follow it (host bytes .0 and .255 skipped).
+        #[arg(long, default_value = "127.3.0.1", conflicts_with = "addresses_file")]
+        first_address: std::net::Ipv4Addr,
+        /// Number of targets from --first-address.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// File of target addresses, one IP per line (instead of --first-address/--count).
+        #[arg(long)]
+        addresses_file: Option<PathBuf>,
+        /// Port every target listens on.
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        /// Address of the admin endpoint (loopback).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+    },
     /// A dcgm-exporter for one fake node.
     #[command(after_help = ADMIN_HELP)]
     Dcgm {
@@ -158,6 +191,39 @@ async fn main() -> Result<()> {
                 .with_context(|| format!("binding {host}:{port}"))?;
             info!(%host, port, "vllm-sim serving");
             server::run(listener, engine, server::shutdown_signal()).await?;
+        }
+        Command::Fleet {
+            capture,
+            first_address,
+            count,
+            addresses_file,
+            port,
+            admin,
+        } => {
+            let text = std::fs::read_to_string(&capture)
+                .with_context(|| format!("reading {}", capture.display()))?;
+            let addresses = match addresses_file {
+                Some(file) => std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|ip| {
+                        ip.parse::<IpAddr>()
+                            .map(|ip| std::net::SocketAddr::new(ip, port))
+                            .with_context(|| format!("{}: not an IP address: {ip}", file.display()))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                None => fleet::consecutive_addresses(first_address, count, port),
+            };
+            for address in addresses.iter().chain(admin.iter()) {
+                ensure!(
+                    address.ip().is_loopback(),
+                    "{address} is not a loopback address (the fleet is for local load tests)"
+                );
+            }
+            let state = fleet::Fleet::new(fleet::Replay::new(&text), addresses.len());
+            fleet::run(state, &addresses, admin, server::shutdown_signal()).await?;
         }
         Command::Dcgm {
             host,

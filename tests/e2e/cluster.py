@@ -217,7 +217,9 @@ def ensure_binaries(profile: str | None = None) -> dict[str, str]:
 class Cluster:
     def __init__(self, workdir: str | Path | None = None, nodes: int = DEFAULT_NODES,
                  gpus_per_node: int = GPUS_PER_NODE, adapter_args: list[str] | None = None,
-                 keep_workdir: bool | None = None):
+                 keep_workdir: bool | None = None, hpa_sync_period: str = HPA_SYNC_PERIOD,
+                 adapter_settings: dict[str, str] | None = None, external_metrics: bool = True,
+                 simulators: bool = True):
         self.run_id = uuid.uuid4().hex[:12]
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="inferscale-e2e-"))
@@ -227,6 +229,16 @@ class Cluster:
         self.node_count = nodes
         self.gpus_per_node = gpus_per_node
         self.extra_adapter_args = adapter_args or []
+        # The adapter's scrape flags (make compare runs the defaults: 5 s, 3 s, 60 s).
+        self.adapter_settings = {"scrape-interval": ADAPTER_SCRAPE_INTERVAL,
+                                 "scrape-timeout": ADAPTER_SCRAPE_TIMEOUT,
+                                 "window": ADAPTER_WINDOW, **(adapter_settings or {})}
+        self.hpa_sync_period = hpa_sync_period
+        # Without it the adapter leaves external.metrics.k8s.io to another owner (KEDA).
+        self.external_metrics = external_metrics
+        # Without them nothing runs behind vllm-sim pods and no node has a dcgm exporter
+        # (make compare serves its fleet from `vllm-sim fleet` itself).
+        self.simulators = simulators
         self.keep_workdir = (os.environ.get("INFERSCALE_E2E_KEEP") == "1"
                              if keep_workdir is None else keep_workdir)
         self.procs = ProcessGroup(self.run_id, self.log_dir)
@@ -289,17 +301,19 @@ class Cluster:
                      pool.submit(self._register_adapter)]
             for f in setup:
                 f.result()
-        self.fleet = Fleet(self)
-        self.fleet.start()
+        if self.simulators:
+            self.fleet = Fleet(self)
+            self.fleet.start()
         self.start_adapter()
-        self._create_dcgm_pods()
+        if self.simulators:
+            self._create_dcgm_pods()
         # Registered once the adapter answers, so the aggregator's first look succeeds.
         self.wait_adapter_ready()
         self._register_apiservices()
         self._wait(self._nodes_ready, "kwok to mark the fake nodes Ready",
                    [self.components["kwok"]], timeout=START_TIMEOUT)
         self.wait_adapter_available()
-        self._wait(lambda: self.fleet.running_dcgm() >= self.node_count,
+        self._wait(lambda: self.fleet is None or self.fleet.running_dcgm() >= self.node_count,
                    "a dcgm exporter on every fake node",
                    [self.components["kwok"], self.components["kube-scheduler"]],
                    timeout=START_TIMEOUT)
@@ -379,7 +393,7 @@ class Cluster:
             # reads metrics as system:serviceaccount:kube-system:horizontal-pod-autoscaler,
             # so the adapter's authorization sees the identity it sees in production.
             "--use-service-account-credentials=true",
-            f"--horizontal-pod-autoscaler-sync-period={HPA_SYNC_PERIOD}",
+            f"--horizontal-pod-autoscaler-sync-period={self.hpa_sync_period}",
             "--v=2"])
 
     def _start_scheduler(self) -> None:
@@ -413,9 +427,8 @@ class Cluster:
             f"--tls-cert-file={p.adapter_serving.cert}",
             f"--tls-private-key-file={p.adapter_serving.key}",
             "--pod-selector=inferscale.dev/scrape=true", "--dcgm-selector=app=nvidia-dcgm-exporter",
-            f"--scrape-interval={ADAPTER_SCRAPE_INTERVAL}",
-            f"--scrape-timeout={ADAPTER_SCRAPE_TIMEOUT}",
-            f"--window={ADAPTER_WINDOW}", "--external-metrics=true",
+            *(f"--{flag}={value}" for flag, value in self.adapter_settings.items()),
+            f"--external-metrics={str(self.external_metrics).lower()}",
             # WarmPool recommendations (tests/e2e/test_warm_pool.py installs the CRD and the
             # read access; until then the watch retries).
             "--warm-pools=true", *self.extra_adapter_args]
@@ -479,11 +492,17 @@ class Cluster:
             "spec": {"type": "ExternalName", "externalName": "127.0.0.1",
                      "ports": [{"name": "https", "port": self.ports["adapter"]}]}})
 
+    def _apiservice_versions(self) -> list[tuple[str, str, int]]:
+        """(group, version, versionPriority) of every APIService the adapter backs."""
+        versions = [("custom.metrics.k8s.io", "v1beta2", 200),
+                    ("custom.metrics.k8s.io", "v1beta1", 100)]
+        if self.external_metrics:
+            versions.append(("external.metrics.k8s.io", "v1beta1", 100))
+        return versions
+
     def _register_apiservices(self) -> None:
         ca_bundle = base64.b64encode(Path(self.pki.adapter_ca.cert).read_bytes()).decode()
-        for group, version, prio in [("custom.metrics.k8s.io", "v1beta2", 200),
-                                     ("custom.metrics.k8s.io", "v1beta1", 100),
-                                     ("external.metrics.k8s.io", "v1beta1", 100)]:
+        for group, version, prio in self._apiservice_versions():
             self.api.apply({
                 "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
                 "metadata": {"name": f"{version}.{group}"},
@@ -547,8 +566,8 @@ class Cluster:
         return len(ready) >= self.node_count
 
     def _apiservices_available(self) -> bool:
-        for name in ("v1beta2.custom.metrics.k8s.io", "v1beta1.custom.metrics.k8s.io",
-                     "v1beta1.external.metrics.k8s.io"):
+        for group, version, _ in self._apiservice_versions():
+            name = f"{version}.{group}"
             svc = self.api.get(f"/apis/apiregistration.k8s.io/v1/apiservices/{name}")
             conds = svc.get("status", {}).get("conditions", [])
             if not any(c["type"] == "Available" and c["status"] == "True" for c in conds):
@@ -694,7 +713,14 @@ class Cluster:
 
     def create_hpa(self, namespace: str, name: str, target: str, metric: str,
                    average_value: str, min_replicas: int = 1, max_replicas: int = 6,
-                   scale_down_window: int = 15, scale_up_window: int = 0) -> dict:
+                   scale_down_window: int = 15, scale_up_window: int = 0,
+                   more_metrics: list[tuple[str, str]] | None = None) -> dict:
+        """An HPA on Pods metric ``metric`` (AverageValue ``average_value``), plus each
+        (metric, AverageValue) of ``more_metrics`` (the HPA follows the largest proposal)."""
+        pods_metrics = [{"type": "Pods", "pods": {
+            "metric": {"name": m},
+            "target": {"type": "AverageValue", "averageValue": v}}}
+            for m, v in [(metric, average_value), *(more_metrics or [])]]
         return self.api.apply({
             "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
             "metadata": {"name": name, "namespace": namespace},
@@ -702,9 +728,7 @@ class Cluster:
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
                                    "name": target},
                 "minReplicas": min_replicas, "maxReplicas": max_replicas,
-                "metrics": [{"type": "Pods", "pods": {
-                    "metric": {"name": metric},
-                    "target": {"type": "AverageValue", "averageValue": average_value}}}],
+                "metrics": pods_metrics,
                 "behavior": {
                     "scaleUp": {"stabilizationWindowSeconds": scale_up_window,
                                 "selectPolicy": "Max",

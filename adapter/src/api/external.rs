@@ -9,9 +9,10 @@
 use super::discovery::EXTERNAL_VERSIONS;
 use super::values::{
     json_response, measure, metric_def, parse_selector, ApiPath, ApiQuery, EmptyListMeta,
-    ListOptions, MODEL_LABEL,
+    ListOptions, Measured, MODEL_LABEL,
 };
 use super::{check_version, ApiError, AppState, EXTERNAL_GROUP};
+use crate::catalogue::MetricDef;
 use crate::selector::{Requirement, Selector};
 use crate::store::EnginePod;
 use axum::extract::State;
@@ -57,28 +58,19 @@ pub async fn external_metric(
     }
     check_version(&version, &EXTERNAL_VERSIONS)?;
     let def = metric_def(&metric, "external")?;
-    let selector = parse_selector(options.label_selector.as_deref())?;
-    let (model, rest) = selector.split_off(MODEL_LABEL);
-    let (workload, rest) = rest.split_off(WORKLOAD_LABEL);
-    let (workload_kind, pod_selector) = rest.split_off(WORKLOAD_KIND_LABEL);
+    let query = ExternalQuery::new(&parse_selector(options.label_selector.as_deref())?);
     let pods = state.view.engine_pods(Some(&namespace), state.now());
-    let pods: Vec<&EnginePod> = pods
-        .iter()
-        .filter(|p| pod_selector.matches(&p.target.labels))
-        .filter(|p| owned_by(p, &workload, &workload_kind))
-        .collect();
-    let series = Selector {
-        requirements: model.clone(),
-    };
-    let item = measure(def, &pods, &series).and_then(|measured| {
-        Some(ExternalMetricValue {
-            metric_name: def.name,
-            metric_labels: echoed_labels([&model, &workload, &workload_kind]),
-            value: measured.quantity()?,
-            timestamp: measured.timestamp(),
-            window: measured.window_secs,
-        })
-    });
+    let item = query
+        .measure(def, &query.select(&pods))
+        .and_then(|measured| {
+            Some(ExternalMetricValue {
+                metric_name: def.name,
+                metric_labels: query.echoed_labels(),
+                value: measured.quantity()?,
+                timestamp: measured.timestamp(),
+                window: measured.window_secs,
+            })
+        });
     let list = ExternalMetricValueList {
         kind: "ExternalMetricValueList",
         api_version: format!("{EXTERNAL_GROUP}/{version}"),
@@ -86,6 +78,56 @@ pub async fn external_metric(
         items: item.into_iter().collect(),
     };
     Ok(json_response(&list, 512))
+}
+
+/// An external-metric selector, split into what it says about models, workloads and pod
+/// labels: the one reading of an external metric, shared by the `external.metrics.k8s.io`
+/// route and KEDA's external scaler ([`crate::keda`]).
+pub(crate) struct ExternalQuery {
+    /// The model requirements, as a selector of series.
+    series: Selector,
+    workload: Vec<Requirement>,
+    workload_kind: Vec<Requirement>,
+    pod_selector: Selector,
+}
+
+impl ExternalQuery {
+    pub(crate) fn new(selector: &Selector) -> ExternalQuery {
+        let (model, rest) = selector.split_off(MODEL_LABEL);
+        let (workload, rest) = rest.split_off(WORKLOAD_LABEL);
+        let (workload_kind, pod_selector) = rest.split_off(WORKLOAD_KIND_LABEL);
+        ExternalQuery {
+            series: Selector {
+                requirements: model,
+            },
+            workload,
+            workload_kind,
+            pod_selector,
+        }
+    }
+
+    /// The pods the selector picks, servable or not.
+    pub(crate) fn select<'a>(&self, pods: &'a [EnginePod]) -> Vec<&'a EnginePod> {
+        pods.iter()
+            .filter(|p| self.pod_selector.matches(&p.target.labels))
+            .filter(|p| owned_by(p, &self.workload, &self.workload_kind))
+            .collect()
+    }
+
+    /// The value of `def` over `pods` (only servable pods with a value count; `None` when
+    /// none has one — missing, never 0).
+    pub(crate) fn measure(&self, def: &MetricDef, pods: &[&EnginePod]) -> Option<Measured> {
+        measure(def, pods, &self.series)
+    }
+
+    /// The equality requirements of the model and workload keys, as the series' labels.
+    fn echoed_labels(&self) -> BTreeMap<&str, &str> {
+        echoed_labels([
+            &self.series.requirements,
+            &self.workload,
+            &self.workload_kind,
+        ])
+    }
 }
 
 /// Whether an owner in `pod`'s chain meets every workload and workload-kind requirement

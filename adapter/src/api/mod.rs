@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use error::ApiError;
+pub(crate) use external::{ExternalQuery, WORKLOAD_LABEL};
 
 /// Group names we serve.
 pub const CUSTOM_GROUP: &str = "custom.metrics.k8s.io";

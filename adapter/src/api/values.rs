@@ -90,7 +90,7 @@ pub(super) fn metric_def(name: &str, resource: &str) -> Result<&'static MetricDe
 }
 
 /// One value with where it came from.
-pub(super) struct Measured {
+pub(crate) struct Measured {
     pub value: f64,
     /// Oldest scrape that contributed, Unix seconds.
     pub taken_at: f64,

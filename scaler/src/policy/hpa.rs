@@ -315,6 +315,44 @@ pub fn object_value_replicas(
     Some((ratio * ready_pods as f64).ceil() as u32)
 }
 
+/// `GetObjectPerPodMetricReplicas` (an Object metric with an `AverageValue` target, e.g. the
+/// warm pool's `inferscale_recommended_replicas` with `averageValue: 1`): inside the tolerance
+/// of `status.replicas` (every pod the workload has, starting ones included) the scale is
+/// kept, otherwise `ceil(usage / target)`.
+pub fn object_per_pod_replicas(
+    usage: f64,
+    status_replicas: u32,
+    target_per_pod: f64,
+    tolerance: f64,
+) -> Option<u32> {
+    if !(target_per_pod.is_finite() && target_per_pod > 0.0 && usage.is_finite()) {
+        return None;
+    }
+    // As the other calculations here, the band of `tolerances.isWithin` (Kubernetes ≥ 1.33;
+    // older releases test `|1 − ratio| > tolerance`, which differs only on the band's edge in
+    // floating point).
+    let ratio = usage / (target_per_pod * status_replicas as f64);
+    if (1.0 - tolerance) <= ratio && ratio <= (1.0 + tolerance) {
+        Some(status_replicas)
+    } else {
+        Some((usage / target_per_pod).ceil() as u32)
+    }
+}
+
+/// `computeReplicasForMetrics` (`horizontal.go`) for an HPA with several metrics: the largest
+/// proposal of the valid metrics. With every metric invalid, or some invalid while the valid
+/// ones would scale below `spec.replicas`, the sync fails (`None`: no recommendation is
+/// recorded and the scale is left alone) — a metric that cannot be read never lets the others
+/// scale down.
+pub fn replicas_for_metrics(proposals: &[Option<u32>], spec_replicas: u32) -> Option<u32> {
+    let invalid = proposals.iter().filter(|p| p.is_none()).count();
+    let replicas = proposals.iter().flatten().copied().max()?;
+    if invalid > 0 && replicas < spec_replicas {
+        return None;
+    }
+    Some(replicas)
+}
+
 /// The HPA's memory between syncs: recommendations and recent scale events.
 #[derive(Debug, Clone)]
 pub struct Normalizer {
@@ -585,12 +623,25 @@ impl Policy for Hpa {
         // `currentReplicas` is the scale subresource's `spec.replicas`.
         let current = obs.desired_serving;
         self.normalizer.seed(current, obs.now);
+        // Without any metric the sync fails before normalisation: no recommendation is
+        // recorded and the scale is left alone.
+        match self.proposal(obs, current) {
+            Some(p) => Decision::serving(self.normalizer.normalize(p, current, obs.now)),
+            None => Decision::serving(current),
+        }
+    }
+}
+
+impl Hpa {
+    /// This HPA's metric's proposal (`computeReplicasForMetric`) for `current` replicas
+    /// (`spec.replicas`); `None` when the metric has no value (the metric is invalid).
+    pub fn proposal(&self, obs: &Observation, current: u32) -> Option<u32> {
         let pod = |p: &PodView, value: Option<f64>| PodMetric {
             ready: p.phase == PodPhase::Ready,
             terminating: p.phase == PodPhase::Draining,
             value,
         };
-        let proposal = match self.metric {
+        match self.metric {
             HpaMetric::QueueDepth { target_per_pod } => {
                 // A starting vLLM pod serves no `/metrics` until the model is loaded, so
                 // Prometheus has no sample for it: a missing pod.
@@ -641,13 +692,25 @@ impl Policy for Hpa {
                 let target_percent = (target_utilisation * 100.0).round() as u32;
                 resource_replicas(&pods, current, target_percent, HPA_TOLERANCE)
             }
-        };
-        // Without any metric the sync fails before normalisation: no recommendation is
-        // recorded and the scale is left alone.
-        match proposal {
-            Some(p) => Decision::serving(self.normalizer.normalize(p, current, obs.now)),
-            None => Decision::serving(current),
         }
+    }
+
+    /// The recommendation history and rate limits (for an HPA with several metrics).
+    pub fn normalizer_mut(&mut self) -> &mut Normalizer {
+        &mut self.normalizer
+    }
+
+    /// The same HPA reading its metric through `path` (inferscale's adapter scrapes each pod
+    /// every 5 s: [`SignalPath::Direct`]).
+    pub fn over(mut self, path: SignalPath) -> Hpa {
+        self.path = path;
+        self
+    }
+
+    /// The same HPA under another name (tables, timelines).
+    pub fn named(mut self, name: &'static str) -> Hpa {
+        self.name = name;
+        self
     }
 }
 
@@ -839,6 +902,32 @@ mod tests {
         // No current replicas: ceil(ratio).
         assert_eq!(object_value_replicas(3.0, 2.0, 0, 0, 0.1), Some(2));
         assert_eq!(object_value_replicas(f64::NAN, 2.0, 4, 4, 0.1), None);
+    }
+
+    #[test]
+    fn object_average_value_is_the_usage_over_the_target() {
+        // A recommendation of 7 with `averageValue: 1` over 4 pods: ratio 7 / 4 = 1.75,
+        // outside the band → ceil(7 / 1) = 7.
+        assert_eq!(object_per_pod_replicas(7.0, 4, 1.0, 0.1), Some(7));
+        // 11 over 10 pods: ratio 1.1, on the band's edge (1.1 ≤ 1 + 0.1) → keep 10.
+        assert_eq!(object_per_pod_replicas(11.0, 10, 1.0, 0.1), Some(10));
+        // 2 over 3 pods: 0.667 → ceil(2) = 2; no pods at all: ratio ∞ → ceil(2) = 2.
+        assert_eq!(object_per_pod_replicas(2.0, 3, 1.0, 0.1), Some(2));
+        assert_eq!(object_per_pod_replicas(2.0, 0, 1.0, 0.1), Some(2));
+        assert_eq!(object_per_pod_replicas(f64::NAN, 3, 1.0, 0.1), None);
+    }
+
+    #[test]
+    fn several_metrics_take_the_largest_valid_proposal() {
+        // computeReplicasForMetrics: max of the valid proposals.
+        assert_eq!(replicas_for_metrics(&[Some(3), Some(5)], 4), Some(5));
+        assert_eq!(replicas_for_metrics(&[Some(3), Some(2)], 4), Some(3));
+        // One invalid metric: a scale-up by the valid one goes ahead (5 ≥ 4) ...
+        assert_eq!(replicas_for_metrics(&[None, Some(5)], 4), Some(5));
+        // ... a scale-down does not (3 < 4): the sync fails and the scale is kept.
+        assert_eq!(replicas_for_metrics(&[None, Some(3)], 4), None);
+        // Every metric invalid: the sync fails.
+        assert_eq!(replicas_for_metrics(&[None, None], 4), None);
     }
 
     #[test]

@@ -17,6 +17,24 @@
 //! scale-down rates of 2, panic threshold 2, a 180 s stable and 60 s panic window (AIBrix's KPA
 //! defaults), and the 300 s scale-down cooldown, modelled as Knative's scale-down delay (the
 //! highest desired count of the last 300 s). AIBrix has no activator.
+//!
+//! Checked against AIBrix's current source (`algorithm/kpa.go` `ComputeTargetReplicas`,
+//! `context/context.go` `NewBaseScalingContext`, `metrics/client.go`, `autoscaler.go`).
+//! Matches: `ceil(value / target)` for the stable and panic counts, clamped to
+//! `[floor(ready / 2), ceil(2 × ready)]`; panic when `dppc / max(1, ready) ≥ 2`; in panic the
+//! larger count, never below the panic maximum; `DefaultTolerance = 0` for the KPA (the 0.1
+//! fluctuation tolerances of the context serve the APA); stable and panic windows of 180 s and
+//! 60 s (`DefaultStableWindowDuration`, `DefaultPanicWindowDuration`); no scale-up cooldown and a
+//! 300 s scale-down cooldown; the largest proposal over several metric sources. Differs, not
+//! ported: AIBrix keeps scale-up non-zero as `max(1, ceil(2 × ready))` over the ready count
+//! unclamped at 1 (here `ready` is taken as at least 1 for both bounds: the two differ only with
+//! no ready pod, 1 against 2); `applyPendingReplicaGuard` (`autoscaler.go`) recomputes a KPA
+//! scale-up with pods still pending counted as missing (value × ready / current) and a
+//! scale-down with them at target, which is not modelled; panic state lives in the scaling
+//! context (`GetInPanicMode`, `GetMaxPanicPods`), whose base implementation returns "not in
+//! panic" and 0 and whose setters are no-ops — no caller that sets panic mode was found in the
+//! source read, so upstream may run the stable count alone, where this model panics as the
+//! older `scaler/kpa.go` (and Knative) do.
 //! Does not own: the metric arithmetic (the metrics crate's fleet sums).
 
 use super::{Decision, Policy, PolicyError};

@@ -4,11 +4,13 @@
 //! ([`PolicyKind`]) the CLI names, with their knobs as data in [`spec`]. Each policy lives in
 //! its own module: [`fixed`] (a fixed-size fleet), [`hpa`] (Kubernetes HPA on queue depth, a
 //! CPU-like utilisation, TTFT p90 or prompt-token rate), [`keda`], [`kpa`] (Knative's KPA and
-//! AIBrix's), [`warm_pool`] (inferscale's own) and [`oracle`] (clairvoyant plan).
+//! AIBrix's), [`warm_pool`] (inferscale's own), [`hpa_warm_pool`] (the warm pool as users run
+//! it: beside a reactive metric in one HPA) and [`oracle`] (clairvoyant plan).
 //! Does not own: acting on decisions (pods, routing, costs — see [`crate::replay`]).
 
 pub mod fixed;
 pub mod hpa;
+pub mod hpa_warm_pool;
 pub mod keda;
 pub mod kpa;
 pub mod oracle;
@@ -23,7 +25,7 @@ use serde::Serialize;
 pub enum PolicyError {
     /// The name is not a known policy.
     #[error(
-        "unknown policy {0:?} (known: fixed, hpa-cpu, hpa-queue, hpa-ttft, hpa-tokens, keda, kpa, aibrix, warm-pool, oracle)"
+        "unknown policy {0:?} (known: fixed, hpa-cpu, hpa-queue, hpa-ttft, hpa-tokens, keda, kpa, aibrix, hpa-adapter, warm-pool, hpa+warm-pool, oracle)"
     )]
     Unknown(String),
     /// A parameter is out of range.
@@ -84,12 +86,15 @@ pub enum PolicyKind {
     Keda,
     Kpa,
     Aibrix,
+    HpaAdapter,
     WarmPool,
+    #[serde(rename = "hpa+warm-pool")]
+    HpaWarmPool,
     Oracle,
 }
 
 impl PolicyKind {
-    pub const ALL: [PolicyKind; 10] = [
+    pub const ALL: [PolicyKind; 12] = [
         PolicyKind::Fixed,
         PolicyKind::HpaCpu,
         PolicyKind::HpaQueue,
@@ -98,7 +103,9 @@ impl PolicyKind {
         PolicyKind::Keda,
         PolicyKind::Kpa,
         PolicyKind::Aibrix,
+        PolicyKind::HpaAdapter,
         PolicyKind::WarmPool,
+        PolicyKind::HpaWarmPool,
         PolicyKind::Oracle,
     ];
 
@@ -112,7 +119,9 @@ impl PolicyKind {
             PolicyKind::Keda => "keda",
             PolicyKind::Kpa => "kpa",
             PolicyKind::Aibrix => "aibrix",
+            PolicyKind::HpaAdapter => "hpa-adapter",
             PolicyKind::WarmPool => "warm-pool",
+            PolicyKind::HpaWarmPool => "hpa+warm-pool",
             PolicyKind::Oracle => "oracle",
         }
     }

@@ -7,6 +7,7 @@
 
 use super::fixed::Fixed;
 use super::hpa::{Behavior, Hpa};
+use super::hpa_warm_pool::HpaWithWarmPool;
 use super::keda::Keda;
 use super::kpa::Kpa;
 use super::oracle::{self, Oracle};
@@ -17,9 +18,48 @@ use crate::decision::readiness::TimeToReady;
 use crate::decision::{
     Bounds, Cost, Objective, Settings, TierSetting, TierTimes, Tiers, WorkModel,
 };
+use crate::observe::SignalPath;
 use crate::replay::SimConfig;
 use crate::trace::Trace;
 use serde::Serialize;
+
+/// The reactive metric of an HPA read through inferscale's adapter (alone, or beside the warm
+/// pool's recommendation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reactive {
+    /// `vllm:num_requests_waiting` per pod (Pods metric, `AverageValue`).
+    Queue,
+    /// Prompt tokens per second per pod (Pods metric, `AverageValue`).
+    Tokens,
+    /// The workload's TTFT p90 in seconds (Object metric on the Deployment, `Value`).
+    Ttft,
+}
+
+impl Reactive {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reactive::Queue => "queue",
+            Reactive::Tokens => "tokens",
+            Reactive::Ttft => "ttft",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Reactive> {
+        [Reactive::Queue, Reactive::Tokens, Reactive::Ttft]
+            .into_iter()
+            .find(|r| r.as_str() == name.trim())
+    }
+
+    /// The HPA on this metric with `target` per pod.
+    fn hpa(self, target: f64, min: u32, max: u32) -> Result<Hpa, PolicyError> {
+        match self {
+            Reactive::Queue => Hpa::queue_depth(target, min, max, Behavior::default()),
+            Reactive::Tokens => Hpa::prompt_token_rate(target, min, max),
+            Reactive::Ttft => Hpa::ttft_p90(target, min, max),
+        }
+    }
+}
 
 /// A policy and its knob values. `min` is the policy's own minimum replicas (an HPA's
 /// `minReplicas`).
@@ -62,6 +102,23 @@ pub enum PolicySpec {
         capacity: f64,
         min: u32,
     },
+    /// An HPA on a reactive metric served by inferscale's adapter (5 s scrapes, no Prometheus):
+    /// the reactive half of [`PolicySpec::HpaWarmPool`] on its own.
+    HpaAdapter {
+        metric: Reactive,
+        target: f64,
+        min: u32,
+    },
+    /// The warm pool as users run it: an HPA on a reactive metric and the warm pool's
+    /// recommendation, the larger of the two.
+    #[serde(rename = "hpa+warm-pool")]
+    HpaWarmPool {
+        metric: Reactive,
+        target: f64,
+        cost_ratio: f64,
+        capacity: f64,
+        min: u32,
+    },
     /// The clairvoyant plan with this headroom over the work (a heuristic reference).
     Oracle {
         headroom: f64,
@@ -81,8 +138,85 @@ impl PolicySpec {
             PolicySpec::Kpa { .. } => "kpa",
             PolicySpec::Aibrix { .. } => "aibrix",
             PolicySpec::WarmPool { .. } => "warm-pool",
+            PolicySpec::HpaAdapter { .. } => "hpa-adapter",
+            PolicySpec::HpaWarmPool { .. } => "hpa+warm-pool",
             PolicySpec::Oracle { .. } => "oracle",
         }
+    }
+
+    /// The setting a [`PolicySpec::label`] names (how an earlier report's `runs.md` is read
+    /// back); `None` when the text is no label.
+    pub fn parse_label(label: &str) -> Option<PolicySpec> {
+        let (family, rest) = label.trim().split_once('(')?;
+        let args = rest.strip_suffix(')')?;
+        let mut pairs = Vec::new();
+        for arg in args.split(',') {
+            match arg.split_once('=') {
+                Some((k, v)) => pairs.push((k, v)),
+                None => pairs.push(("", arg)),
+            }
+        }
+        let get = |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        let num = |key: &str| get(key)?.trim_end_matches('s').parse::<f64>().ok();
+        let min = || get("min")?.parse::<u32>().ok();
+        let reactive = || {
+            pairs
+                .iter()
+                .find_map(|(k, v)| Some((Reactive::parse(k)?, v.parse::<f64>().ok()?)))
+        };
+        Some(match family {
+            "fixed" => PolicySpec::Fixed {
+                replicas: get("")?.parse().ok()?,
+            },
+            "hpa-cpu" => PolicySpec::HpaCpu {
+                target: num("target")?,
+                min: min()?,
+            },
+            "hpa-queue" | "hpa-tokens" | "kpa" | "aibrix" => {
+                let (target, min) = (num("target")?, min()?);
+                match family {
+                    "hpa-queue" => PolicySpec::HpaQueue { target, min },
+                    "hpa-tokens" => PolicySpec::HpaTokens { target, min },
+                    "kpa" => PolicySpec::Kpa { target, min },
+                    _ => PolicySpec::Aibrix { target, min },
+                }
+            }
+            "hpa-ttft" => PolicySpec::HpaTtft {
+                target_secs: num("target")?,
+                min: min()?,
+            },
+            "keda" => PolicySpec::Keda {
+                threshold: num("threshold")?,
+                min: min()?,
+            },
+            "warm-pool" => PolicySpec::WarmPool {
+                cost_ratio: num("ratio")?,
+                capacity: num("capacity")?,
+                min: min()?,
+            },
+            "hpa-adapter" => {
+                let (metric, target) = reactive()?;
+                PolicySpec::HpaAdapter {
+                    metric,
+                    target,
+                    min: min()?,
+                }
+            }
+            "hpa+warm-pool" => {
+                let (metric, target) = reactive()?;
+                PolicySpec::HpaWarmPool {
+                    metric,
+                    target,
+                    cost_ratio: num("ratio")?,
+                    capacity: num("capacity")?,
+                    min: min()?,
+                }
+            }
+            "oracle" => PolicySpec::Oracle {
+                headroom: num("headroom")?,
+            },
+            _ => return None,
+        })
     }
 
     /// The family with its knobs, e.g. `hpa-queue(target=1,min=2)`.
@@ -105,6 +239,21 @@ impl PolicySpec {
                 capacity,
                 min,
             } => format!("warm-pool(ratio={cost_ratio},capacity={capacity},min={min})"),
+            PolicySpec::HpaAdapter {
+                metric,
+                target,
+                min,
+            } => format!("hpa-adapter({}={target},min={min})", metric.as_str()),
+            PolicySpec::HpaWarmPool {
+                metric,
+                target,
+                cost_ratio,
+                capacity,
+                min,
+            } => format!(
+                "hpa+warm-pool({}={target},ratio={cost_ratio},capacity={capacity},min={min})",
+                metric.as_str()
+            ),
             PolicySpec::Oracle { headroom } => format!("oracle(headroom={headroom:.3})"),
         }
     }
@@ -139,6 +288,26 @@ impl PolicySpec {
                 capacity,
                 min,
             } => Box::new(warm_pool(config, attainment, cost_ratio, capacity, min)?),
+            PolicySpec::HpaAdapter {
+                metric,
+                target,
+                min,
+            } => Box::new(
+                metric
+                    .hpa(target, min, max)?
+                    .over(SignalPath::Direct)
+                    .named("hpa-adapter"),
+            ),
+            PolicySpec::HpaWarmPool {
+                metric,
+                target,
+                cost_ratio,
+                capacity,
+                min,
+            } => Box::new(HpaWithWarmPool::new(
+                metric.hpa(target, min, max)?,
+                warm_pool(config, attainment, cost_ratio, capacity, min)?,
+            )),
             PolicySpec::Oracle { headroom } => {
                 let work = oracle::window_work(trace, &f.profile);
                 let lead = f.time_to_ready.quantile(oracle::ORACLE_LEAD_QUANTILE);

@@ -31,10 +31,25 @@ pub const DEFAULT_COST_RATIO: f64 = 0.001;
 /// behind others' chunks, which is what TTFT objectives of ~1–2 s cannot absorb.
 pub const DEFAULT_WARM_POOL_UTILISATION: f64 = 0.5;
 
+/// Where the warm pool's demand comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemandSource {
+    /// A gateway's counters of arrivals and their prompt tokens, differenced over each decision
+    /// period: demand as it arrives, queued requests included. No component of a cluster that
+    /// runs inferscale has them today; this is the bench's optimistic input.
+    Gateway,
+    /// What the live controller reads from inferscale's adapter: the fleet's prompt-token,
+    /// generated-token and finished-request rates over the adapter's window (throughput, which
+    /// stops rising once the fleet is full) and the requests waiting in the engines (which the
+    /// decision adds back as demand).
+    Adapter,
+}
+
 /// The warm-pool policy: the decision core plus the learning a controller does around it.
 #[derive(Debug, Clone)]
 pub struct WarmPool {
     settings: Settings,
+    source: DemandSource,
     state: State,
     cold: TimeToReady,
     placeholder: TimeToReady,
@@ -55,6 +70,7 @@ impl WarmPool {
             })?;
         Ok(WarmPool {
             settings,
+            source: DemandSource::Gateway,
             state: State::default(),
             cold: priors.cold,
             placeholder: priors.placeholder,
@@ -62,6 +78,12 @@ impl WarmPool {
             last: None,
             last_recommendation: None,
         })
+    }
+
+    /// The same warm pool reading its demand from `source`.
+    pub fn reading(mut self, source: DemandSource) -> WarmPool {
+        self.source = source;
+        self
     }
 
     /// The latest recommendation (forecast, expected cost, reason).
@@ -92,21 +114,35 @@ impl WarmPool {
             _ => None,
         };
         self.last = Some((obs.now, obs.arrival_prompt_tokens_total, obs.arrivals_total));
-        let (prompt_rate, request_rate) = rates.unwrap_or((0.0, 0.0));
         let fleet = &obs.fleet;
+        let (demand, queue_depth) = match self.source {
+            // The first call has no previous counters: the rates are unknown (the decision
+            // holds), not zero. Arrivals already include the demand that is queueing, so no
+            // queue depth is passed (it would count the queue twice).
+            DemandSource::Gateway => (
+                Demand {
+                    request_rate: rates.map(|r| r.1),
+                    prompt_token_rate: rates.map(|r| r.0),
+                    generation_token_rate: rates
+                        .map(|_| fleet.generation_token_rate.sum.value().unwrap_or(0.0)),
+                },
+                None,
+            ),
+            // A fleet with no pod reporting yet has no rates: missing, as the adapter says.
+            DemandSource::Adapter => (
+                Demand {
+                    request_rate: fleet.request_rate.sum.value(),
+                    prompt_token_rate: fleet.prompt_token_rate.sum.value(),
+                    generation_token_rate: fleet.generation_token_rate.sum.value(),
+                },
+                fleet.queue_depth.sum.value(),
+            ),
+        };
         Snapshot {
             now_secs: obs.now,
-            demand: Demand {
-                request_rate: Some(request_rate),
-                prompt_token_rate: Some(prompt_rate),
-                generation_token_rate: Some(fleet.generation_token_rate.sum.value().unwrap_or(0.0)),
-            },
+            demand,
             signals: ServingSignals {
-                // Arrivals at the gateway already include the demand that is queueing; a
-                // controller without a gateway counter passes throughput and the queue depth
-                // instead (the decision adds queued requests to the work). Passing both here
-                // would count the queue twice.
-                queue_depth: None,
+                queue_depth,
                 running: fleet.running.sum.value(),
                 kv_cache_usage: fleet.kv_cache_usage.mean.value(),
                 ttft_p95_secs: fleet.time_to_first_token.p95.value(),
@@ -158,26 +194,32 @@ impl Policy for WarmPool {
 pub const WARM_POOL_PERIOD_SECS: f64 = DEFAULT_DECISION_PERIOD_SECS;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::decision::forecast::ForecastSettings;
     use crate::decision::{Bounds, Cost, Objective, TierSetting, Tiers, WorkModel};
     use inferscale_metrics::fleet::FleetSignals;
 
     fn policy() -> WarmPool {
+        policy_with(DEFAULT_COST_RATIO, 1)
+    }
+
+    /// A warm pool with a 2 s objective, no sleeping or placeholder tier, a 120 s cold start
+    /// and `cost_ratio`, over `[min, 64]`.
+    pub(crate) fn policy_with(cost_ratio: f64, min: u32) -> WarmPool {
         WarmPool::new(
             Settings {
                 objective: Objective {
                     ttft_secs: 2.0,
                     attainment: 0.5,
                 },
-                cost: Cost::from_ratio(2.5, DEFAULT_COST_RATIO),
+                cost: Cost::from_ratio(2.5, cost_ratio),
                 tiers: Tiers {
                     sleeping: TierSetting::OFF,
                     placeholder: TierSetting::OFF,
                 },
                 bounds: Bounds {
-                    min_replicas: 1,
+                    min_replicas: min,
                     max_replicas: 64,
                 },
                 work: WorkModel {
@@ -197,7 +239,13 @@ mod tests {
         .unwrap()
     }
 
-    fn observation(now: f64, prompt_tokens: f64, arrivals: u64, ready: u32) -> Observation {
+    /// `ready` pods and the gateway's counters at `now`; no pod reports anything.
+    pub(crate) fn observation(
+        now: f64,
+        prompt_tokens: f64,
+        arrivals: u64,
+        ready: u32,
+    ) -> Observation {
         Observation {
             now,
             pods: Vec::new(),
