@@ -19,7 +19,7 @@ hack/build-binaries.sh etcd kube-apiserver kube-controller-manager kube-schedule
 hack/build-binaries.sh prometheus helm
 profile_flag=()
 [[ "${INFERSCALE_E2E_PROFILE:-debug}" == release ]] && profile_flag=(--release)
-cargo build --quiet "${profile_flag[@]}" -p inferscale-adapter -p inferscale-sim
+cargo build --quiet "${profile_flag[@]}" -p inferscale-adapter -p inferscale-sim -p inferscale-scaler
 
 # -rs: every skip is listed with its reason (a skip is never a silent pass).
 exec python3 -m pytest tests/e2e -x -q -rs -p no:cacheprovider "$@"

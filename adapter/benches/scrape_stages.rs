@@ -173,6 +173,7 @@ fn engine_target(i: usize) -> Target {
         node: None,
         ready: true,
         terminating: false,
+        asleep: false,
         owners: vec![],
     }
 }

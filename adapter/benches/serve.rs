@@ -82,6 +82,7 @@ fn target(i: usize, url: String) -> Target {
         node: None,
         ready: true,
         terminating: false,
+        asleep: false,
         owners: vec![],
     }
 }

@@ -13,6 +13,7 @@
 use inferscale_metrics::fleet::{self, merged_latency, Aggregate};
 use inferscale_metrics::gpu::PodGpus;
 use inferscale_metrics::profile::{CounterSignal, GaugeSignal, HistogramSignal};
+use inferscale_metrics::saturation;
 use inferscale_metrics::signals::{Missing, ModelSignals, Reading};
 
 /// Which per-replica value a metric reads.
@@ -21,6 +22,12 @@ pub enum Source {
     Gauge(GaugeSignal),
     KvCacheUsageMax,
     KvCapacityTokens,
+    /// Derived ([`inferscale_metrics::saturation`]): free KV-cache tokens.
+    KvHeadroomTokens,
+    /// Derived: share of the replica's serving capacity in use, 0–1.
+    CapacityInUse,
+    /// Derived: combined saturation, 0–1.
+    Saturation,
     Rate(CounterSignal),
     /// A quantile (0–1) of a latency histogram over the window.
     Quantile(HistogramSignal, f64),
@@ -123,6 +130,31 @@ pub const METRICS: &[MetricDef] = &[
         "tokens",
         Combine::Sum,
         "KV-cache capacity.",
+    ),
+    // Derived saturation (formulas: inferscale_metrics::saturation).
+    def(
+        "inferscale_kv_cache_headroom_tokens",
+        S::KvHeadroomTokens,
+        1.0,
+        "tokens",
+        Combine::Sum,
+        "Free KV-cache tokens: (1 - KV usage) x KV capacity.",
+    ),
+    def(
+        "inferscale_capacity_in_use_ratio",
+        S::CapacityInUse,
+        1.0,
+        "ratio",
+        Combine::Mean,
+        "Share of serving capacity in use, 0-1: 1 while requests wait, else the KV-cache share.",
+    ),
+    def(
+        "inferscale_saturation_ratio",
+        S::Saturation,
+        1.0,
+        "ratio",
+        Combine::Mean,
+        "Combined saturation 0-1: 1 - (1 - KV usage) x (1 - waiting / (waiting + running)).",
     ),
     def(
         "inferscale_requests_per_second",
@@ -428,6 +460,15 @@ impl MetricDef {
             S::Gauge(g) => signals.gauge(g),
             S::KvCacheUsageMax => signals.kv_cache_usage_max,
             S::KvCapacityTokens => kv_capacity_tokens,
+            S::KvHeadroomTokens => {
+                saturation::kv_headroom_tokens(signals.kv_cache_usage, kv_capacity_tokens)
+            }
+            S::CapacityInUse => {
+                saturation::capacity_in_use(signals.kv_cache_usage, signals.queue_depth)
+            }
+            S::Saturation => {
+                saturation::saturation(signals.kv_cache_usage, signals.running, signals.queue_depth)
+            }
             S::Rate(c) => signals.rate(c),
             S::Quantile(h, q) => signals.latency(h).quantile(q),
             S::MeanLatency(h) => signals.latency(h).mean,

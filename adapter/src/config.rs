@@ -100,6 +100,11 @@ pub struct ServeArgs {
     /// Serve external.metrics.k8s.io (turn off where KEDA owns that APIService).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub external_metrics: bool,
+    /// Watch WarmPools and serve each one's recommendation and capacity by tier as Object
+    /// metrics on its target (needs the WarmPool CRD and read access to it:
+    /// deploy/components/warm-pool).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub warm_pools: bool,
     /// Serve KEDA's external-scaler gRPC contract on this address (TLS with the serving
     /// certificate; e.g. `:9443`; loopback only in standalone mode). Off when absent.
     #[arg(long)]
@@ -183,6 +188,8 @@ pub struct ClusterConfig {
     pub tls: TlsOptions,
     pub auth: DelegatedAuthOptions,
     pub watch: PodWatchConfig,
+    /// Watch WarmPools and serve their status on their targets.
+    pub warm_pools: bool,
 }
 
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
@@ -378,6 +385,7 @@ impl ServeArgs {
                 engine_selector: self.pod_selector.clone(),
                 dcgm_selector: self.dcgm_selector.clone(),
             },
+            warm_pools: self.warm_pools,
         }
     }
 }

@@ -18,7 +18,9 @@
 //!    [`catalogue`] names every metric, which per-replica value it reads and how replicas
 //!    combine (the arithmetic is `inferscale_metrics::fleet`'s); values are Kubernetes
 //!    [`quantity`] strings; label selectors are [`selector`]s; every error is a Kubernetes
-//!    `Status` ([`status`]). Recent answers are reused by the response cache.
+//!    `Status` ([`status`]). Recent answers are reused by the response cache. [`warm_pools`]
+//!    watches WarmPools and serves each one's recommendation and capacity by tier as Object
+//!    metrics on its target (`inferscale_recommended_replicas`, ...).
 //! 5. **Who may ask.** [`auth`] authenticates (front proxy, client certificates,
 //!    TokenReview) and authorizes (SubjectAccessReview) every request but the probes, as an
 //!    aggregated API server does; [`tls`] terminates TLS with reloadable certificates; [`http`]
@@ -72,3 +74,4 @@ pub mod store;
 pub mod targets;
 pub mod telemetry;
 pub mod tls;
+pub mod warm_pools;

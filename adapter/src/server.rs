@@ -306,6 +306,23 @@ async fn run_cluster(
         ))
     };
     let scraper = core.spawn_scraper(config)?;
+    let mut state = core.app_state(config);
+    let mut others = Vec::new();
+    if cluster.warm_pools {
+        let (pools, pool_watch) = crate::warm_pools::watch(client.clone());
+        state.pools = pools;
+        let stop = core.lifecycle.root.clone().cancelled_owned();
+        let run = async move {
+            tokio::select! {
+                () = pool_watch => {}
+                () = stop => {}
+            }
+        };
+        others.push((
+            "WarmPool watch",
+            tokio::spawn(run.instrument(info_span!("warmpool_watch"))),
+        ));
+    }
     let tls_state = TlsState::new(&cluster.tls)?;
     let (auth_state, auth_config_task) = AuthState::delegated(
         client,
@@ -314,7 +331,7 @@ async fn run_cluster(
         core.lifecycle.root.clone(),
     )
     .await?;
-    let app = api::router(core.app_state(config), auth_state);
+    let app = api::router(state, auth_state);
     let listener = bind(cluster.listen)?;
     let listen = listener.local_addr().unwrap_or(cluster.listen);
     info!(%listen, fingerprint = %tls_state.serving_fingerprint(), "serving TLS");
@@ -328,19 +345,14 @@ async fn run_cluster(
         )
         .instrument(info_span!("https")),
     );
+    others.extend([
+        ("pod watches", pod_watches),
+        ("scrape loop", scraper),
+        ("authentication config watch", auth_config_task),
+    ]);
     let mut servers = vec![("HTTPS server", server)];
     servers.extend(spawn_keda_scaler(&core, config)?);
-    run_until_stopped(
-        &core.lifecycle,
-        config.shutdown_delay,
-        servers,
-        vec![
-            ("pod watches", pod_watches),
-            ("scrape loop", scraper),
-            ("authentication config watch", auth_config_task),
-        ],
-    )
-    .await
+    run_until_stopped(&core.lifecycle, config.shutdown_delay, servers, others).await
 }
 
 /// Serves KEDA's external scaler, if configured, with its own TLS state over the same serving certificate

@@ -89,6 +89,9 @@ pub struct Target {
     pub ready: bool,
     /// The pod has a deletion timestamp.
     pub terminating: bool,
+    /// The warm-pool controller has taken the replica out of its Service (draining, asleep
+    /// or waking): not serving capacity.
+    pub asleep: bool,
     /// Owner chain, nearest first (e.g. ReplicaSet, then Deployment).
     pub owners: Vec<OwnerRef>,
 }
@@ -136,6 +139,8 @@ impl ScrapeFailure {
 pub enum Unservable {
     NotReady,
     Terminating,
+    /// Drained, asleep or waking (warm-pool sleeping tier).
+    Asleep,
     NotScrapedYet,
     ScrapeFailed(ScrapeFailure),
     Stale,
@@ -146,6 +151,7 @@ impl Unservable {
         match self {
             Unservable::NotReady => "not_ready",
             Unservable::Terminating => "terminating",
+            Unservable::Asleep => "asleep",
             Unservable::NotScrapedYet => "not_scraped_yet",
             Unservable::ScrapeFailed(_) => "scrape_failed",
             Unservable::Stale => "stale",
@@ -290,6 +296,9 @@ impl Store {
         let target = &state.target;
         if target.terminating {
             return Err(Unservable::Terminating);
+        }
+        if target.asleep {
+            return Err(Unservable::Asleep);
         }
         if !target.ready {
             return Err(Unservable::NotReady);
@@ -510,6 +519,7 @@ mod tests {
             node: None,
             ready,
             terminating: false,
+            asleep: false,
             owners: vec![],
         }
     }
@@ -562,6 +572,22 @@ mod tests {
             store.engine_pods(None, 101.0)[0].servable,
             Err(Unservable::NotScrapedYet)
         );
+    }
+
+    #[test]
+    fn a_sleeping_replica_is_not_serving_capacity_and_rejoins_on_wake() {
+        let store = Store::new(60.0, 15.0);
+        let mut asleep = target("a", true);
+        asleep.asleep = true;
+        store.upsert_target(asleep);
+        let key = PodKey::new("ns", "a");
+        store.record_engine_scrape(&key, snapshot(100.0, 1.0), 0.01);
+        assert_eq!(
+            store.engine_pods(None, 101.0)[0].servable,
+            Err(Unservable::Asleep)
+        );
+        store.upsert_target(target("a", true));
+        assert_eq!(store.engine_pods(None, 101.0)[0].servable, Ok(()));
     }
 
     #[test]

@@ -116,6 +116,7 @@ impl StaticTarget {
             node: self.node,
             ready: true,
             terminating: false,
+            asleep: false,
             owners: self
                 .owners
                 .into_iter()
@@ -276,6 +277,14 @@ impl OwnerIndex<'_> {
     }
 }
 
+/// The warm-pool controller's mark on a replica it drains, puts to sleep (vLLM sleep mode)
+/// or is waking: such a replica is out of its Service and not serving capacity.
+pub const SLEEP_STATE_ANNOTATION: &str = "inferscale.dev/sleep-state";
+
+fn is_asleep(pod: &Pod) -> bool {
+    pod.annotations().contains_key(SLEEP_STATE_ANNOTATION)
+}
+
 /// A Pod as a [`Target`].
 pub fn pod_target(pod: &Pod, kind: TargetKind, owners: &OwnerIndex<'_>) -> Option<Target> {
     let namespace = pod.namespace()?;
@@ -289,6 +298,7 @@ pub fn pod_target(pod: &Pod, kind: TargetKind, owners: &OwnerIndex<'_>) -> Optio
         node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
         ready: is_ready(pod),
         terminating: pod.meta().deletion_timestamp.is_some(),
+        asleep: is_asleep(pod),
         owners: owners.chain(
             &namespace,
             controller_of(pod.meta().owner_references.as_ref()),

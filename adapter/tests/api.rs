@@ -148,6 +148,7 @@ fn target(name: &str, labels: &[(&str, &str)], ready: bool, deployment: &str) ->
         node: Some("gpu-node-1".into()),
         ready,
         terminating: false,
+        asleep: false,
         owners: vec![
             owner("ReplicaSet", &format!("{deployment}-abc")),
             owner("Deployment", deployment),
@@ -1007,6 +1008,212 @@ mod response_cache {
         assert_eq!(waiting_value(&after_change), "7");
         let (_, unchanged) = get(state, &uri).await;
         assert_eq!(waiting_value(&unchanged), "7");
+    }
+}
+
+/// WarmPools: the controller's recommendation and capacity by tier, served as Object metrics
+/// on the pool's target workload, and missing when the controller stopped renewing them.
+mod warm_pools {
+    use super::*;
+    use inferscale_adapter::warm_pools::Pools;
+    use inferscale_crd::WarmPool;
+
+    /// A pool on Deployment `target`, decided at `decided` (RFC 3339) with a 10 s sync period.
+    fn pool(name: &str, target: &str, decided: &str, recommended: u32) -> WarmPool {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "inferscale.dev/v1alpha1", "kind": "WarmPool",
+            "metadata": {"name": name, "namespace": "llm"},
+            "spec": {
+                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                "objective": {"timeToFirstTokenMilliseconds": 2000, "attainment": 0.99},
+                "cost": {"missCostRatio": 0.001},
+                "bounds": {"minReplicas": 1, "maxReplicas": 8},
+                "syncPeriodSeconds": 10
+            },
+            "status": {
+                "recommendedReplicas": recommended,
+                "capacity": {"serving": 2, "pending": 1, "sleeping": 1, "waking": 1,
+                             "placeholders": 3},
+                "lastDecision": {"time": decided, "action": "scale_up", "message": "",
+                    "recommendedReplicas": recommended, "serving": 2, "sleeping": 1,
+                    "placeholders": 3, "woken": 0, "putToSleep": 0, "capacityPerReplica": 0.5,
+                    "expectedCostPerHour": {"capacity": 1.0, "misses": 0.0, "missCost": 0.0,
+                                            "total": 1.0, "attainment": 1.0}}
+            }
+        }))
+        .unwrap()
+    }
+
+    /// The test clock is 1016 s and a pool is stale after four 10 s periods: `vllm` was
+    /// decided 6 s ago, `edge` 39 s ago (fresh), `stale` 41 s ago.
+    fn pool_state() -> AppState {
+        let mut state = state(true);
+        state.pools = Arc::new(Pools::listed([
+            pool("vllm", "vllm", "1970-01-01T00:16:50Z", 5),
+            pool("edge", "edge", "1970-01-01T00:16:17Z", 3),
+            pool("stale", "old", "1970-01-01T00:16:15Z", 4),
+        ]));
+        state
+    }
+
+    async fn pool_get(uri: &str) -> (StatusCode, serde_json::Value) {
+        get(pool_state(), uri).await
+    }
+
+    #[tokio::test]
+    async fn recommendation_and_tiers_are_object_metrics_on_the_target() {
+        for (metric, value) in [
+            ("inferscale_recommended_replicas", "5"),
+            ("inferscale_serving_replicas", "2"),
+            ("inferscale_pending_replicas", "1"),
+            // Waking replicas are not serving yet: they count as sleeping.
+            ("inferscale_sleeping_replicas", "2"),
+            ("inferscale_placeholder_replicas", "3"),
+        ] {
+            let uri = format!("{V2}/deployments.apps/vllm/{metric}");
+            let (status, json) = pool_get(&uri).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {json}");
+            let list: MetricValueList<MetricValueV1beta2> = serde_json::from_value(json).unwrap();
+            let item = &list.items[0];
+            assert_eq!(list.items.len(), 1);
+            assert_eq!(
+                (item.metric.name.as_str(), item.value.as_str()),
+                (metric, value)
+            );
+            assert_eq!(item.described_object.kind, "Deployment");
+            assert_eq!(item.described_object.api_version, "apps/v1");
+            assert_eq!(item.described_object.name, "vllm");
+            assert_eq!(
+                item.timestamp, "1970-01-01T00:16:50Z",
+                "when it was decided"
+            );
+            assert_eq!(item.window_seconds, Some(0), "a decision, not a window");
+        }
+        // v1beta1 as well (older HPAs).
+        let uri = "/apis/custom.metrics.k8s.io/v1beta1/namespaces/llm/deployments.apps/vllm/\
+                   inferscale_recommended_replicas";
+        let (status, json) = pool_get(uri).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        let list: MetricValueList<MetricValueV1beta1> = serde_json::from_value(json).unwrap();
+        assert_eq!(list.items[0].value, "5");
+    }
+
+    #[tokio::test]
+    async fn a_stale_pool_a_pod_or_another_kind_has_no_value() {
+        for uri in [
+            // The controller stopped renewing it: the HPA falls back to its other metrics.
+            format!("{V2}/deployments.apps/old/inferscale_recommended_replicas"),
+            format!("{V2}/pods/vllm-a/inferscale_recommended_replicas"),
+            format!("{V2}/statefulsets.apps/vllm/inferscale_recommended_replicas"),
+            format!("{V2}/deployments.apps/nobody/inferscale_recommended_replicas"),
+        ] {
+            let (status, json) = pool_get(&uri).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {json}");
+            assert_eq!(json["reason"], "NotFound", "{uri}: {json}");
+        }
+        // `*` lists the fresh pools' targets only.
+        let (status, json) = pool_get(&format!(
+            "{V2}/deployments.apps/%2A/inferscale_recommended_replicas"
+        ))
+        .await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        let list: MetricValueList<MetricValueV1beta2> = serde_json::from_value(json).unwrap();
+        let names: Vec<_> = list
+            .items
+            .iter()
+            .map(|i| i.described_object.name.as_str())
+            .collect();
+        assert_eq!(names, ["edge", "vllm"]);
+    }
+
+    #[tokio::test]
+    async fn without_pools_nothing_is_invented() {
+        let (status, _) = get(
+            state(true),
+            &format!("{V2}/deployments.apps/vllm/inferscale_recommended_replicas"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn discovery_lists_the_pool_metrics_on_workloads_only() {
+        let (_, json) = get(pool_state(), "/apis/custom.metrics.k8s.io/v1beta2").await;
+        let list: ApiResourceList = serde_json::from_value(json).unwrap();
+        let names: Vec<_> = list.resources.iter().map(|r| r.name.as_str()).collect();
+        assert!(names.contains(&"deployments.apps/inferscale_recommended_replicas"));
+        assert!(names.contains(&"deployments.apps/inferscale_placeholder_replicas"));
+        assert!(!names.contains(&"pods/inferscale_recommended_replicas"));
+    }
+}
+
+/// The derived saturation signals (formulas: `inferscale_metrics::saturation`), per pod and
+/// per workload, against values worked out by hand.
+mod saturation {
+    use super::*;
+
+    /// One replica of Deployment `sat`: KV usage `kv` of 16,000 tokens, `running`, `waiting`.
+    fn replica(store: &Store, name: &str, kv: f64, running: f64, waiting: f64) {
+        store.upsert_target(target(name, &[("app", "sat")], true, "sat"));
+        let key = PodKey::new("llm", name);
+        for t in [1000.0, 1015.0] {
+            let mut s = EngineSnapshot::new(t, Engine::Vllm);
+            s.kv_capacity_tokens = Some(16000.0);
+            let m = s.model_mut("llama");
+            m.set_gauge(GaugeSignal::KvCacheUsage, kv);
+            m.set_gauge(GaugeSignal::Running, running);
+            m.set_gauge(GaugeSignal::QueueDepth, waiting);
+            store.record_engine_scrape(&key, s, 0.01);
+        }
+    }
+
+    /// sat-1: KV 25 %, 2 running, none waiting. sat-2: KV 50 %, 2 running, 2 waiting.
+    fn sat_state() -> AppState {
+        let store = Arc::new(Store::new(60.0, 18.0));
+        replica(&store, "sat-1", 0.25, 2.0, 0.0);
+        replica(&store, "sat-2", 0.5, 2.0, 2.0);
+        let mut state = AppState::new(store, Arc::new(Telemetry::new()));
+        state.clock = test_clock;
+        state
+    }
+
+    async fn value(uri: &str) -> String {
+        let (status, json) = get(sat_state(), uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {json}");
+        json["items"][0]["value"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn per_pod_and_per_workload() {
+        for (metric, sat1, sat2, workload) in [
+            // (1 − u) × 16,000: 12,000 and 8,000; the Deployment has both: 20,000.
+            (
+                "inferscale_kv_cache_headroom_tokens",
+                "12000",
+                "8000",
+                "20000",
+            ),
+            // sat-2 queues: full. The fleet: (0.25 + 1) / 2.
+            ("inferscale_capacity_in_use_ratio", "250m", "1", "625m"),
+            // sat-2: 1 − 0.5 × (1 − 2/4) = 0.75. The fleet: (0.25 + 0.75) / 2.
+            ("inferscale_saturation_ratio", "250m", "750m", "500m"),
+        ] {
+            assert_eq!(
+                value(&format!("{V2}/pods/sat-1/{metric}")).await,
+                sat1,
+                "{metric}"
+            );
+            assert_eq!(
+                value(&format!("{V2}/pods/sat-2/{metric}")).await,
+                sat2,
+                "{metric}"
+            );
+            assert_eq!(
+                value(&format!("{V2}/deployments.apps/sat/{metric}")).await,
+                workload,
+                "{metric}"
+            );
+        }
     }
 }
 

@@ -101,6 +101,7 @@ fn three_hundred_thousand_models_stay_within_the_stated_bound() {
         node: None,
         ready: true,
         terminating: false,
+        asleep: false,
         owners: vec![],
     });
     let mut parse_peak = 0;

@@ -59,6 +59,7 @@ fn target(name: &str, ready: bool, deployment: &str) -> Target {
         node: Some("gpu-node-1".into()),
         ready,
         terminating: false,
+        asleep: false,
         owners: vec![
             owner("ReplicaSet", format!("{deployment}-abc")),
             owner("Deployment", deployment.to_owned()),

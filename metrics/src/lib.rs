@@ -8,7 +8,8 @@
 //!
 //! Pipeline: [`parser`] reads the exposition text of a body → [`snapshot`] reads it through the
 //! [`profile`] tables into an [`snapshot::EngineSnapshot`] → [`signals`] compares successive
-//! snapshots of one pod → [`fleet`] combines replicas. [`gpu`] does the same for
+//! snapshots of one pod ([`saturation`] derives headroom and saturation from them) → [`fleet`]
+//! combines replicas. [`gpu`] does the same for
 //! dcgm-exporter and joins GPUs to pods. [`histogram`] holds the percentile arithmetic.
 //!
 //! ```no_run
@@ -26,5 +27,6 @@ pub mod gpu;
 pub mod histogram;
 pub mod parser;
 pub mod profile;
+pub mod saturation;
 pub mod signals;
 pub mod snapshot;

@@ -21,13 +21,38 @@ struct Cli {
 enum Command {
     /// Replay a trace against scaling policies and price them; with --sweep, the whole
     /// decision-quality report (frontiers, lower bound, tables, plots).
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
+    /// Print the WarmPool CustomResourceDefinition (YAML).
+    Crd,
+    /// Run the warm-pool controller in a cluster (kubeconfig or in-cluster config).
+    Run(inferscale_scaler::controller::RunArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    let Cli {
-        command: Command::Simulate(args),
-    } = Cli::parse();
+    match Cli::parse().command {
+        Command::Simulate(args) => simulate(*args),
+        Command::Crd => {
+            print!("{}", inferscale_scaler::controller::crd::crd_yaml()?);
+            Ok(())
+        }
+        Command::Run(args) => run_controller(args),
+    }
+}
+
+fn run_controller(args: inferscale_scaler::controller::RunArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(inferscale_scaler::controller::run(args))?;
+    Ok(())
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let resolved = args.resolve()?;
     let quiet = args.quiet;
     let mut progress = |what: &str, fraction: f64| {

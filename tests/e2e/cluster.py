@@ -23,6 +23,7 @@ Usable as a library (the pytest fixture in ``conftest.py``, the demo in ``demo.p
 from __future__ import annotations
 
 import base64
+import calendar
 import http.client
 import json
 import os
@@ -428,7 +429,9 @@ class Cluster:
             "--pod-selector=inferscale.dev/scrape=true", "--dcgm-selector=app=nvidia-dcgm-exporter",
             *(f"--{flag}={value}" for flag, value in self.adapter_settings.items()),
             f"--external-metrics={str(self.external_metrics).lower()}",
-            *self.extra_adapter_args]
+            # WarmPool recommendations (tests/e2e/test_warm_pool.py installs the CRD and the
+            # read access; until then the watch retries).
+            "--warm-pools=true", *self.extra_adapter_args]
         env = dict(os.environ, KUBECONFIG=self.kubeconfigs["adapter"],
                    RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
         self.adapter = self.procs.start("adapter", argv, env=env)
@@ -670,7 +673,9 @@ class Cluster:
     def create_deployment(self, namespace: str, name: str, replicas: int = 1,
                           model: str = "qwen2.5-7b", max_num_seqs: int = 4,
                           ttft: str = "200ms", itl: str = "20ms", gpus: int = 1,
-                          sim_args: list[str] | None = None) -> dict:
+                          sim_args: list[str] | None = None,
+                          pod_annotations: dict | None = None, pod_labels: dict | None = None,
+                          node_selector: dict | None = None) -> dict:
         """A Deployment of fake vLLM pods: what vllm-deployment.yaml is, with vllm-sim as the
         container (the fleet thread runs ``vllm-sim`` with these args on the pod's IP)."""
         self.create_namespace(namespace)
@@ -685,10 +690,13 @@ class Cluster:
                 "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
                 "template": {
                     "metadata": {
-                        "labels": {"app.kubernetes.io/name": name, SIM_LABEL: "true"},
+                        "labels": {"app.kubernetes.io/name": name, SIM_LABEL: "true",
+                                   **(pod_labels or {})},
                         "annotations": {"inferscale.dev/port": str(ENGINE_PORT),
-                                        "inferscale.dev/path": "/metrics"}},
+                                        "inferscale.dev/path": "/metrics",
+                                        **(pod_annotations or {})}},
                     "spec": {
+                        **({"nodeSelector": node_selector} if node_selector else {}),
                         "tolerations": [{"operator": "Exists"}],
                         "terminationGracePeriodSeconds": 0,
                         "containers": [{
@@ -804,6 +812,9 @@ def _exists(api: Kube, path: str) -> bool:
 # --- The fleet: processes behind kwok's pods ------------------------------------------------
 
 HOLD_UNREADY_ANNOTATION = "e2e.inferscale.dev/hold-unready"
+# A cold start to beat: the fake pod turns Ready no sooner than this many seconds after it was
+# created (image pull, weight load and graph capture of a real replica, in short).
+READY_AFTER_ANNOTATION = "e2e.inferscale.dev/ready-after-seconds"
 
 
 @dataclass
@@ -915,7 +926,8 @@ class Fleet(threading.Thread):
                 sim.pod = pod
                 if not sim.healthy:
                     sim.healthy = _healthy(sim.addr)
-                self._set_ready(pod, sim.healthy and not _holds_unready(pod))
+                self._set_ready(pod, sim.healthy and not _holds_unready(pod)
+                                and _cold_start_over(pod))
 
     def _set_ready(self, pod: dict, ready: bool) -> None:
         if _is_ready(pod) == ready:
@@ -1029,6 +1041,15 @@ def _is_ready(pod: dict) -> bool:
 
 def _holds_unready(pod: dict) -> bool:
     return pod["metadata"].get("annotations", {}).get(HOLD_UNREADY_ANNOTATION) == "true"
+
+
+def _cold_start_over(pod: dict) -> bool:
+    delay = pod["metadata"].get("annotations", {}).get(READY_AFTER_ANNOTATION)
+    if not delay:
+        return True
+    created = calendar.timegm(time.strptime(pod["metadata"]["creationTimestamp"],
+                                             "%Y-%m-%dT%H:%M:%SZ"))
+    return time.time() - created >= float(delay)
 
 
 def _is_engine(pod: dict) -> bool:

@@ -233,7 +233,12 @@ pub async fn cached(State(state): State<AppState>, request: Request, next: Next)
         |pq| pq.as_str().to_owned(),
     );
     let gzip_ok = accepts_gzip(&request);
-    let generation = state.view.generation();
+    // Both only grow, so their sum changes whenever either does: a WarmPool's new
+    // recommendation is served at once, like a new scrape.
+    let generation = state
+        .view
+        .generation()
+        .wrapping_add(state.pools.generation());
     let mut rebuilding = None;
     if let Some(entry) = state.cache.get(&key) {
         let age = entry.built_at.elapsed();

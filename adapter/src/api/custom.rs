@@ -14,6 +14,7 @@ use super::{check_version, ApiError, AppState, CUSTOM_GROUP};
 use crate::catalogue::MetricDef;
 use crate::selector::Selector;
 use crate::store::{EnginePod, OwnerRef};
+use crate::warm_pools::PoolMetric;
 use axum::extract::State;
 use axum::response::Response;
 use serde::Serialize;
@@ -113,7 +114,7 @@ enum MetricValue<'a> {
 impl<'a> MetricValue<'a> {
     fn new(
         version: &str,
-        def: &'a MetricDef,
+        name: &'a str,
         described_object: DescribedObject<'a>,
         measured: &Measured,
     ) -> Option<MetricValue<'a>> {
@@ -122,7 +123,7 @@ impl<'a> MetricValue<'a> {
         Some(if version == "v1beta1" {
             MetricValue::V1beta1 {
                 described_object,
-                metric_name: def.name,
+                metric_name: name,
                 timestamp,
                 window: measured.window_secs,
                 value,
@@ -131,7 +132,7 @@ impl<'a> MetricValue<'a> {
         } else {
             MetricValue::V1beta2 {
                 described_object,
-                metric: MetricIdentifier { name: def.name },
+                metric: MetricIdentifier { name },
                 timestamp,
                 window_seconds: measured.window_secs,
                 value,
@@ -218,6 +219,9 @@ pub async fn namespaced_object_metric(
     )>,
     ApiQuery(options): ApiQuery<ListOptions>,
 ) -> Result<Response, ApiError> {
+    if let Some(pool_metric) = PoolMetric::parse(&metric) {
+        return pool_answer(&state, &version, &namespace, &resource, &name, pool_metric);
+    }
     let query = MetricQuery::parse(&version, &metric, &resource, &options)?;
     let pods = state.view.engine_pods(Some(&namespace), state.now());
     let pods: Vec<&EnginePod> = pods
@@ -239,6 +243,53 @@ pub async fn namespaced_object_metric(
     Ok(value_list(&version, items))
 }
 
+/// A WarmPool's value on its target workload (`deployments.apps/NAME`, or `*` for every
+/// target of that kind in the namespace). Only workloads have one: a pod is 404, and so is a
+/// workload whose pool is missing or stale.
+fn pool_answer(
+    state: &AppState,
+    version: &str,
+    namespace: &str,
+    resource: &str,
+    name: &str,
+    metric: PoolMetric,
+) -> Result<Response, ApiError> {
+    check_version(version, &CUSTOM_VERSIONS)?;
+    let no_value = || ApiError::NoValue {
+        metric: metric.name().to_owned(),
+        resource: resource.to_owned(),
+        name: name.to_owned(),
+    };
+    if resource == "pods" {
+        return Err(no_value());
+    }
+    let values = state
+        .pools
+        .values(namespace, resource, name, metric, state.now());
+    let items: Vec<MetricValue<'_>> = values
+        .iter()
+        .filter_map(|(target, value)| {
+            let object = DescribedObject {
+                kind: &value.kind,
+                namespace,
+                name: target,
+                api_version: &value.api_version,
+            };
+            let measured = Measured {
+                value: f64::from(value.value),
+                taken_at: value.decided_at,
+                // A decision, not a rate over a window.
+                window_secs: 0,
+            };
+            MetricValue::new(version, metric.name(), object, &measured)
+        })
+        .collect();
+    if items.is_empty() && name != "*" {
+        return Err(no_value());
+    }
+    Ok(value_list(version, items))
+}
+
 /// One item per pod with a value (`name` `*`), or the named pod's.
 fn pod_items<'p>(
     query: &MetricQuery<'_>,
@@ -249,7 +300,7 @@ fn pod_items<'p>(
         let measured = query.measure(&[pod])?;
         MetricValue::new(
             query.version,
-            query.def,
+            query.def.name,
             DescribedObject::pod(pod),
             &measured,
         )
@@ -295,7 +346,7 @@ fn workload_items<'p>(
                 name: &owner.name,
                 api_version: &owner.api_version,
             };
-            MetricValue::new(query.version, query.def, object, &measured)
+            MetricValue::new(query.version, query.def.name, object, &measured)
         })
         .collect()
 }
@@ -402,7 +453,7 @@ fn subject_metric(
     };
     let item = query
         .measure(&pods)
-        .and_then(|measured| MetricValue::new(version, query.def, object, &measured))
+        .and_then(|measured| MetricValue::new(version, query.def.name, object, &measured))
         .ok_or_else(|| ApiError::NoValue {
             metric: metric.to_owned(),
             resource: subject.resource().to_owned(),

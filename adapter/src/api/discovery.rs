@@ -9,6 +9,7 @@
 use super::values::ApiPath;
 use super::{check_version, ApiError, AppState, CUSTOM_GROUP, EXTERNAL_GROUP};
 use crate::catalogue::METRICS;
+use crate::warm_pools::PoolMetric;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -133,9 +134,17 @@ fn resource_list(
 pub async fn custom_resources(ApiPath(version): ApiPath<String>) -> Result<Json<Value>, ApiError> {
     check_version(&version, &CUSTOM_VERSIONS)?;
     let resources = LISTED_RESOURCES.iter().flat_map(|(resource, namespaced)| {
+        // WarmPool values are served on workloads only.
+        let workload = *namespaced && *resource != "pods";
+        let pool_metrics = PoolMetric::ALL
+            .iter()
+            .filter(move |_| workload)
+            .map(|m| m.name());
         METRICS
             .iter()
-            .map(move |m| (format!("{resource}/{}", m.name), *namespaced))
+            .map(|m| m.name)
+            .chain(pool_metrics)
+            .map(move |name| (format!("{resource}/{name}"), *namespaced))
     });
     Ok(resource_list(
         CUSTOM_GROUP,

@@ -49,6 +49,8 @@ pub struct AppState {
     pub clock: fn() -> f64,
     /// Recent answers of the metric routes.
     pub cache: Arc<cache::ResponseCache>,
+    /// WarmPools: their recommendation and capacity by tier, served on their targets.
+    pub pools: Arc<dyn crate::warm_pools::PoolView>,
 }
 
 impl AppState {
@@ -65,6 +67,7 @@ impl AppState {
             probes,
             clock: crate::scrape::unix_now,
             cache: Arc::new(cache::ResponseCache::default()),
+            pools: Arc::new(crate::warm_pools::NoPools),
         }
     }
 

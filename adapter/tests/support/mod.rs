@@ -27,6 +27,7 @@ pub fn state() -> AppState {
         node: Some("gpu-node-1".into()),
         ready: true,
         terminating: false,
+        asleep: false,
         owners: vec![OwnerRef {
             api_version: "apps/v1".into(),
             kind: "Deployment".into(),

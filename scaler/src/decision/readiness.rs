@@ -92,18 +92,16 @@ impl TimeToReady {
         ((fitted + prior) / (self.weight + PRIOR_SPREAD_WEIGHT)).sqrt()
     }
 
-    /// The fitted distribution.
-    pub fn distribution(&self) -> LogNormal {
-        // Both parameters are finite by construction (ln of a positive number; a sigma that
-        // includes the positive prior), which is all LogNormal::new requires.
-        LogNormal::new(self.log_mean, self.log_sigma()).unwrap_or_else(|_| {
-            LogNormal::new(0.0, PRIOR_LOG_SIGMA).expect("constant parameters are valid")
-        })
+    /// The fitted distribution; `None` only for a state no update produces (a non-finite
+    /// mean read back from a hand-edited status, say).
+    pub fn distribution(&self) -> Option<LogNormal> {
+        LogNormal::new(self.log_mean, self.log_sigma()).ok()
     }
 
-    /// The `q`-quantile, seconds.
+    /// The `q`-quantile, seconds (the median when the state is unusable).
     pub fn quantile(&self, q: f64) -> f64 {
-        self.distribution().inverse_cdf(q.clamp(1e-6, 1.0 - 1e-6))
+        self.distribution()
+            .map_or(self.p50(), |d| d.inverse_cdf(q.clamp(1e-6, 1.0 - 1e-6)))
     }
 
     pub fn p50(&self) -> f64 {
