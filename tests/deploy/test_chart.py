@@ -287,9 +287,11 @@ def test_warm_pool_switch():
     assert pc["value"] == -10 and pc["preemptionPolicy"] == "Never"
     adapter = one(objs, "Deployment", "inferscale-adapter")
     assert "--warm-pools=true" in adapter["spec"]["template"]["spec"]["containers"][0]["args"]
-    adapter_role = one(objs, "ClusterRole", "inferscale-adapter")
-    assert {"apiGroups": ["inferscale.dev"], "resources": ["warmpools"],
-            "verbs": ["get", "list", "watch"]} in adapter_role["rules"]
+    reader = one(objs, "ClusterRole", "inferscale-adapter-warmpool-reader")
+    assert reader["rules"] == [{"apiGroups": ["inferscale.dev"], "resources": ["warmpools"],
+                                "verbs": ["get", "list", "watch"]}]
+    binding = one(objs, "ClusterRoleBinding", "inferscale-adapter-warmpool-reader")
+    assert binding["subjects"][0]["name"] == "inferscale-adapter"
     lease_role = one(objs, "Role", "inferscale-scaler-leader-election")
     assert lease_role["rules"][1]["resourceNames"] == ["inferscale-warm-pool"]
     assert one(objs, "PodMonitor", "inferscale-scaler")["spec"]["podMetricsEndpoints"][0][
