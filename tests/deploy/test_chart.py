@@ -21,8 +21,9 @@ import yaml
 from .conftest import (CHART, NAMESPACE, REPO, by_kind, crate_version, docs, helm_template,
                        kube_version, one, render, run, tool)
 
-# Value combinations: every TLS mode x external metrics x (monitoring on/off). Each one is
-# linted, rendered and checked here, and applied with server-side dry-run in the e2e suite.
+# Value combinations: every TLS mode x external metrics x (monitoring on/off), KEDA's external
+# scaler with and without a client CA, and the tuned knobs. Each one is linted, rendered and
+# checked here, and applied with server-side dry-run in the e2e suite.
 EXISTING_CA = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
 MONITORING = {
     "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True},
@@ -44,6 +45,15 @@ def combinations() -> list[tuple[str, dict]]:
         if monitoring:
             values.update(copy.deepcopy(MONITORING))
         out.append((f"{mode}-external={external}-monitoring={monitoring}", values))
+    # KEDA's external scaler: as the component renders it, and with a client CA (from a
+    # Secret, and from a ConfigMap with KEDA elsewhere).
+    out.append(("keda-scaler", {"kedaScaler": {"enabled": True}}))
+    out.append(("keda-scaler-client-ca-secret", {"kedaScaler": {
+        "enabled": True, "clientCA": {"secretName": "keda-client-ca"}}}))
+    out.append(("keda-scaler-client-ca-configmap", {"kedaScaler": {
+        "enabled": True, "port": 9444,
+        "clientCA": {"configMapName": "keda-client-ca", "key": "keda-ca.pem"},
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "autoscaling"}}}}))
     # The knobs a platform team turns, all at once.
     out.append(("tuned", {
         "adapter": {"replicas": 3, "priorityClassName": "system-cluster-critical",
@@ -256,7 +266,62 @@ def test_helm_mode_certificate_is_valid_for_the_service(tmp_path):
     assert key == cert_key, "tls.key belongs to tls.crt"
 
 
+KEDA_COMBINATIONS = [c for c in COMBINATIONS if c[0].startswith("keda-scaler")]
+
+
+@pytest.mark.parametrize("name,values", [("off", {})] + KEDA_COMBINATIONS,
+                         ids=["off"] + [c[0] for c in KEDA_COMBINATIONS])
+def test_keda_scaler(name, values):
+    """kedaScaler.enabled adds the flag, the container and Service port keda-grpc and the
+    NetworkPolicy rule for KEDA's namespace; a client CA is mounted read-only from its Secret
+    or ConfigMap and named by --keda-client-ca-file. Off, none of it is there."""
+    objs = render(values)
+    keda = values.get("kedaScaler", {})
+    enabled = keda.get("enabled", False)
+    port = keda.get("port", 9443)
+    ca = keda.get("clientCA", {})
+    pod = one(objs, "Deployment", "inferscale-adapter")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    keda_args = [a for a in container["args"] if a.startswith("--keda-")]
+    service_ports = one(objs, "Service", "inferscale-adapter")["spec"]["ports"]
+    ingress = one(objs, "NetworkPolicy", "inferscale-adapter")["spec"]["ingress"]
+    if not enabled:
+        assert keda_args == []
+        assert [p["name"] for p in container["ports"]] == ["https"]
+        assert [p["name"] for p in service_ports] == ["https"]
+        assert len(ingress) == 1 and [v["name"] for v in pod["volumes"]] == ["serving-cert"]
+        return
+    assert container["ports"][1] == {"name": "keda-grpc", "containerPort": port,
+                                     "protocol": "TCP"}
+    assert service_ports[1] == {"name": "keda-grpc", "port": port, "targetPort": "keda-grpc",
+                                "protocol": "TCP"}
+    selector = keda.get("namespaceSelector",
+                        {"matchLabels": {"kubernetes.io/metadata.name": "keda"}})
+    assert ingress[1] == {"from": [{"namespaceSelector": selector}],
+                          "ports": [{"port": port, "protocol": "TCP"}]}
+    if not ca:
+        assert keda_args == [f"--keda-scaler-listen=:{port}"]
+        assert [v["name"] for v in pod["volumes"]] == ["serving-cert"]
+        return
+    key = ca.get("key", "ca.crt")
+    assert keda_args == [f"--keda-scaler-listen=:{port}",
+                         f"--keda-client-ca-file=/var/run/keda-client-ca/{key}"]
+    mount = [m for m in container["volumeMounts"] if m["name"] == "keda-client-ca"]
+    assert mount == [{"name": "keda-client-ca", "mountPath": "/var/run/keda-client-ca",
+                      "readOnly": True}]
+    volume = [v for v in pod["volumes"] if v["name"] == "keda-client-ca"][0]
+    if "secretName" in ca:
+        assert volume["secret"] == {"secretName": ca["secretName"], "defaultMode": 0o440}
+    else:
+        assert volume["configMap"] == {"name": ca["configMapName"], "defaultMode": 0o440}
+
+
 @pytest.mark.parametrize("sets,message", [
+    (["kedaScaler.clientCA.secretName=a"], "kedaScaler.clientCA needs kedaScaler.enabled=true"),
+    (["kedaScaler.enabled=true", "kedaScaler.clientCA.secretName=a",
+      "kedaScaler.clientCA.configMapName=b"], "set secretName or configMapName, not both"),
+    (["kedaScaler.enabled=true", "kedaScaler.port=6443"],
+     "kedaScaler.port must differ from adapter.port"),
     (["tls.mode=existing-secret"], "needs tls.existingSecret.caBundle"),
     (["tls.mode=insecure"], "tls.mode must be helm, cert-manager or existing-secret"),
     (["adapter.image.tag=latest"], 'image tag "latest" is refused'),
@@ -348,11 +413,13 @@ def kustomize_with_components(components: list[str]) -> list[dict]:
     return docs(out)
 
 
-@pytest.mark.parametrize("external", [False, True])
-def test_chart_and_kustomize_render_the_same_objects(external):
+@pytest.mark.parametrize("external,keda", [(False, False), (True, False), (False, True)],
+                         ids=["base", "external-metrics", "keda-scaler"])
+def test_chart_and_kustomize_render_the_same_objects(external, keda):
     """The chart (release "inferscale", cert-manager mode, monitoring on) and the kustomize
     cert-manager overlay with the components a user would add produce the same objects,
-    field by field, apart from Helm's own labels and the Namespace."""
+    field by field, apart from Helm's own labels and the Namespace. components/keda-scaler
+    pairs with kedaScaler.enabled (KEDA's external scaler, in place of external metrics)."""
     components = ["prometheus", "grafana-dashboards"]
     if external:
         components.insert(0, "external-metrics")
@@ -361,12 +428,14 @@ def test_chart_and_kustomize_render_the_same_objects(external):
     warm_pool = (REPO / "deploy/components/warm-pool/kustomization.yaml").exists()
     if warm_pool:
         components.append("warm-pool")
+    if keda:
+        components.append("keda-scaler")
     kustomized = keyed(kustomize_with_components(components))
     values = copy.deepcopy(MONITORING)
     values["metrics"].pop("podMonitor")
     values["dashboards"].pop("annotations")
     values.update({"tls": {"mode": "cert-manager"}, "externalMetrics": {"enabled": external},
-                   "warmPool": {"enabled": warm_pool}})
+                   "warmPool": {"enabled": warm_pool}, "kedaScaler": {"enabled": keda}})
     charted = keyed(render(values))
     if external:
         # The one intended difference: the chart knows the release serves external metrics

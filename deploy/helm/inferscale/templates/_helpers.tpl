@@ -166,3 +166,24 @@ these same rules in a real Prometheus.
   regex: ReplicaSet;(.+)-[a-z0-9]+
   targetLabel: workload
 {{- end -}}
+
+{{/*
+Path of KEDA's client CA in the adapter's pod, empty without one; fails on values the adapter
+would refuse at start (a client CA without the scaler, the scaler on the API's port).
+*/}}
+{{- define "inferscale.kedaScaler.clientCAFile" -}}
+{{- $k := .Values.kedaScaler -}}
+{{- $ca := $k.clientCA -}}
+{{- if and $ca.secretName $ca.configMapName -}}
+{{- fail "kedaScaler.clientCA: set secretName or configMapName, not both" -}}
+{{- end -}}
+{{- if and (or $ca.secretName $ca.configMapName) (not $k.enabled) -}}
+{{- fail "kedaScaler.clientCA needs kedaScaler.enabled=true" -}}
+{{- end -}}
+{{- if and $k.enabled (eq (int $k.port) (int .Values.adapter.port)) -}}
+{{- fail "kedaScaler.port must differ from adapter.port" -}}
+{{- end -}}
+{{- if and $k.enabled (or $ca.secretName $ca.configMapName) -}}
+{{- required "kedaScaler.clientCA.key is required" $ca.key | printf "/var/run/keda-client-ca/%s" -}}
+{{- end -}}
+{{- end -}}
