@@ -475,16 +475,15 @@ DASHBOARDS = [fleet, adapter, warm_pool]
 
 # Said plainly in the README: this dashboard is not proven on data yet.
 WARM_POOL_STATUS = (
-    "**No data yet.** Every query of this dashboard reads the warm-pool controller's own "
-    "metrics (`inferscale_warmpool_*`, served by `scaler run`) or HPAs that use its "
-    "recommendation (`inferscale_recommended_replicas`). The controller (issue 11) has not "
-    "landed in this repository yet: until it does, nothing exposes these series and every "
-    "panel here is empty. What is checked today: the queries parse and evaluate on the e2e "
-    "stack's real Prometheus and follow the conventions `tests/deploy/test_alerts.py` checks; "
-    "the warm-pool alerts have promtool unit tests on synthetic series; the metric names and "
-    "labels were compared by hand with the controller's code in progress, not by a test. "
-    "That each panel returns data is checked only once the controller runs in the e2e stack "
-    "(`tests/e2e/test_observability.py` lists those checks as skipped until then).")
+    "**Data not checked yet.** Every query of this dashboard reads the warm-pool controller's "
+    "own metrics (`inferscale_warmpool_*`, served by `scaler run`) or HPAs that use its "
+    "recommendation (`inferscale_recommended_replicas`, served by the adapter with "
+    "`--warm-pools`). The e2e stack that runs the dashboards' queries on a real Prometheus does "
+    "not run the controller, so what is checked today is: the queries parse and evaluate there "
+    "and follow the conventions `tests/deploy/test_alerts.py` checks; the warm-pool alerts have "
+    "promtool unit tests on synthetic series; the metric names and labels were compared by hand "
+    "with `scaler/src/controller/telemetry.rs`, not by a test. That each panel returns data is "
+    "listed as skipped by `tests/e2e/test_observability.py`.")
 
 
 def readme(dashboards: list[Dashboard]) -> str:
@@ -494,8 +493,8 @@ def readme(dashboards: list[Dashboard]) -> str:
              "them as ConfigMaps labelled `grafana_dashboard: \"1\"` for Grafana's sidecar. "
              "Every panel query of the Fleet and Adapter dashboards runs against a real Prometheus "
              "scraping the e2e stack in `tests/e2e/test_observability.py` and must return data; "
-             "the Warm pool dashboard's are listed there as skipped until the warm-pool "
-             "controller runs in that stack (see its section: it shows no data yet).", ""]
+             "the Warm pool dashboard's are listed there as skipped: that stack does not run the "
+             "warm-pool controller yet (see its section).", ""]
     for d in dashboards:
         lines += [f"## {d.title} (`{d.file}`, uid `{d.uid}`)", "", d.description, ""]
         if d is warm_pool:
