@@ -60,6 +60,24 @@ fn run(trace: &Trace, policy: &mut dyn Policy, config: &SimConfig) -> RunResult 
     simulate(trace, policy, config, &mut |_| {}).unwrap()
 }
 
+/// A bursty 12-minute trace (peaks of 25 req/s every 4 minutes) of `prompt`-token requests, and
+/// a Llama 3.1 8B fleet of 1..16 replicas behind least-outstanding routing: the shared setup of
+/// the bound checks, which compare policies run on it.
+fn bursts_on_llama(prompt: u32) -> (Trace, SimConfig) {
+    let trace = Synthetic::parse(&format!(
+        "bursts:base=2,peak=25,every=240,length=40,duration=720,prompt={prompt},output=40,seed=9"
+    ))
+    .unwrap()
+    .generate("bursts")
+    .unwrap();
+    let cfg = config(
+        ModelProfile::llama31_8b_h100(),
+        (1, 1, 16),
+        Routing::LeastOutstanding,
+    );
+    (trace, cfg)
+}
+
 mod traces {
     use super::*;
     use std::path::{Path, PathBuf};
@@ -294,17 +312,7 @@ mod oracle_bound {
     /// The oracle reaches each policy's attainment with no more GPU-hours.
     #[test]
     fn oracle_never_costs_more_at_equal_attainment() {
-        let trace = Synthetic::parse(
-            "bursts:base=2,peak=25,every=240,length=40,duration=720,prompt=600,output=40,seed=9",
-        )
-        .unwrap()
-        .generate("bursts")
-        .unwrap();
-        let cfg = config(
-            ModelProfile::llama31_8b_h100(),
-            (1, 1, 16),
-            Routing::LeastOutstanding,
-        );
+        let (trace, cfg) = bursts_on_llama(600);
         let policies: Vec<Box<dyn Policy>> = vec![
             Box::new(Hpa::queue_depth(2.0, 1, 16, Behavior::default()).unwrap()),
             Box::new(Kpa::knative(16.0, 1, 16).unwrap()),
@@ -481,17 +489,7 @@ mod lower_bound {
     /// tighter constraint (a higher minimum) never lowers it.
     #[test]
     fn is_below_every_policy_and_monotone_in_min_replicas() {
-        let trace = Synthetic::parse(
-            "bursts:base=2,peak=25,every=240,length=40,duration=720,prompt=1500,output=40,seed=9",
-        )
-        .unwrap()
-        .generate("bursts")
-        .unwrap();
-        let cfg = config(
-            ModelProfile::llama31_8b_h100(),
-            (1, 1, 16),
-            Routing::LeastOutstanding,
-        );
+        let (trace, cfg) = bursts_on_llama(1500);
         let policies: Vec<Box<dyn Policy>> = vec![
             Box::new(Hpa::queue_depth(1.0, 1, 16, Behavior::default()).unwrap()),
             Box::new(Kpa::knative(16.0, 1, 16).unwrap()),
