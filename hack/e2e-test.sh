@@ -17,9 +17,15 @@ cd "$(dirname "$0")/.."
 hack/build-binaries.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok
 # The observability and deploy tests (tests/e2e/test_observability.py, test_deploy.py).
 hack/build-binaries.sh prometheus helm
-profile_flag=()
-[[ "${INFERSCALE_E2E_PROFILE:-debug}" == release ]] && profile_flag=(--release)
-cargo build --quiet "${profile_flag[@]}" -p inferscale-adapter -p inferscale-sim -p inferscale-scaler
+# Debug: the whole workspace's bins and tests, not `-p adapter -p sim -p scaler`. Cargo unifies
+# dependency features over what is built, so three packages alone give ~50 dependencies other
+# features than `cargo test --workspace` did and compile them again next to the first copies
+# (minutes of CPU, gigabytes of disk in `make test`). Release has no such earlier build.
+build=(--workspace --bins --tests)
+[[ "${INFERSCALE_E2E_PROFILE:-debug}" == release ]] &&
+  build=(--release -p inferscale-adapter -p inferscale-sim -p inferscale-scaler)
+cargo build --quiet "${build[@]}"
 
 # -rs: every skip is listed with its reason (a skip is never a silent pass).
-exec python3 -m pytest tests/e2e -x -q -rs -p no:cacheprovider "$@"
+# --durations: the slowest tests, so the suite's time budget is visible in every run.
+exec python3 -m pytest tests/e2e -x -q -rs -p no:cacheprovider --durations=15 "$@"

@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# Incremental state only speeds up a rebuild after an edit; a CI run builds once, and the
+# state is as large as the build (gigabytes). A developer's own setting wins.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 step() { printf '\n==> %s (%ss)\n' "$1" "$SECONDS"; }
 
 step "setup"
@@ -16,7 +19,9 @@ step "Rust tests (unit, integration, property, doc)"
 cargo test --workspace
 
 step "golden tests against the independent Python reference"
-cargo build --quiet -p inferscale-adapter
+# --workspace --bins --tests resolves features as `cargo test --workspace` did, so this reuses
+# its build instead of compiling every dependency a second time (see hack/e2e-test.sh).
+cargo build --quiet --workspace --bins --tests
 ADAPTER_BIN="$PWD/target/debug/adapter" python3 -m pytest tests/golden -q -rs
 
 step "install: chart, kustomize, alerts (promtool), dashboards"
