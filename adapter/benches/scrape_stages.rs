@@ -18,8 +18,8 @@
 //! - `signals/window`: the replica's signals from a full 60 s window of 5 s scrapes plus the
 //!   new one (`ScrapeHistory::signals_after`);
 //! - `store/record`: `Store::record_engine_scrape` into a 1,000-target store whose pods each
-//!   hold a full window — the signals above plus the history push, health and the write
-//!   lock; the store's own share is this minus `signals/window`;
+//!   hold a full window — the signals above plus packing and pushing the scrape, health and
+//!   the write lock; the store's own share is this minus `signals/window`;
 //! - `whole/fetch_to_snapshot`: the scraper's client (gzip decoding on) fetching, checking
 //!   and parsing in one go — the sum of the first stages, to check the split against.
 //!

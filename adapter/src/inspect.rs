@@ -378,7 +378,7 @@ fn model_columns(replica: &ReplicaSignals) -> Vec<(String, &ModelSignals)> {
             } else {
                 name
             };
-            (shown.to_owned(), m)
+            (shown.to_owned(), &**m)
         })
         .collect();
     if columns.len() != 1 {

@@ -169,7 +169,10 @@ impl Scraper {
                 let Ok(_permit) = self.permits.acquire().await else {
                     return;
                 };
-                self.scrape_once(&target).await;
+                // Boxed: a task is as large as its largest state, and this one (the HTTP
+                // request in flight) would otherwise stay allocated in every target's task
+                // while it sleeps between scrapes.
+                Box::pin(self.scrape_once(&target)).await;
             }
             let jitter = self
                 .config
@@ -291,5 +294,46 @@ fn classify(error: reqwest::Error) -> ScrapeFailure {
         ScrapeFailure::Connect
     } else {
         ScrapeFailure::Body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use inferscale_metrics::snapshot::SnapshotLimits;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_target_sleeping_between_scrapes_holds_a_small_task() {
+        let scraper = Scraper::new(
+            Arc::new(Store::new(60.0, 15.0)),
+            ScrapeConfig {
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(3),
+                max_body_bytes: 1 << 20,
+                concurrency: 1,
+                limits: SnapshotLimits::default(),
+            },
+            Arc::new(Telemetry::new()),
+            Arc::new(AtomicU64::new(0)),
+        )
+        .unwrap();
+        let target = Arc::new(Target {
+            key: PodKey::new("ns", "a"),
+            uid: "u".into(),
+            kind: TargetKind::Engine,
+            url: Some("http://127.0.0.1:1/metrics".into()),
+            labels: BTreeMap::new(),
+            node: None,
+            ready: true,
+            terminating: false,
+            asleep: false,
+            owners: vec![],
+        });
+        let task = Arc::new(scraper).scrape_forever(target);
+        let bytes = std::mem::size_of_val(&task);
+        // 10,000 targets hold 10,000 of these for as long as they exist.
+        assert!(bytes <= 256, "{bytes} bytes per target's task");
     }
 }

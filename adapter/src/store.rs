@@ -385,24 +385,26 @@ impl ScrapeSink for Store {
 
     fn record_engine_scrape(&self, key: &PodKey, snapshot: EngineSnapshot, duration_secs: f64) {
         let taken_at = snapshot.taken_at;
-        // Signals are computed under the read lock (readers are not blocked) from the kept
-        // history plus the new scrape; the write lock only stores the results.
-        let signals = {
+        // Signals are computed and the scrape packed for keeping under the read lock
+        // (readers are not blocked) from the kept history plus the new scrape; the write
+        // lock only stores the results.
+        let (signals, packed) = {
             let inner = self.read();
             let Some(state) = inner.targets.get(key) else {
                 return;
             };
-            state
+            let signals = state
                 .history
                 .signals_after(&snapshot, SingleScrape::Missing)
-                .map(Arc::new)
+                .map(Arc::new);
+            (signals, state.history.pack(&snapshot))
         };
         let mut inner = self.write();
         inner.last_scrape_completed = Some(taken_at);
         let Some(state) = inner.targets.get_mut(key) else {
             return;
         };
-        state.history.push(snapshot);
+        state.history.push_packed(packed);
         state.signals = signals;
         state.health = ScrapeHealth::succeeded(taken_at, duration_secs);
     }

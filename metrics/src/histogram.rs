@@ -81,6 +81,17 @@ impl Histogram {
         })
     }
 
+    /// A histogram from parts another histogram gave out (`upper_bounds`,
+    /// `cumulative_counts`, `sum`), unchecked: the compact form of older scrapes stores those
+    /// parts and rebuilds them.
+    pub(crate) fn from_parts(upper_bounds: Vec<f64>, cumulative: Vec<f64>, sum: f64) -> Histogram {
+        Histogram {
+            upper_bounds,
+            cumulative,
+            sum,
+        }
+    }
+
     /// A histogram with the given bounds (`+Inf` appended if absent) and no observations.
     pub fn empty(bounds: &[f64]) -> Histogram {
         let mut upper_bounds: Vec<f64> = bounds.to_vec();

@@ -14,7 +14,7 @@
 
 use crate::histogram::Histogram;
 use crate::profile::{CounterSignal, Engine, GaugeSignal, HistogramSignal};
-use crate::snapshot::{EngineSnapshot, ModelSnapshot};
+use crate::snapshot::{CompactScrape, EngineSnapshot, ModelSnapshot};
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
 
@@ -285,8 +285,9 @@ pub struct ReplicaSignals {
     pub kv_capacity_tokens: Reading,
     /// All models of the pod combined.
     pub combined: ModelSignals,
-    /// Per `model_name` (a single entry for single-model servers).
-    pub models: BTreeMap<String, ModelSignals>,
+    /// Per `model_name` (a single entry for single-model servers). Boxed: a map node reserves
+    /// room for eleven entries, ≈ 9 KB of them unboxed, and every pod's signals are kept.
+    pub models: BTreeMap<String, Box<ModelSignals>>,
 }
 
 /// What to do with percentiles when only one scrape exists.
@@ -320,33 +321,62 @@ impl Default for SignalOptions {
 /// take time, so a scrape 60.4 s old still belongs to a 60 s window.
 const WINDOW_SLACK_FRACTION: f64 = 0.05;
 
-/// True when `later` cannot be compared with `earlier` because the server restarted.
-pub fn restarted_between(earlier: &EngineSnapshot, later: &EngineSnapshot) -> bool {
-    if let (Some(a), Some(b)) = (earlier.process_start, later.process_start) {
-        if a != b {
-            return true;
-        }
-    }
-    let before = earlier.combined();
-    let after = later.combined();
-    if let (Some(a), Some(b)) = (before.series_created, after.series_created) {
-        if b > a {
-            return true;
-        }
-    }
-    let counter_fell = CounterSignal::ALL
-        .iter()
-        .any(|&c| matches!((before.counter(c), after.counter(c)), (Some(a), Some(b)) if b < a));
-    let histogram_fell = HistogramSignal::ALL.iter().any(|&h| {
-        matches!((before.histogram(h), after.histogram(h)), (Some(a), Some(b)) if b.count() < a.count())
-    });
-    counter_fell || histogram_fell
+/// What tells a restart between two scrapes of a pod: the process start, and the all-models
+/// `_created` time, counters and histogram counts. Kept with every scrape of a
+/// [`ScrapeHistory`], so choosing a window never combines the models of older scrapes again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RestartMarks {
+    process_start: Option<f64>,
+    series_created: Option<f64>,
+    counters: [Option<f64>; 4],
+    histogram_counts: [Option<f64>; 4],
 }
 
-/// The baseline a window is measured against.
-enum Baseline<'a> {
+impl RestartMarks {
+    fn of(snapshot: &EngineSnapshot) -> RestartMarks {
+        let combined = snapshot.combined();
+        RestartMarks {
+            process_start: snapshot.process_start,
+            series_created: combined.series_created,
+            counters: CounterSignal::ALL.map(|c| combined.counter(c)),
+            histogram_counts: HistogramSignal::ALL
+                .map(|h| combined.histogram(h).map(Histogram::count)),
+        }
+    }
+
+    /// True when `later` cannot be compared with `self` because the server restarted.
+    fn restarted_before(&self, later: &RestartMarks) -> bool {
+        if let (Some(a), Some(b)) = (self.process_start, later.process_start) {
+            if a != b {
+                return true;
+            }
+        }
+        if let (Some(a), Some(b)) = (self.series_created, later.series_created) {
+            if b > a {
+                return true;
+            }
+        }
+        let fell = |before: &[Option<f64>; 4], after: &[Option<f64>; 4]| {
+            before
+                .iter()
+                .zip(after)
+                .any(|pair| matches!(pair, (Some(a), Some(b)) if b < a))
+        };
+        fell(&self.counters, &later.counters)
+            || fell(&self.histogram_counts, &later.histogram_counts)
+    }
+}
+
+/// True when `later` cannot be compared with `earlier` because the server restarted.
+pub fn restarted_between(earlier: &EngineSnapshot, later: &EngineSnapshot) -> bool {
+    RestartMarks::of(earlier).restarted_before(&RestartMarks::of(later))
+}
+
+/// The baseline a window is measured against; `S` is the scrape (or its position).
+#[derive(Debug, Clone, Copy)]
+enum Baseline<S> {
     /// A scrape after the last restart.
-    Scrape(&'a EngineSnapshot),
+    Scrape(S),
     /// Process start (all counters were zero then); `at` when known. `restarted` tells a
     /// restart inside the history from a lone first scrape.
     ProcessStart { at: Option<f64>, restarted: bool },
@@ -354,24 +384,51 @@ enum Baseline<'a> {
     None(Missing),
 }
 
-/// Picks the baseline for the newest scrape in `history` (oldest first).
-fn choose_baseline<'a>(history: &[&'a EngineSnapshot], options: SignalOptions) -> Baseline<'a> {
-    let Some((latest, earlier)) = history.split_last() else {
+impl<S> Baseline<S> {
+    fn map<T>(self, f: impl FnOnce(S) -> T) -> Baseline<T> {
+        match self {
+            Baseline::Scrape(s) => Baseline::Scrape(f(s)),
+            Baseline::ProcessStart { at, restarted } => Baseline::ProcessStart { at, restarted },
+            Baseline::None(reason) => Baseline::None(reason),
+        }
+    }
+
+    fn as_ref(&self) -> Baseline<&S> {
+        match self {
+            Baseline::Scrape(s) => Baseline::Scrape(s),
+            Baseline::ProcessStart { at, restarted } => Baseline::ProcessStart {
+                at: *at,
+                restarted: *restarted,
+            },
+            Baseline::None(reason) => Baseline::None(*reason),
+        }
+    }
+}
+
+/// Picks the baseline for the newest of `len` scrapes (oldest first), by position:
+/// `taken_at(i)` is when scrape `i` was taken, `restarted(i)` whether the server restarted
+/// between scrapes `i - 1` and `i`, `latest_process_start` the newest scrape's process start.
+fn choose_baseline(
+    len: usize,
+    taken_at: impl Fn(usize) -> f64,
+    restarted: impl Fn(usize) -> bool,
+    latest_process_start: Option<f64>,
+    options: SignalOptions,
+) -> Baseline<usize> {
+    let Some(latest) = len.checked_sub(1) else {
         return Baseline::None(Missing::NeedsTwoScrapes);
     };
+    let latest_at = taken_at(latest);
     // Scrapes before the last restart cannot be compared with the latest one.
-    let first_comparable = (1..history.len())
-        .rev()
-        .find(|&i| restarted_between(history[i - 1], history[i]))
-        .unwrap_or(0);
-    let comparable = &earlier[first_comparable.min(earlier.len())..];
+    let first_comparable = (1..len).rev().find(|&i| restarted(i)).unwrap_or(0);
+    let comparable = first_comparable.min(latest)..latest;
     if comparable.is_empty() {
         return match (first_comparable, options.single_scrape) {
             // The restart happened between the previous scrape and the latest: the latest
             // cumulative counts are exactly what happened since the restart.
             (i, _) if i > 0 => Baseline::ProcessStart {
                 // A start time after the scrape would be a clock problem, not a window.
-                at: latest.process_start.filter(|&at| at < latest.taken_at),
+                at: latest_process_start.filter(|&at| at < latest_at),
                 restarted: true,
             },
             // One scrape: percentiles since start, but no rates (the scrape time of a saved
@@ -383,12 +440,12 @@ fn choose_baseline<'a>(history: &[&'a EngineSnapshot], options: SignalOptions) -
             (_, SingleScrape::Missing) => Baseline::None(Missing::NeedsTwoScrapes),
         };
     }
-    let oldest_allowed = latest.taken_at - options.window_secs * (1.0 + WINDOW_SLACK_FRACTION);
+    let oldest_allowed = latest_at - options.window_secs * (1.0 + WINDOW_SLACK_FRACTION);
     let base = comparable
-        .iter()
-        .find(|s| s.taken_at >= oldest_allowed)
+        .clone()
+        .find(|&i| taken_at(i) >= oldest_allowed)
         // Scrapes further apart than the window: the window is the gap between the last two.
-        .unwrap_or_else(|| &comparable[comparable.len() - 1]);
+        .unwrap_or(comparable.end - 1);
     Baseline::Scrape(base)
 }
 
@@ -400,7 +457,20 @@ pub fn replica_signals(
     options: SignalOptions,
 ) -> Option<ReplicaSignals> {
     let latest = *history.last()?;
-    let baseline = choose_baseline(history, options);
+    let marks: Vec<RestartMarks> = history.iter().map(|s| RestartMarks::of(s)).collect();
+    let baseline = choose_baseline(
+        history.len(),
+        |i| history[i].taken_at,
+        |i| marks[i - 1].restarted_before(&marks[i]),
+        latest.process_start,
+        options,
+    )
+    .map(|i| history[i]);
+    Some(signals_against(latest, baseline))
+}
+
+/// Signals of `latest` measured against `baseline`.
+fn signals_against(latest: &EngineSnapshot, baseline: Baseline<&EngineSnapshot>) -> ReplicaSignals {
     let window = match &baseline {
         Baseline::Scrape(base) => WindowSpan {
             start: Some(base.taken_at),
@@ -438,25 +508,25 @@ pub fn replica_signals(
         .iter()
         .map(|(name, model)| {
             let base_model = base_snapshot.and_then(|b| b.models.get(name));
-            (name.clone(), pair(model, base_model))
+            (name.clone(), Box::new(pair(model, base_model)))
         })
         .collect();
     let base_combined = base_snapshot.map(EngineSnapshot::combined);
     let combined = pair(&latest.combined(), base_combined.as_ref());
-    Some(ReplicaSignals {
+    ReplicaSignals {
         engine: latest.engine,
         taken_at: latest.taken_at,
         window,
         kv_capacity_tokens: Reading::from_option(latest.kv_capacity_tokens, Missing::NotExposed),
         combined,
         models,
-    })
+    }
 }
 
 fn model_signals(
     latest: &ModelSnapshot,
     base: Option<&ModelSnapshot>,
-    baseline: &Baseline<'_>,
+    baseline: &Baseline<&EngineSnapshot>,
     window_secs: Option<f64>,
 ) -> ModelSignals {
     let gauge = |g: GaugeSignal| Reading::from_option(latest.gauge(g), Missing::NotExposed);
@@ -542,10 +612,22 @@ fn model_signals(
 }
 
 /// Keeps the scrapes of one pod that a window of `window_secs` can still need.
+///
+/// Scrapes are kept packed ([`CompactScrape`], with their [`RestartMarks`]): a 60 s window of
+/// 5 s scrapes holds 13–14 of them per pod, and whole snapshots made that most of the
+/// adapter's memory. Signals unpack only the newest scrape and the chosen baseline.
 #[derive(Debug, Clone)]
 pub struct ScrapeHistory {
-    scrapes: std::collections::VecDeque<EngineSnapshot>,
+    scrapes: std::collections::VecDeque<PackedScrape>,
     window_secs: f64,
+}
+
+/// A scrape packed for a [`ScrapeHistory`] ([`ScrapeHistory::pack`]): packing can happen
+/// outside whatever lock guards the history, [`ScrapeHistory::push_packed`] only moves it in.
+#[derive(Debug, Clone)]
+pub struct PackedScrape {
+    scrape: CompactScrape,
+    marks: RestartMarks,
 }
 
 /// Upper bound on scrapes kept per pod, whatever the window: at a 1 s interval and a 5 min
@@ -564,10 +646,25 @@ impl ScrapeHistory {
     /// Adds the newest scrape and forgets the ones no window can need any more (it keeps
     /// one scrape older than the window, the baseline when scrapes are sparse).
     pub fn push(&mut self, snapshot: EngineSnapshot) {
-        self.scrapes.push_back(snapshot);
-        let newest = self.scrapes.back().map_or(0.0, |s| s.taken_at);
+        let packed = self.pack(&snapshot);
+        self.push_packed(packed);
+    }
+
+    /// `snapshot` packed to be kept; the newest kept scrape lends it what they share (model
+    /// names, reasons, bucket bounds).
+    pub fn pack(&self, snapshot: &EngineSnapshot) -> PackedScrape {
+        PackedScrape {
+            scrape: CompactScrape::new(snapshot, self.scrapes.back().map(|p| &p.scrape)),
+            marks: RestartMarks::of(snapshot),
+        }
+    }
+
+    /// [`ScrapeHistory::push`] of a scrape packed by [`ScrapeHistory::pack`].
+    pub fn push_packed(&mut self, packed: PackedScrape) {
+        self.scrapes.push_back(packed);
+        let newest = self.scrapes.back().map_or(0.0, |p| p.scrape.taken_at);
         let horizon = newest - self.window_secs * (1.0 + WINDOW_SLACK_FRACTION);
-        while self.scrapes.len() > 2 && self.scrapes[1].taken_at < horizon {
+        while self.scrapes.len() > 2 && self.scrapes[1].scrape.taken_at < horizon {
             self.scrapes.pop_front();
         }
         while self.scrapes.len() > MAX_SCRAPES_PER_POD {
@@ -575,9 +672,9 @@ impl ScrapeHistory {
         }
     }
 
-    /// The newest scrape.
-    pub fn latest(&self) -> Option<&EngineSnapshot> {
-        self.scrapes.back()
+    /// The newest scrape, unpacked (without its parse and drop statistics).
+    pub fn latest(&self) -> Option<EngineSnapshot> {
+        self.scrapes.back().map(|p| p.scrape.to_snapshot())
     }
 
     /// Scrapes kept.
@@ -592,36 +689,64 @@ impl ScrapeHistory {
 
     /// Signals of the newest scrape.
     pub fn signals(&self, single_scrape: SingleScrape) -> Option<ReplicaSignals> {
-        self.signals_of(self.scrapes.iter(), single_scrape)
+        let newest = self.scrapes.back()?;
+        let latest = newest.scrape.to_snapshot();
+        Some(self.signals_of(
+            &latest,
+            &newest.marks,
+            self.scrapes.len() - 1,
+            single_scrape,
+        ))
     }
 
-    /// Signals `next` would have once pushed, computed without changing or cloning the
-    /// history (scrapes `push` would drop are older than the window and do not change the
-    /// baseline choice).
+    /// Signals `next` would have once pushed, computed without changing the history
+    /// (scrapes `push` would drop are older than the window and do not change the baseline
+    /// choice).
     pub fn signals_after(
         &self,
         next: &EngineSnapshot,
         single_scrape: SingleScrape,
     ) -> Option<ReplicaSignals> {
-        self.signals_of(
-            self.scrapes.iter().chain(std::iter::once(next)),
-            single_scrape,
-        )
+        let marks = RestartMarks::of(next);
+        Some(self.signals_of(next, &marks, self.scrapes.len(), single_scrape))
     }
 
-    fn signals_of<'a>(
+    /// Signals of `latest` (with `latest_marks`) after the oldest `earlier` kept scrapes.
+    fn signals_of(
         &self,
-        scrapes: impl Iterator<Item = &'a EngineSnapshot>,
+        latest: &EngineSnapshot,
+        latest_marks: &RestartMarks,
+        earlier: usize,
         single_scrape: SingleScrape,
-    ) -> Option<ReplicaSignals> {
-        let history: Vec<&EngineSnapshot> = scrapes.collect();
-        replica_signals(
-            &history,
-            SignalOptions {
-                window_secs: self.window_secs,
-                single_scrape,
-            },
+    ) -> ReplicaSignals {
+        let marks = |i: usize| {
+            if i == earlier {
+                latest_marks
+            } else {
+                &self.scrapes[i].marks
+            }
+        };
+        let taken_at = |i: usize| {
+            if i == earlier {
+                latest.taken_at
+            } else {
+                self.scrapes[i].scrape.taken_at
+            }
+        };
+        let options = SignalOptions {
+            window_secs: self.window_secs,
+            single_scrape,
+        };
+        // The baseline is always an earlier scrape, never `latest` itself.
+        let base = choose_baseline(
+            earlier + 1,
+            taken_at,
+            |i| marks(i - 1).restarted_before(marks(i)),
+            latest.process_start,
+            options,
         )
+        .map(|i| self.scrapes[i].scrape.to_snapshot());
+        signals_against(latest, base.as_ref())
     }
 }
 
@@ -864,6 +989,61 @@ mod tests {
         assert_eq!(predicted, h.signals(SingleScrape::Missing));
         let s = h.signals(SingleScrape::Missing).unwrap();
         assert!(s.window.seconds.unwrap() >= 60.0 - 1e-9);
+    }
+
+    #[test]
+    fn a_packed_history_gives_the_signals_of_every_scrape_kept_whole() {
+        // 5 s scrapes with moving counters and buckets; a restart seen only as falling counts
+        // (scrape 20), one with a new process start (scrape 35), a 90 s gap (after 45), a
+        // second model from scrape 10 on.
+        let mut whole: Vec<EngineSnapshot> = Vec::new();
+        let mut history = ScrapeHistory::new(60.0);
+        let mut t = 1000.0;
+        for i in 0..60_u32 {
+            t += if i == 46 { 90.0 } else { 5.0 };
+            let since_restart = if i >= 35 {
+                i - 35
+            } else if i >= 20 {
+                i - 20
+            } else {
+                i
+            };
+            let observed: Vec<f64> = (0..since_restart).map(|k| f64::from(k % 7) / 5.0).collect();
+            let mut s = scrape(
+                t,
+                f64::from(i % 3),
+                f64::from(since_restart) * 40.0,
+                &observed,
+            );
+            s.process_start = Some(if i >= 35 { t - 1.0 } else { 0.0 });
+            if i >= 10 {
+                let m = s.model_mut("second");
+                m.set_counter(CounterSignal::RequestsFinished, f64::from(i));
+                m.finished_by_reason.insert("stop".into(), f64::from(i));
+            }
+            for single in [SingleScrape::Missing, SingleScrape::SinceStart] {
+                let all: Vec<&EngineSnapshot> = whole.iter().chain([&s]).collect();
+                let expected = replica_signals(
+                    &all,
+                    SignalOptions {
+                        window_secs: 60.0,
+                        single_scrape: single,
+                    },
+                );
+                assert!(expected.is_some());
+                assert_eq!(history.signals_after(&s, single), expected, "scrape {i}");
+            }
+            history.push(s.clone());
+            whole.push(s);
+            let all: Vec<&EngineSnapshot> = whole.iter().collect();
+            assert_eq!(
+                history.signals(SingleScrape::Missing),
+                replica_signals(&all, options()),
+                "scrape {i}"
+            );
+            assert_eq!(history.latest().as_ref(), whole.last());
+        }
+        assert!(history.len() < whole.len() / 3, "kept {}", history.len());
     }
 
     #[test]

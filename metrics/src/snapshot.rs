@@ -4,7 +4,8 @@
 //! (per `model_name`: gauges, counters, latency histograms; per pod: KV capacity and process
 //! start). Data-parallel engines of one server (vLLM's `engine` label) are combined here:
 //! queue and running are summed, KV usage is averaged (its maximum is kept too), counters and
-//! histogram buckets are summed.
+//! histogram buckets are summed. The packed form a pod's older scrapes are kept in is
+//! [`CompactScrape`].
 //!
 //! Bounded whatever a target sends: [`SnapshotLimits`] caps the distinct models, the series
 //! and the bucket bounds one body may put into a snapshot, and refuses absurdly long model
@@ -22,6 +23,9 @@ use crate::profile::{
 use serde::Serialize;
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
+
+mod compact;
+pub use compact::CompactScrape;
 
 /// Model key used for series that carry no model label (TGI, V0 `cache_config_info`).
 pub const UNLABELLED_MODEL: &str = "";

@@ -140,7 +140,7 @@ fn selected_models<'a>(pod: &'a EnginePod, series: &Selector) -> Vec<&'a ModelSi
         .models
         .iter()
         .filter(|(name, _)| series.matches(&series_labels(name)))
-        .map(|(_, m)| m)
+        .map(|(_, m)| &**m)
         .collect();
     if !selected.is_empty() && selected.len() == signals.models.len() {
         return vec![&signals.combined];
