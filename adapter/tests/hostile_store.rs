@@ -19,10 +19,6 @@
     clippy::expect_used,
     reason = "a test stops at the first broken assumption"
 )]
-#![allow(
-    unsafe_code,
-    reason = "a counting global allocator needs `unsafe impl GlobalAlloc`; it only forwards to System"
-)]
 
 use inferscale_adapter::store::{
     PodKey, ScrapeSink, SignalView, Store, Target, TargetKind, TargetRegistry,
@@ -30,33 +26,11 @@ use inferscale_adapter::store::{
 use inferscale_metrics::parser::Format;
 use inferscale_metrics::profile::RouteIndex;
 use inferscale_metrics::snapshot::{DropKind, EngineSnapshot, SnapshotLimits};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+mod counting;
+use counting::{CURRENT, PEAK};
 
 /// What one pod may hold in the store under the default limits with a 60 s window scraped
 /// every second, whatever it sends.

@@ -23,10 +23,6 @@
     clippy::expect_used,
     reason = "a test stops at the first broken assumption"
 )]
-#![allow(
-    unsafe_code,
-    reason = "a counting global allocator needs `unsafe impl GlobalAlloc`; it only forwards to System"
-)]
 
 use inferscale_adapter::store::{
     PodKey, ScrapeSink, SignalView, Store, Target, TargetKind, TargetRegistry,
@@ -36,32 +32,12 @@ use inferscale_metrics::profile::RouteIndex;
 use inferscale_metrics::signals::{ScrapeHistory, SingleScrape};
 use inferscale_metrics::snapshot::EngineSnapshot;
 use inferscale_sim::fleet::{FleetLoad, Replay};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            CURRENT.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+mod counting;
+use counting::CURRENT;
 
 const TARGETS: usize = 1000;
 const INTERVAL_SECS: u64 = 5;

@@ -12,8 +12,9 @@ scraper that falls behind cannot look cheap.
     python3 -m tests.perf.envelope --targets 1000 --duration 60                   # a quick check
 
 Results are appended to docs/perf/envelope.json (one record per size and run, with the
-machine's load before and after); ``--report`` redraws docs/perf/envelope.svg and prints the
-table from the full-length runs there. Bounded: every run stops by itself; loopback only.
+machine's load before and after); ``--report`` redraws the docs/perf/envelope-*.svg charts and
+prints the table from the newest commit's full-length runs there (its shorter runs if it has
+none). Bounded: every run stops by itself; loopback only.
 """
 
 from __future__ import annotations
@@ -192,14 +193,21 @@ def load_results() -> list[dict]:
 
 
 def report(results: list[dict]) -> str:
-    """The table and the SVG from the full-length runs (all runs if there are none)."""
+    """The table and the SVGs from one code state: the newest commit's full-length runs (if
+    no run is full-length, the newest commit's runs of any length)."""
+    # Runs of an older commit measured for comparison (the README's before/after table) are
+    # not the figure.
+    results = [r for r in results if "baseline_of" not in r]
     full = [r for r in results if r["duration_s"] >= FULL_RUN_SECONDS * 0.95
             and r["interval"] == "5s"]
-    if full:
-        # The figure is from one code state: the newest commit with full runs.
-        newest = max(full, key=lambda r: r["when"])["git"]
-        full = [r for r in full if r["git"] == newest]
     runs = full or results
+    if runs:
+        # The figure is from one code state: the newest commit with (full, if any) runs. A
+        # run's own appending to envelope.json makes the next size's tree "-dirty".
+        def commit(r: dict) -> str:
+            return r["git"].removesuffix("-dirty")
+        newest = commit(max(runs, key=lambda r: r["when"]))
+        runs = [r for r in runs if commit(r) == newest]
     by_size: dict[int, list[dict]] = {}
     for r in runs:
         by_size.setdefault(r["targets"], []).append(r)
