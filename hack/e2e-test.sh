@@ -8,7 +8,8 @@
 # Env: INFERSCALE_E2E_KEEP=1 keeps the work directory (logs of every component);
 #      INFERSCALE_E2E_PROFILE=release tests release builds;
 #      INFERSCALE_E2E_ADAPTER_BIN / INFERSCALE_E2E_SIM_BIN run other binaries;
-#      INFERSCALE_E2E_ORDER=reverse|random|random:SEED runs the tests in another order.
+#      INFERSCALE_E2E_ORDER=reverse|random|random:SEED runs the tests in another order;
+#      INFERSCALE_E2E_WORKERS=N control planes side by side (default 2; 1 = no pytest-xdist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,13 @@ build=(--workspace --bins --tests)
   build=(--release -p inferscale-adapter -p inferscale-sim -p inferscale-scaler)
 cargo build --quiet "${build[@]}"
 
+# Test files run on INFERSCALE_E2E_WORKERS control planes at once (pytest-xdist, one file per
+# worker at a time; each worker's pods take their own loopback block, tests/e2e/cluster.py):
+# the suite mostly waits on HPA syncs and cold starts, so two planes on two cores roughly halve
+# its time. 1 runs everything on one plane, in this process.
+workers=${INFERSCALE_E2E_WORKERS:-2}
+parallel=()
+[[ $workers != 1 ]] && parallel=(-n "$workers" --dist loadfile)
 # -rs: every skip is listed with its reason (a skip is never a silent pass).
 # --durations: the slowest tests, so the suite's time budget is visible in every run.
-exec python3 -m pytest tests/e2e -x -q -rs -p no:cacheprovider --durations=15 "$@"
+exec python3 -m pytest tests/e2e "${parallel[@]}" -x -q -rs -p no:cacheprovider --durations=15 "$@"

@@ -14,6 +14,8 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 python3 -m pip install --quiet --disable-pip-version-check -r tests/golden/requirements.txt
 # YAML for the install tests (chart, kustomize, alerts, dashboards; tests/deploy/requirements.txt).
 python3 -m pip install --quiet --disable-pip-version-check -r tests/deploy/requirements.txt
+# pytest-xdist: the end-to-end files run on two control planes at once (tests/e2e/requirements.txt).
+python3 -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 
 # The end-to-end harness makes its certificates with openssl (Debian package).
 if ! command -v openssl >/dev/null; then

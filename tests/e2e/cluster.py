@@ -4,7 +4,7 @@ Owns bring-up and teardown of: etcd; kube-apiserver with the aggregation layer (
 and client certificate, request-header flags), loopback only; kube-controller-manager running
 the HPA, Deployment, ReplicaSet and garbage-collector controllers (2 s HPA sync); kube-scheduler
 (places pods on fake nodes by their nvidia.com/gpu requests); kwok, which manages fake Nodes and
-Pods and gives pods IPs in 127.1.0.0/16; the *fleet* — a thread that runs, for every pod whose
+Pods and gives pods IPs in ``POD_CIDR`` (127.1.0.0/16 for one run); the *fleet* — a thread that runs, for every pod whose
 container is ``vllm-sim``, that process bound to the pod's IP, started when kwok marks the pod
 Running and stopped when the pod goes away (engine pods: ``vllm-sim serve``; one ``vllm-sim
 dcgm`` pod per fake node, fed the node's GPU assignments); and the adapter, on the host, reached
@@ -60,7 +60,24 @@ FLEET_POLL_SECONDS = 0.25
 # Fake nodes: few enough to start instantly, GPUs enough for every scenario's max replicas.
 DEFAULT_NODES = 3
 GPUS_PER_NODE = 8
-POD_CIDR = "127.1.0.0/16"
+
+
+def _address_block() -> int:
+    """Which block of loopback addresses this run's pods and nodes take: pytest-xdist worker N
+    (``gwN``; hack/e2e-test.sh runs several) takes block N, a run without xdist block 0, so two
+    control planes on one host never give two fleets the same pod IP."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    block = int(worker.removeprefix("gw")) if worker.removeprefix("gw").isdigit() else 0
+    if not 0 <= block <= 120:
+        raise RuntimeError(f"pytest-xdist worker {worker!r}: at most 121 address blocks")
+    return block
+
+
+ADDRESS_BLOCK = _address_block()
+# Pods get 127.(1+2N).0.0/16 (a /24 per node), nodes 127.(2+2N).0.x: block 0 is 127.1/127.2.
+POD_PREFIX = f"127.{1 + 2 * ADDRESS_BLOCK}"
+NODE_PREFIX = f"127.{2 + 2 * ADDRESS_BLOCK}"
+POD_CIDR = f"{POD_PREFIX}.0.0/16"
 SERVICE_CIDR = "10.96.0.0/16"
 ENGINE_PORT = 8000
 DCGM_PORT = 9400
@@ -414,7 +431,7 @@ class Cluster:
         argv = [self.bins["kwok"], f"--kubeconfig={self.kubeconfigs['kwok']}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                f"--cidr={POD_CIDR}", "--node-ip=127.2.0.1"]
+                f"--cidr={POD_CIDR}", f"--node-ip={NODE_PREFIX}.0.1"]
         for c in configs:
             argv.append(f"--config={c}")
         env = dict(os.environ, HOME=str(self.workdir))  # no ~/.kwok of the user's
@@ -526,11 +543,11 @@ class Cluster:
                              "annotations": {"kwok.x-k8s.io/node": "fake"},
                              "labels": {"type": "kwok", "kubernetes.io/hostname": name,
                                         "nvidia.com/gpu.present": "true"}},
-                "spec": {"podCIDR": f"127.1.{i + 1}.0/24"}})
+                "spec": {"podCIDR": f"{POD_PREFIX}.{i + 1}.0/24"}})
             self.api.apply_status({
                 "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
                 "status": {"allocatable": resources, "capacity": resources,
-                           "addresses": [{"type": "InternalIP", "address": f"127.2.0.{i + 1}"},
+                           "addresses": [{"type": "InternalIP", "address": f"{NODE_PREFIX}.0.{i + 1}"},
                                          {"type": "Hostname", "address": name}]}})
 
     def _create_dcgm_pods(self) -> None:

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import (ADAPTER_NAMESPACE, READY_AFTER_ANNOTATION, REPO, Cluster, HarnessError,
-                      free_port)
+from .cluster import (ADAPTER_NAMESPACE, NODE_PREFIX, POD_PREFIX, READY_AFTER_ANNOTATION, REPO,
+                      Cluster, HarnessError, free_port)
 from .kube import KubeError
 from .pki import make_leaf, write_kubeconfig
 from .procs import Proc, log
@@ -318,10 +318,10 @@ def add_preemption_node(c: Cluster) -> None:
                  "metadata": {"name": PREEMPT_NODE,
                               "annotations": {"kwok.x-k8s.io/node": "fake"},
                               "labels": {"type": "kwok", "kubernetes.io/hostname": PREEMPT_NODE}},
-                 "spec": {"podCIDR": "127.1.9.0/24"}})
+                 "spec": {"podCIDR": f"{POD_PREFIX}.9.0/24"}})
     c.api.apply_status({"apiVersion": "v1", "kind": "Node", "metadata": {"name": PREEMPT_NODE},
                         "status": {"allocatable": resources, "capacity": resources,
-                                   "addresses": [{"type": "InternalIP", "address": "127.2.0.9"},
+                                   "addresses": [{"type": "InternalIP", "address": f"{NODE_PREFIX}.0.9"},
                                                  {"type": "Hostname", "address": PREEMPT_NODE}]}})
     c.wait_for(lambda: any(x["type"] == "Ready" and x["status"] == "True" for x in
                            c.api.get(f"/api/v1/nodes/{PREEMPT_NODE}")["status"]["conditions"]),
