@@ -486,7 +486,8 @@ WARM_POOL_STATUS = (
     "ClusterRole until a reconcile fails. The sleep-mode calls panel is exempt: its counter has "
     "no series until the controller puts a replica to sleep or wakes one, which that stack does "
     "not do (`tests/e2e/test_warm_pool.py` scenario c does); its query is checked to parse and "
-    "its name to be declared on the controller's /metrics.")
+    "its name to be the family `scaler/src/controller/telemetry.rs` registers (an empty family "
+    "is not on /metrics).")
 
 
 def readme(dashboards: list[Dashboard]) -> str:

@@ -34,8 +34,9 @@ like the others. Its reconcile-error counter exists only after a failed reconcil
 provokes one by taking the status write away from its ClusterRole for a moment. Its sleep-mode
 call counter exists only after a sleep or wake call, which needs a sleeping tier and a load that
 falls after the decision's one-minute warm-up (test_warm_pool c, ~100 s): that panel alone is
-exempt from "returns data" (its selector is still checked to parse, and the name to be
-declared by the controller's /metrics), and the test says so.
+exempt from "returns data" (its selector is still checked to parse, and the name to be the
+family scaler/src/controller/telemetry.rs registers: an empty family is not on /metrics), and
+the test says so.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ WARM_POOL_PREFIX = "inferscale_warmpool_"
 WARM_POOL_JOB = "inferscale-system/inferscale-scaler"
 SCALER = "scaler-obs"
 # Series that exist only once the controller made a sleep-mode call (see the module docs):
-# checked to parse and to be declared by the controller, not to return data.
+# checked to parse and to be registered by the controller's source, not to return data.
 SLEEP_CALLS_ONLY = re.compile(r"inferscale_warmpool_engine_calls_total")
+TELEMETRY = REPO / "scaler/src/controller/telemetry.rs"
 # Series that exist only once something went wrong, which nothing in this run provokes: the
 # adapter answered no 5xx. Their selectors are still checked to be valid and the metric to be
 # scraped; only "returns data" is waived, and only for these.
@@ -495,11 +497,12 @@ def test_every_metric_name_exists_where_it_is_claimed(observed):
     reference = (SHARED / "fixtures/METRICS-REFERENCE.md").read_text()
     documented = {n for n in used if n.startswith("vllm:") and
                   (n in reference or re.sub(r"_(bucket|count|sum)$", "", n) in reference)}
-    # A counter family with no child yet is declared (# TYPE) on /metrics but has no series
-    # to scrape: the controller's sleep-mode calls (see the module docs).
-    exposition = _STACK["scalers"].metrics(SCALER)
-    declared = {line.split()[2] + "_total" for line in exposition.splitlines()
-                if line.startswith("# TYPE ") and line.split()[3] == "counter"}
+    # A counter family with no child yet is not on /metrics at all (prometheus-client leaves
+    # empty families out): the controller's sleep-mode calls (see the module docs) are
+    # checked against the family its source registers instead.
+    declared = {f"inferscale_warmpool_{m}_total" for m in re.findall(
+        r'register\(\s*"(\w+)",\s*"[^"]*",\s*engine_calls\.clone\(\)', TELEMETRY.read_text())}
+    assert 'Registry::with_prefix("inferscale_warmpool")' in TELEMETRY.read_text()
     sleep_calls = {n for n in used - scraped if SLEEP_CALLS_ONLY.search(n) and n in declared}
     unknown = sorted(used - scraped - captured - recorded - documented - sleep_calls)
     assert not unknown, f"metric names nobody exposes: {unknown}"
@@ -511,6 +514,6 @@ def test_every_metric_name_exists_where_it_is_claimed(observed):
     ksm = sorted(n for n in used if n.startswith("kube_horizontalpodautoscaler_"))
     log(f"names from the kube-state-metrics stand-in (not a real exporter): {ksm}")
     warm = sorted(n for n in used if n.startswith(WARM_POOL_PREFIX))
-    log(f"warm-pool names: scraped {sorted(set(warm) & scraped)}, declared by the controller "
+    log(f"warm-pool names: scraped {sorted(set(warm) & scraped)}, registered by the controller "
         f"with no series yet {sorted(sleep_calls)}")
     assert set(warm) <= scraped | sleep_calls, warm
