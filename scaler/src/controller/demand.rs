@@ -28,6 +28,9 @@ pub struct DemandSample {
     pub ttft_p95_seconds: Option<f64>,
     /// Mean KV-cache usage, 0–1.
     pub kv_cache_usage: Option<f64>,
+    /// Seconds the prompt-token rate was measured over (its `windowSeconds`): a rate is the
+    /// mean over its window, so it lags a ramp by half of it.
+    pub rate_window_seconds: Option<f64>,
 }
 
 /// Stores one read value in its field.
@@ -98,8 +101,11 @@ struct MetricValueList {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct MetricValue {
     value: String,
+    /// Seconds a rate was measured over; optional, as another adapter may leave it out.
+    window_seconds: Option<i64>,
 }
 
 /// Reads every demand metric of the workload. Missing metrics stay `None`; a failure of
@@ -109,11 +115,14 @@ pub async fn read(client: &Client, target: &WorkloadPath) -> Result<DemandSample
     let mut sample = DemandSample::default();
     let reads = READS
         .iter()
-        .map(|(metric, _)| read_one(client, target, metric));
+        .map(|(metric, _)| read_with_window(client, target, metric));
     let values = futures::future::join_all(reads).await;
-    for ((_, set), value) in READS.iter().zip(values) {
-        if let Some(v) = value? {
+    for ((metric, set), value) in READS.iter().zip(values) {
+        if let Some((v, window)) = value? {
             set(&mut sample, v);
+            if *metric == "inferscale_prompt_tokens_per_second" {
+                sample.rate_window_seconds = window.filter(|w| *w > 0).map(|w| w as f64);
+            }
         }
     }
     Ok(sample)
@@ -124,6 +133,15 @@ async fn read_one(
     target: &WorkloadPath,
     metric: &'static str,
 ) -> Result<Option<f64>, DemandError> {
+    Ok(read_with_window(client, target, metric).await?.map(|v| v.0))
+}
+
+/// A metric's value and its `windowSeconds`; `None` when the adapter cannot state it.
+async fn read_with_window(
+    client: &Client,
+    target: &WorkloadPath,
+    metric: &'static str,
+) -> Result<Option<(f64, Option<i64>)>, DemandError> {
     let request = http::Request::get(target.metric_path(metric))
         .body(Vec::new())
         .map_err(|e| DemandError::Decode {
@@ -146,7 +164,7 @@ async fn read_one(
         return Ok(None);
     };
     parse_quantity(&item.value)
-        .map(Some)
+        .map(|v| Some((v, item.window_seconds)))
         .ok_or_else(|| DemandError::Decode {
             metric,
             target: target.name.clone(),

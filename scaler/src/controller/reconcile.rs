@@ -704,6 +704,7 @@ fn build_snapshot(
             request_rate: demand.requests_per_second,
             prompt_token_rate: demand.prompt_tokens_per_second,
             generation_token_rate: demand.generation_tokens_per_second,
+            rate_window_secs: demand.rate_window_seconds,
         },
         signals: decision::ServingSignals {
             queue_depth: demand.queue_depth,

@@ -3,8 +3,9 @@
 //!
 //! Owns: the [`Forecaster`] state (plain data, serialisable so a controller can keep it across
 //! restarts): a Holt level + trend of offered work and of the request rate, an optional seasonal
-//! profile, a fast term on the rate's derivative, and the recent short-window samples whose
-//! spread is the forecast's interval and the sizing's scenarios.
+//! profile, a fast term on the rate's derivative, the recent short-window samples whose
+//! spread is the forecast's interval and the sizing's scenarios, and the requests in flight
+//! whose straight-line rise is a ramp ([`Forecaster::ramp`]).
 //! Does not own: turning a forecast into replicas (see [`super::decide`]).
 //!
 //! Work is measured in replica-seconds per second: prompt tokens × the prefill cost of a token
@@ -43,6 +44,11 @@ const SEASON_ALPHA: f64 = 0.5;
 const FAST_LOOKAHEAD_SECS: f64 = 30.0;
 /// Bounds on how far the level forecast may scale the recent burst samples.
 const GROWTH_BOUNDS: (f64, f64) = (0.5, 4.0);
+/// Fewest in-flight samples a ramp is fitted through: two points always lie on a line.
+const RAMP_MIN_SAMPLES: usize = 3;
+/// Share of the in-flight samples' variance the fitted line must explain for a rise to count
+/// as a ramp: a burst's edge (flat, then a jump) fits a line badly over a time-to-ready.
+const RAMP_MIN_FIT: f64 = 0.8;
 
 /// Forecasting settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -104,6 +110,19 @@ pub struct Forecaster {
     windows: VecDeque<WindowSample>,
     /// Seasonal profile: smoothed work per bucket; `NaN` until the bucket was seen.
     season: Vec<f64>,
+    /// Requests in flight (running + waiting) at each decision within memory: (time, count).
+    #[serde(default)]
+    in_flight: VecDeque<(f64, f64)>,
+}
+
+/// A ramp seen in the requests in flight: a line through the samples of the last span.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Ramp {
+    /// Rise of the requests in flight, per second.
+    pub slope: f64,
+    /// Requests in flight on the line at the horizon over those on it when the work rates
+    /// were measured, at most 4: the factor the measured work grows by.
+    pub growth: f64,
 }
 
 fn per_step(alpha: f64, dt: f64) -> f64 {
@@ -174,6 +193,69 @@ impl Forecaster {
                 old + SEASON_ALPHA * (work - old)
             };
         }
+    }
+
+    /// Records the requests in flight (running + waiting: gauges, read at `now` with no
+    /// averaging window) for [`Forecaster::ramp`]. Samples older than the memory are dropped.
+    pub fn observe_in_flight(&mut self, settings: &ForecastSettings, now: f64, in_flight: f64) {
+        if !in_flight.is_finite() || self.in_flight.back().is_some_and(|s| s.0 >= now) {
+            return;
+        }
+        self.in_flight.push_back((now, in_flight.max(0.0)));
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|s| s.0 < now - settings.memory_secs)
+        {
+            self.in_flight.pop_front();
+        }
+    }
+
+    /// A ramp in the requests in flight over the last `span` seconds, carried `horizon`
+    /// seconds ahead: `None` unless at least three samples rise along a least-squares line
+    /// that explains 80 % of their variance. The work rates lag demand by `lag` seconds (a
+    /// rate over a window of `w` seconds is its mean, `w/2` behind on a ramp), so the growth
+    /// is taken from the line `lag` seconds ago to `horizon` seconds ahead. Requests in flight
+    /// are read without a window: they show a ramp while the rates still show its start.
+    pub fn ramp(&self, now: f64, span: f64, lag: f64, horizon: f64) -> Option<Ramp> {
+        let samples: Vec<(f64, f64)> = self
+            .in_flight
+            .iter()
+            .copied()
+            .filter(|s| s.0 >= now - span && s.0 <= now)
+            .collect();
+        if samples.len() < RAMP_MIN_SAMPLES {
+            return None;
+        }
+        let n = samples.len() as f64;
+        let mean_t = samples.iter().map(|s| s.0).sum::<f64>() / n;
+        let mean_y = samples.iter().map(|s| s.1).sum::<f64>() / n;
+        let stt: f64 = samples.iter().map(|s| (s.0 - mean_t).powi(2)).sum();
+        let sty: f64 = samples
+            .iter()
+            .map(|s| (s.0 - mean_t) * (s.1 - mean_y))
+            .sum();
+        let syy: f64 = samples.iter().map(|s| (s.1 - mean_y).powi(2)).sum();
+        if stt <= 0.0 || syy <= 0.0 || sty <= 0.0 {
+            return None;
+        }
+        let slope = sty / stt;
+        // R² of a least-squares line: the explained share of the variance.
+        if sty * sty / (stt * syy) < RAMP_MIN_FIT {
+            return None;
+        }
+        let line = |t: f64| mean_y + slope * (t - mean_t);
+        let then = line(now - lag.max(0.0));
+        let ahead = line(now + horizon.max(0.0));
+        let growth = if then > 0.0 {
+            (ahead / then).min(GROWTH_BOUNDS.1)
+        } else {
+            GROWTH_BOUNDS.1
+        };
+        Some(Ramp {
+            slope,
+            growth: growth.max(1.0),
+        })
     }
 
     /// Smoothed offered work now.

@@ -54,8 +54,15 @@
 //!    when that is ≥ 1: an isolated burst may queue up to the objective). The cheapest `n` that also
 //!    meets the attainment objective (when any does) is the target; never below what the
 //!    smoothed level needs now, nor — while the fleet's TTFT p95 is over the objective — the
-//!    ready replicas scaled by how far over it is. The fast (derivative) term only wakes
-//!    sleepers: a cold start lands long after a burst of seconds is over.
+//!    ready replicas scaled by how far over it is, nor what a **ramp** needs one horizon
+//!    ahead: when the requests in flight (running + waiting, gauges with no averaging window)
+//!    rise along a least-squares line over the last horizon that explains ≥ 80 % of their
+//!    variance ([`forecast::Forecaster::ramp`]), the measured work is grown by the line's
+//!    value one horizon ahead over its value when the rates were measured (half their window,
+//!    [`Demand::rate_window_secs`], ago), at most 4×. Neither the level (~50 s memory) nor the
+//!    scenarios (their baseline's slope needs half its 5 min memory) can see a ramp younger
+//!    than that in time for a cold start. The fast (derivative) term only wakes sleepers: a
+//!    cold start lands long after a burst of seconds is over.
 //! 5. Scale-down waits one median time-to-ready (ski rental: a replica released and needed
 //!    again within a cold start costs more than keeping it).
 //! 6. Tiers: a sleeping replica (vLLM sleep mode) and a placeholder (a low-priority pod that
@@ -92,6 +99,9 @@ const CAPACITY_BOUNDS: (f64, f64) = (0.2, 3.0);
 /// TTFT p95 below this share of the objective counts as "easily met" and lets the capacity
 /// rise toward the load that met it.
 const COMFORTABLE_SHARE_OF_OBJECTIVE: f64 = 0.5;
+/// Shortest span a ramp is fitted over, in decision periods, where the horizon is shorter:
+/// it then holds four samples, one more than the fewest a fit is tried on.
+const RAMP_MIN_SPAN_PERIODS: f64 = 3.0;
 
 /// The latency objective.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -260,6 +270,10 @@ pub struct Demand {
     pub request_rate: Option<f64>,
     pub prompt_token_rate: Option<f64>,
     pub generation_token_rate: Option<f64>,
+    /// Seconds the rates were measured over (the custom metrics API's `windowSeconds`); a
+    /// rate over `w` seconds lags a ramp by `w/2`. `None` when unknown: no lag assumed.
+    #[serde(default)]
+    pub rate_window_secs: Option<f64>,
 }
 
 /// Fleet signals as the adapter serves them for the workload; `None` when missing.
@@ -509,6 +523,7 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
     let queued = snapshot.signals.queue_depth.unwrap_or(0.0).max(0.0);
     let per_request = state.forecaster.work_per_request().unwrap_or(0.0);
     let queued_work = queued * per_request / settings.forecast.burst_window_secs;
+    let rate_work = work_now;
     let work_now = work_now + queued_work;
     if queued_work > 0.0 {
         let _ = write!(
@@ -519,6 +534,11 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
     state
         .forecaster
         .observe(&settings.forecast, now, work_now, requests_now);
+    if let Some(running) = snapshot.signals.running {
+        state
+            .forecaster
+            .observe_in_flight(&settings.forecast, now, running.max(0.0) + queued);
+    }
 
     // 3. Per-replica capacity.
     let prior = settings.work.prior_capacity;
@@ -592,7 +612,19 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
         }
         _ => 0,
     };
-    let mut target = by_cost.max(level_needs).max(pressure_needs);
+    // A ramp in the requests in flight (gauges, no averaging window), fitted over the last
+    // time-to-ready: the measured work grown along it to one time-to-ready ahead. The level
+    // and the scenarios cannot see it in time: the Holt level lags a ramp by its ~50 s memory,
+    // the baseline's slope needs half its 5 min memory, and the rates lag by half their window.
+    let ramp = state.forecaster.ramp(
+        now,
+        horizon.max(RAMP_MIN_SPAN_PERIODS * settings.decision_period_secs),
+        snapshot.demand.rate_window_secs.unwrap_or(0.0) / 2.0,
+        horizon,
+    );
+    let ramp_work = ramp.map(|r| rate_work * r.growth + queued_work);
+    let ramp_needs = ramp_work.map_or(0, |w| (w / cap).ceil() as u32);
+    let mut target = by_cost.max(level_needs).max(pressure_needs).max(ramp_needs);
     let _ = write!(
         reason,
         "work {:.2} now, {:.2} forecast in {:.0} s (90% in {:.2}–{:.2}); capacity {:.2}/replica; \
@@ -605,10 +637,18 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
         cap,
         by_cost
     );
-    if pressure_needs > by_cost.max(level_needs) {
+    if pressure_needs > by_cost.max(level_needs).max(ramp_needs) {
         let _ = write!(
             reason,
             "; {pressure_needs} because TTFT p95 is over the objective"
+        );
+    } else if let (Some(r), Some(w), true) =
+        (ramp, ramp_work, ramp_needs > by_cost.max(level_needs))
+    {
+        let _ = write!(
+            reason,
+            "; {ramp_needs} for the ramp (in flight rising {:.2}/s: work {w:.2} in {horizon:.0} s)",
+            r.slope
         );
     } else if target > by_cost {
         let _ = write!(reason, "; {target} for the load arriving now");

@@ -33,6 +33,7 @@ fn snapshot(now: f64, prompt_rate: f64, desired: u32) -> Snapshot {
             request_rate: Some(prompt_rate / 1000.0),
             prompt_token_rate: Some(prompt_rate),
             generation_token_rate: Some(0.0),
+            rate_window_secs: None,
         },
         signals: ServingSignals::default(),
         capacity: Capacity {
@@ -69,6 +70,7 @@ fn offered_work_is_prefill_plus_decode() {
         request_rate: Some(1.0),
         prompt_token_rate: Some(5000.0),
         generation_token_rate: Some(200.0),
+        rate_window_secs: None,
     };
     // 5000 × 1e-4 + 200 × 1e-3 = 0.5 + 0.2.
     assert!((offered_work(&w, &d).unwrap() - 0.7).abs() < 1e-12);
@@ -293,4 +295,53 @@ fn settings_are_validated() {
     let mut s = settings();
     s.tiers.sleeping.price_share = 1.5;
     assert!(s.validate().is_err());
+}
+
+/// The e2e ramp (tests/e2e/test_warm_pool.py) as the controller sees it: one closed-loop
+/// client more every 5 s from t = 0 (before: none), each client 0.19 replica-seconds of work
+/// per second and one request in flight; the rates are means over a 20 s window (the e2e
+/// adapter's), the requests in flight are read as they are. Decisions every 5 s from t = −10,
+/// cold start learned as its prior (median 12 s, p95 12·e^(1.645·0.25) = 18.1 s).
+fn first_raise_on_the_ramp(in_flight_read: bool) -> f64 {
+    let clients = |t: f64| {
+        if t < 0.0 {
+            0.0
+        } else {
+            1.0 + (t / 5.0).floor()
+        }
+    };
+    // Mean of the work over [t − 20, t], in 0.1 s steps.
+    let windowed = |t: f64| {
+        (0..200)
+            .map(|i| 0.19 * clients(t - 20.0 + i as f64 * 0.1))
+            .sum::<f64>()
+            / 200.0
+    };
+    let s = settings();
+    let mut state = State::default();
+    for i in 0..20 {
+        let t = -10.0 + 5.0 * i as f64;
+        let mut snap = snapshot(t, windowed(t) / 1e-4, 1);
+        snap.demand.rate_window_secs = Some(20.0);
+        snap.signals.running = in_flight_read.then(|| clients(t));
+        snap.time_to_ready.cold = TimeToReady::prior(12.0);
+        let r = decide(&s, &mut state, &snap);
+        if r.serving_replicas >= 2 {
+            return t;
+        }
+    }
+    f64::INFINITY
+}
+
+#[test]
+fn a_ramp_in_flight_is_met_one_cold_start_ahead() {
+    // By hand at t = 10: in flight 0, 1, 2, 3 at t = −5 … 10 (inside the 18.1 s span) lie on
+    // 1 + 0.2·t; the rates (mean over [−10, 10] = 0.1425) lag 10 s, so the work grows by the
+    // line at 28.1 s over the line at 0 s: 6.62, at most 4 → 0.57, over 0.5 a replica → 2.
+    // At t = 5 the fit (0, 0, 1, 2 at −10 … 5: R² = 0.89) grows 0.0475 by 4 → 0.19 → 1.
+    assert_eq!(first_raise_on_the_ramp(true), 10.0);
+    // One replica (4 slots, 0.19 each) is outgrown at 5 clients, t = 20; a 12 s cold start
+    // asked for at t = 10 is Ready by then. Without the requests in flight the decision only
+    // sees the lagging rates and rises when a replica is already outgrown.
+    assert!(first_raise_on_the_ramp(false) >= 20.0);
 }

@@ -110,6 +110,7 @@ impl WarmPool {
             Some((t, tokens, arrivals)) if obs.now > t => Some((
                 (obs.arrival_prompt_tokens_total - tokens).max(0.0) / (obs.now - t),
                 obs.arrivals_total.saturating_sub(arrivals) as f64 / (obs.now - t),
+                obs.now - t,
             )),
             _ => None,
         };
@@ -125,6 +126,8 @@ impl WarmPool {
                     prompt_token_rate: rates.map(|r| r.0),
                     generation_token_rate: rates
                         .map(|_| fleet.generation_token_rate.sum.value().unwrap_or(0.0)),
+                    // Counted over the interval since the previous call.
+                    rate_window_secs: rates.map(|r| r.2),
                 },
                 None,
             ),
@@ -134,6 +137,7 @@ impl WarmPool {
                     request_rate: fleet.request_rate.sum.value(),
                     prompt_token_rate: fleet.prompt_token_rate.sum.value(),
                     generation_token_rate: fleet.generation_token_rate.sum.value(),
+                    rate_window_secs: Some(self.signal_path().window()),
                 },
                 fleet.queue_depth.sum.value(),
             ),
