@@ -8,7 +8,8 @@ Pods and gives pods IPs in ``POD_CIDR`` (127.1.0.0/16 for one run); the *fleet* 
 container is ``vllm-sim``, that process bound to the pod's IP, started when kwok marks the pod
 Running and stopped when the pod goes away (engine pods: ``vllm-sim serve``; one ``vllm-sim
 dcgm`` pod per fake node, fed the node's GPU assignments); and the adapter, on the host, reached
-by the aggregator through an ExternalName Service and APIService objects with a caBundle.
+by the aggregator through a Service whose EndpointSlice the harness keeps (one endpoint per
+adapter process) and APIService objects with a caBundle.
 
 Teardown (``Cluster.stop``, also run from atexit and signal handlers) leaves no process behind.
 
@@ -29,6 +30,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -82,9 +84,19 @@ SERVICE_CIDR = "10.96.0.0/16"
 ENGINE_PORT = 8000
 DCGM_PORT = 9400
 ADAPTER_NAMESPACE = "inferscale-system"
+ADAPTER_SERVICE = "inferscale-adapter"
+# The session's adapter listens here; a second replica (start_adapter_replica) on another
+# loopback address and the same port, as pods of one Deployment do.
+ADAPTER_HOST = "127.0.0.1"
+# The port of a Service in front of host processes (the chart's adapter Service uses 443).
+SERVICE_PORT = 443
 DCGM_NAMESPACE = "gpu-operator"
 SIM_LABEL = "inferscale.dev/scrape"
 START_TIMEOUT = 90.0
+# How long kube-apiserver gets to exit after SIGTERM before SIGKILL. Here it has not exited
+# within 15 s either (measured), so a longer grace would only make the restart test longer:
+# the restart is an abrupt one, every client's connection cut.
+APISERVER_STOP_GRACE_SECONDS = 5.0
 
 
 # kwok Stage: a scheduled Pending pod becomes Running with an IP but *not* Ready; the fleet
@@ -152,6 +164,16 @@ spec:
       phase: Running
       startTime: {{ $now | Quote }}
 """
+
+
+@dataclass
+class HostEndpoint:
+    """One endpoint of a Service in front of host processes (``set_host_endpoints``): ready
+    and serving while it answers; terminating once its pod would be deleted (then not ready,
+    still serving, as the EndpointSlice controller marks a deleted pod's endpoint)."""
+    host: str
+    ready: bool = True
+    terminating: bool = False
 
 
 class HarnessError(RuntimeError):
@@ -388,7 +410,11 @@ class Cluster:
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={p.front_proxy_client.cert}",
             f"--proxy-client-key-file={p.front_proxy_client.key}",
-            "--enable-aggregator-routing=false",
+            # The aggregator dials one of the Service's ready endpoints (its EndpointSlices),
+            # as it must here: no kube-proxy makes a ClusterIP reachable. With more than one
+            # adapter behind the Service, a replica whose endpoint turns unready gets no more
+            # requests (tests/e2e/test_reliability.py, (m) and (n)).
+            "--enable-aggregator-routing=true",
             # No token controller and no node lifecycle controller run here: with these two
             # admission plugins pods would wait for a service account token or a node taint
             # removal that never comes.
@@ -398,6 +424,20 @@ class Cluster:
             # reaches the API server through that Service.
             "--endpoint-reconciler-type=none",
             "--profiling=false", "--v=1"])
+
+    def restart_apiserver(self, grace: float = APISERVER_STOP_GRACE_SECONDS
+                          ) -> tuple[float, int | None, float]:
+        """Stops kube-apiserver (SIGTERM, SIGKILL after ``grace``, as the kubelet restarts
+        its static pod) and starts it again with the same flags and state (etcd keeps
+        running). Returns the seconds it took to exit, its exit code (-9: killed after the
+        grace period) and the seconds from its start to /readyz."""
+        t_stop = time.monotonic()
+        code = self.procs.stop(self.components["kube-apiserver"], grace=grace)
+        t_start = time.monotonic()
+        self._start_apiserver()
+        self._wait(self._apiserver_ready, "kube-apiserver /readyz after its restart",
+                   [self.components["kube-apiserver"], self.components["etcd"]], timeout=90)
+        return t_start - t_stop, code, time.monotonic() - t_start
 
     def _start_controller_manager(self) -> None:
         kc = self.kubeconfigs["controller-manager"]
@@ -438,9 +478,32 @@ class Cluster:
         self._start("kwok", argv, env=env)
 
     def start_adapter(self, wait: bool = False) -> Proc:
+        self.adapter = self._start_adapter_process("adapter", ADAPTER_HOST)
+        self.components["adapter"] = self.adapter
+        if wait:
+            self.wait_adapter_ready()
+        return self.adapter
+
+    def start_adapter_replica(self, host: str) -> Proc:
+        """Another adapter process, on ``host`` (a loopback address other than 127.0.0.1)
+        and the first one's port, as a second pod of the adapter's Deployment would be; waits
+        for its /readyz. It is not in the Service until ``set_host_endpoints`` puts it there,
+        and not a component: its death fails no wait."""
+        proc = self._start_adapter_process(f"adapter-{host}", host)
+        direct = self.adapter_direct(host=host)
+
+        def ready() -> bool:
+            try:
+                return direct.raw("GET", "/readyz")[0] == 200
+            except OSError:
+                return False
+        self._wait(ready, f"adapter {host} /readyz", [proc], timeout=60)
+        return proc
+
+    def _start_adapter_process(self, name: str, host: str) -> Proc:
         p = self.pki
         argv = [
-            self.bins["adapter"], "serve", f"--listen=127.0.0.1:{self.ports['adapter']}",
+            self.bins["adapter"], "serve", f"--listen={host}:{self.ports['adapter']}",
             f"--tls-cert-file={p.adapter_serving.cert}",
             f"--tls-private-key-file={p.adapter_serving.key}",
             "--pod-selector=inferscale.dev/scrape=true", "--dcgm-selector=app=nvidia-dcgm-exporter",
@@ -451,26 +514,23 @@ class Cluster:
             "--warm-pools=true", *self.extra_adapter_args]
         env = dict(os.environ, KUBECONFIG=self.kubeconfigs["adapter"],
                    RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
-        self.adapter = self.procs.start("adapter", argv, env=env)
-        self.components["adapter"] = self.adapter
-        if wait:
-            self.wait_adapter_ready()
-        return self.adapter
+        return self.procs.start(name, argv, env=env)
 
     def stop_adapter(self, sig: int | None = None) -> int | None:
         if not self.adapter:
             return None
-        import signal as _signal
-        code = self.procs.stop(self.adapter, sig=sig or _signal.SIGTERM)
+        code = self.procs.stop(self.adapter, sig=sig or signal.SIGTERM)
         self.adapter = None
         return code
 
     def adapter_direct(self, cert=None, ca: str | None = "default",
-                       server_hostname: str | None = ADAPTER_SERVICE_DNS) -> Kube:
-        """A client talking straight to the adapter (not through the aggregator)."""
+                       server_hostname: str | None = ADAPTER_SERVICE_DNS,
+                       host: str = ADAPTER_HOST) -> Kube:
+        """A client talking straight to the adapter at ``host`` (not through the
+        aggregator)."""
         ca_file = self.pki.adapter_ca.cert if ca == "default" else ca
         ctx = ssl_context(ca_file, cert.cert if cert else None, cert.key if cert else None)
-        return Kube("127.0.0.1", self.ports["adapter"], ctx, server_hostname=server_hostname)
+        return Kube(host, self.ports["adapter"], ctx, server_hostname=server_hostname)
 
     def wait_adapter_ready(self, timeout: float = 60) -> None:
         direct = self.adapter_direct()
@@ -501,13 +561,45 @@ class Cluster:
     def _register_adapter(self) -> None:
         self.api.apply({"apiVersion": "v1", "kind": "Namespace",
                         "metadata": {"name": ADAPTER_NAMESPACE}})
-        # The aggregator dials <externalName>:<APIService port> and verifies the serving
+        # The aggregator dials a ready endpoint of the Service and verifies the serving
         # certificate against inferscale-adapter.inferscale-system.svc.
+        self.register_host_service(ADAPTER_NAMESPACE, ADAPTER_SERVICE, self.ports["adapter"])
+
+    def register_host_service(self, namespace: str, name: str, target_port: int,
+                              hosts: tuple[str, ...] = ("127.0.0.1",)) -> None:
+        """A Service (port 443, named https) whose endpoints are processes on the host,
+        listening on ``target_port`` at each of ``hosts``: what an aggregated API server's
+        Service is in a cluster, with the endpoint list kept by the harness (the Service has
+        no selector, so no controller touches it). See ``set_host_endpoints``."""
         self.api.apply({
             "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "inferscale-adapter", "namespace": ADAPTER_NAMESPACE},
-            "spec": {"type": "ExternalName", "externalName": "127.0.0.1",
-                     "ports": [{"name": "https", "port": self.ports["adapter"]}]}})
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"type": "ClusterIP",
+                     "ports": [{"name": "https", "port": SERVICE_PORT,
+                                "targetPort": target_port, "protocol": "TCP"}]}})
+        self.set_host_endpoints(namespace, name, target_port,
+                                [HostEndpoint(h) for h in hosts])
+
+    def set_host_endpoints(self, namespace: str, name: str, target_port: int,
+                           endpoints: list["HostEndpoint"]) -> None:
+        """Replaces the Service's endpoints with ``endpoints`` (what the EndpointSlice
+        controller writes from the pods' readiness and deletion). The slice's addressType is
+        FQDN: an IPv4 slice refuses loopback addresses (ValidateEndpointIP), and the
+        aggregator's resolver takes an endpoint's first address as the host to dial whatever
+        the type (k8s.io/apiserver pkg/util/proxy ResolveEndpoint), so a loopback IP literal
+        there is dialled as it is."""
+        self.api.apply({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-host", "namespace": namespace,
+                         "labels": {"kubernetes.io/service-name": name,
+                                    "endpointslice.kubernetes.io/managed-by": "e2e.inferscale.dev"}},
+            "addressType": "FQDN",
+            "ports": [{"name": "https", "port": target_port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [e.host],
+                           "conditions": {"ready": e.ready and not e.terminating,
+                                          "serving": e.ready,
+                                          "terminating": e.terminating}}
+                          for e in endpoints]})
 
     def _apiservice_versions(self) -> list[tuple[str, str, int]]:
         """(group, version, versionPriority) of every APIService the adapter backs."""
@@ -525,9 +617,9 @@ class Cluster:
                 "metadata": {"name": f"{version}.{group}"},
                 "spec": {"group": group, "version": version, "groupPriorityMinimum": 100,
                          "versionPriority": prio, "caBundle": ca_bundle,
-                         "service": {"name": "inferscale-adapter",
+                         "service": {"name": ADAPTER_SERVICE,
                                      "namespace": ADAPTER_NAMESPACE,
-                                     "port": self.ports["adapter"]}}})
+                                     "port": SERVICE_PORT}}})
 
     def node_name(self, i: int) -> str:
         return f"kwok-gpu-{i}"
@@ -824,6 +916,77 @@ def _exists(api: Kube, path: str) -> bool:
         if e.status == 404:
             return False
         raise
+
+
+# --- A second adapter replica behind the Service ------------------------------------------
+
+# How often the kubelet stand-in looks for an exited adapter replica: the kubelet's PLEG
+# relists containers every second and marks the pod unready when its container is gone.
+REPLICA_EXIT_POLL_SECONDS = 1.0
+
+
+class AdapterReplica(threading.Thread):
+    """A second adapter process behind the adapter's Service, for a ``with`` block.
+
+    Started on ``host`` (another loopback address, the session adapter's port), put in the
+    Service's endpoints next to the session's adapter once it serves, and watched the way
+    the kubelet and the EndpointSlice controller watch a pod: its endpoint turns unready (not
+    serving) within ``REPLICA_EXIT_POLL_SECONDS`` of the process exiting, and ``terminate``
+    marks it terminating (not ready, still serving) right after the SIGTERM, as deleting its
+    pod does. Leaves the Service as it found it: the session's adapter alone.
+    """
+
+    def __init__(self, cluster: Cluster, host: str):
+        super().__init__(daemon=True, name=f"adapter-replica-{host}")
+        self.c, self.host = cluster, host
+        self.proc: Proc | None = None
+        self._halt = threading.Event()
+        # monotonic time the endpoint left the ready set, and why ("exited", "terminating").
+        self.unready_at: float | None = None
+        self.unready_reason: str | None = None
+
+    def __enter__(self) -> "AdapterReplica":
+        self.proc = self.c.start_adapter_replica(self.host)
+        self._publish(HostEndpoint(self.host))
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+        if self.proc is not None:
+            self.c.procs.stop(self.proc)
+        self._publish(None)
+
+    def _publish(self, replica: HostEndpoint | None) -> None:
+        self.c.set_host_endpoints(ADAPTER_NAMESPACE, ADAPTER_SERVICE, self.c.ports["adapter"],
+                                  [HostEndpoint(ADAPTER_HOST), *([replica] if replica else [])])
+
+    def kill(self) -> float:
+        """SIGKILL (an OOM kill, a node's sudden loss of the container); returns when."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        return time.monotonic()
+
+    def terminate(self) -> float:
+        """What deleting the replica's pod does: the kubelet's SIGTERM and, right after it,
+        the EndpointSlice controller's terminating endpoint. Returns the time of the
+        signal."""
+        os.kill(self.proc.pid, signal.SIGTERM)
+        t = time.monotonic()
+        self._publish(HostEndpoint(self.host, ready=True, terminating=True))
+        self._mark("terminating")
+        return t
+
+    def _mark(self, reason: str) -> None:
+        if self.unready_at is None:
+            self.unready_at, self.unready_reason = time.monotonic(), reason
+
+    def run(self) -> None:
+        while not self._halt.wait(REPLICA_EXIT_POLL_SECONDS):
+            if self.proc is not None and not self.proc.alive():
+                self._publish(HostEndpoint(self.host, ready=False))
+                self._mark("exited")
+                return
 
 
 # --- The fleet: processes behind kwok's pods ------------------------------------------------

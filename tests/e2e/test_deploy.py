@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from deploy.test_chart import COMBINATIONS, kustomize_with_components  # noqa: E402
 
 CHART = REPO / "deploy/helm/inferscale"
-# The harness runs its own adapter objects in inferscale-system (an ExternalName Service of the
+# The harness runs its own adapter objects in inferscale-system (a Service of the
 # same name, for one): a dry-run apply there would be merged into them. The dry runs use a
 # namespace of their own; cluster-scoped objects (APIServices, ClusterRoles) are merged into
 # the harness's in dry-run only, which stores nothing.

@@ -12,7 +12,17 @@ i. the fault suite: one fleet at exactly its HPA's target, one replica's ``/metr
    HPA must hold (a fabricated 0 for the faulty replica would scale it down), the faulty
    replica's value must be missing — never 0, never another value — or, for faults that
    spoil only a histogram, kept, and the other replicas' values must stay. The table it
-   prints (and writes to ``$INFERSCALE_FAULT_TABLE`` when set) is docs/fault-suite.md's.
+   prints (and writes to ``$INFERSCALE_FAULT_TABLE`` when set) is docs/fault-suite.md's;
+l. kube-apiserver restarted under an HPA at its target: the adapter stays up, ready and live
+   through the outage, its pod watches resume (a pod deleted before they do is dropped, its
+   replacement served: no ghost, none lost), the aggregator serves again and the HPA computes
+   a fresh value without moving;
+m. two adapter replicas behind the Service, one SIGKILLed while an HPA and a reader read
+   through the aggregator: reads fail only until its endpoint leaves the ready set, the
+   APIServices stay Available and the HPA holds;
+n. the same, the replica SIGTERMed as its pod's deletion does: not one read through the
+   aggregator fails, a client on the replica itself is answered until the listener closes
+   after the shutdown delay, and it exits 0 within its delay and drain.
 
 The HPA windows are shortened from the guide's (scale-down stabilisation 300 s there, 10 s
 here) so a scale-down happens within a test's patience; the metrics and targets are the
@@ -21,10 +31,13 @@ guide's.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
 
-from .cluster import DCGM_NAMESPACE, Cluster
+from .cluster import (ADAPTER_HOST, DCGM_NAMESPACE, REPLICA_EXIT_POLL_SECONDS, AdapterReplica,
+                      Cluster)
 from .load import ClosedLoopLoad, post_json, set_synthetic_load
 from .test_e2e import (CUSTOM, TTFT_P95, WAITING, HpaRecorder, addresses, condition,
                        hpa_average, p95_of_constant, rescale_events, running_pods,
@@ -369,3 +382,323 @@ def _play(c, ns, name, rec, sid, fault, expect, victim, others, addr, addr_of, n
         "others": f"waiting {'/'.join(sorted(seen_other))}",
     }
     return row, problems
+
+
+# --- helpers for l, m, n --------------------------------------------------------------------
+
+def adapter_counter(c: Cluster, metric: str, host: str = ADAPTER_HOST,
+                    route_prefix: str = "") -> float:
+    """The sum of the adapter's own counter ``metric`` (its /metrics, read with the admin
+    client certificate), over series whose ``route`` label starts with ``route_prefix``."""
+    code, body = c.adapter_direct(cert=c.pki.admin, host=host).raw("GET", "/metrics")
+    assert code == 200, (host, code, body[:200])
+    total = 0.0
+    for line in body.decode().splitlines():
+        if not line.startswith(metric) or line[len(metric):len(metric) + 1] not in ("{", " "):
+            continue
+        labels, _, value = line.rpartition(" ")
+        if route_prefix and f'route="{route_prefix}' not in labels:
+            continue
+        total += float(value)
+    return total
+
+
+class AggregatedReader(threading.Thread):
+    """Reads ``pods/*/vllm_num_requests_waiting`` through the aggregator in a loop, as an
+    HPA does but ten times a second, and records every answer: (time, None) for the exact
+    ``expected`` values, (time, what went wrong) otherwise — an error status, a connection
+    failure, a missing pod or another value."""
+
+    def __init__(self, c: Cluster, ns: str, expected: dict[str, float]):
+        super().__init__(daemon=True, name=f"reader-{ns}")
+        self.c, self.ns, self.expected = c, ns, expected
+        self.results: list[tuple[float, str | None]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        path = f"{CUSTOM}/v1beta2/namespaces/{self.ns}/pods/*/{WAITING}"
+        while not self._halt.wait(0.1):
+            try:
+                code, body = self.c.api.raw("GET", path)
+                if code != 200:
+                    problem = f"HTTP {code}: {body[:160]!r}"
+                else:
+                    served = {i["describedObject"]["name"]: quantity(i["value"])
+                              for i in json.loads(body)["items"]}
+                    problem = None if served == self.expected else f"served {served}"
+            except OSError as e:
+                problem = f"{type(e).__name__}: {e}"
+            self.results.append((time.monotonic(), problem))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+    def failures(self, since: float = 0.0) -> list[tuple[float, str]]:
+        return [(t, p) for t, p in self.results if p is not None and t >= since]
+
+    def count(self, since: float = 0.0, until: float = float("inf")) -> int:
+        return sum(1 for t, _ in self.results if since <= t <= until)
+
+
+def steady_queue_fleet_with_hpa(c: Cluster, ns: str, name: str) -> tuple[list[str], HpaRecorder]:
+    """3 replicas at exactly their HPA's target (2 waiting each, target 2): a fabricated or
+    lost value moves the HPA, a held one does not. Returns the pods and a started recorder,
+    once the HPA computes 2."""
+    steady_synthetic_fleet(c, ns, name, 3, waiting=2)
+    c.create_hpa(ns, name, name, WAITING, "2", min_replicas=1, max_replicas=6,
+                 scale_down_window=6)
+    rec = HpaRecorder(c, ns, name, name)
+    rec.start()
+    c.wait_for(lambda: hpa_average(c.hpa(ns, name), WAITING) == 2
+               and (condition(c.hpa(ns, name), "ScalingActive") or {}).get("status")
+               == "True", "the HPA to see 2 waiting per pod", 60)
+    return running_pods(c, ns, name), rec
+
+
+def held_three(rec: HpaRecorder, since: float) -> bool:
+    samples = rec.since(since)
+    return bool(samples) and all(s["spec"] == 3 and s["desired"] in (None, 3)
+                                 for s in samples)
+
+
+# --- l. kube-apiserver restarted --------------------------------------------------------------
+
+def test_l_apiserver_restart(cluster: Cluster):
+    c, ns, name = cluster, "e2e-apiserver-restart", "vllm"
+    pods, rec = steady_queue_fleet_with_hpa(c, ns, name)
+    # A second Deployment, no HPA: its pod is deleted as soon as the API is back, before the
+    # adapter's watches resume, so only a correct relist shows the adapter that it is gone
+    # (no ghost) and that its replacement exists (none lost).
+    c.create_deployment(ns, "spare", replicas=1, model="spare-model")
+    wait_fleet(c, ns, "spare", 1)
+    (ghost,) = running_pods(c, ns, "spare")
+    c.wait_for(lambda: ghost in values(c, ns, WAITING), "the spare pod to be served", 20)
+    direct = c.adapter_direct()
+    errors_before = adapter_counter(c, "inferscale_adapter_watch_errors_total")
+
+    probes: list[tuple[str, int, bytes]] = []
+    halt = threading.Event()
+
+    def probe() -> None:
+        """The kubelet's probes on the adapter, every half second, through the outage."""
+        while not halt.wait(0.5):
+            for path in ("/readyz", "/livez"):
+                try:
+                    code, body = direct.raw("GET", path)
+                except OSError as e:
+                    code, body = 0, str(e).encode()
+                probes.append((path, code, body[:120]))
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    t_down = time.monotonic()
+    try:
+        stop_s, exit_code, start_s = c.restart_apiserver()
+        t_up = time.monotonic()
+        c.api.delete(f"/api/v1/namespaces/{ns}/pods/{ghost}")
+        # A fresh HPA value only a sync after the restart can show: 2.3 + 2 + 2 = 6.3 waiting,
+        # 2.1 per pod, within the HPA's 10 % tolerance of its target (it must hold 3).
+        set_synthetic_load(c.fleet.sim_address(ns, pods[0]), waiting=2.3)
+        c.wait_for(lambda: values(c, ns, WAITING).get(pods[1]) == 2,
+                   "a read through the aggregator", 60, interval=0.2)
+        t_read = time.monotonic()
+        c.wait_for(lambda: hpa_average(c.hpa(ns, name), WAITING) == 2.1,
+                   "the HPA to compute 2.1 per pod after the restart", 60, interval=0.25)
+        t_hpa = time.monotonic()
+
+        def relisted():
+            spare = [p for p in running_pods(c, ns, "spare") if p != ghost]
+            served = values(c, ns, WAITING)
+            scrape_pods = [p for p in c.api.get("/api/v1/pods",
+                                                labelSelector="inferscale.dev/scrape=true")
+                           ["items"] if not p["metadata"].get("deletionTimestamp")]
+            code, body = direct.raw("GET", "/readyz")
+            targets = int(body.split(b":")[1].split()[0]) if code == 200 else -1
+            return (spare and spare[0] in served and ghost not in served
+                    and targets == len(scrape_pods) and (spare[0], targets))
+        replacement, targets = c.wait_for(relisted, "the adapter to drop the deleted pod and "
+                                          "serve its replacement", 60, interval=0.25)
+        t_relisted = time.monotonic()
+    finally:
+        halt.set()
+        prober.join(timeout=5)
+        rec.stop()
+        print(rec.summary(t_down))
+    code, _ = c.api.raw("GET", f"{CUSTOM}/v1beta2/namespaces/{ns}/pods/{ghost}/{WAITING}")
+    assert code == 404, code
+    errors = adapter_counter(c, "inferscale_adapter_watch_errors_total") - errors_before
+    # The adapter saw the outage (its watches failed and were retried) and stayed up, ready
+    # and live through it: nothing to restart, nothing taken out of the Service.
+    assert errors > 0, "the adapter's watches never failed: the restart was not exercised"
+    assert c.adapter.alive()
+    bad = [p for p in probes if p[1] != 200]
+    assert probes and not bad, bad[:5]
+    # The HPA held 3 throughout: no scale-down to the minimum from missing data.
+    assert held_three(rec, t_down), rec.summary(t_down)
+    assert rescale_events(c, ns, name) == [], rescale_events(c, ns, name)
+    served = values(c, ns, WAITING)
+    assert served == {pods[0]: 2.3, pods[1]: 2, pods[2]: 2, replacement: 0}, served
+    print(f"kube-apiserver restart: exited (code {exit_code}) in {stop_s:.1f}s, /readyz {start_s:.1f}s after its "
+          f"start; then the first aggregated read {t_read - t_up:.1f}s, a fresh HPA value "
+          f"{t_hpa - t_up:.1f}s, the adapter's relist (deleted pod gone, replacement served, "
+          f"{targets} targets) {t_relisted - t_up:.1f}s after /readyz; {errors:.0f} watch "
+          f"errors counted, /readyz and /livez 200 in all {len(probes)} probes")
+
+
+# --- m. one of two adapter replicas SIGKILLed ---------------------------------------------------
+
+REPLICA_HOST = "127.0.0.2"
+# After the kill, reads continue this long (four HPA syncs).
+AFTER_FAILOVER_SECONDS = 8
+# From the moment the endpoint left the ready set until the aggregator routes no request to
+# it: an informer event inside the same kube-apiserver (milliseconds; seconds on a loaded
+# 2-core machine).
+PROPAGATION_SECONDS = 2.0
+
+
+def wait_both_replicas_serve(c: Cluster, ns: str, expected: dict[str, float]) -> None:
+    """Until the replica serves the fleet's values itself, then until both adapters have
+    answered aggregated reads (the aggregator picks a ready endpoint at random per
+    request)."""
+    replica = c.adapter_direct(cert=c.pki.admin, host=REPLICA_HOST)
+
+    def replica_serves() -> bool:
+        code, body = replica.raw("GET", f"{CUSTOM}/v1beta2/namespaces/{ns}/pods/*/{WAITING}")
+        return code == 200 and {i["describedObject"]["name"]: quantity(i["value"])
+                                for i in json.loads(body)["items"]} == expected
+    c.wait_for(replica_serves, "the replica to serve the fleet's values", 20)
+    before = {h: adapter_counter(c, "inferscale_adapter_requests_total", h, "custom")
+              for h in (ADAPTER_HOST, REPLICA_HOST)}
+
+    def both() -> bool:
+        values(c, ns, WAITING)
+        return all(adapter_counter(c, "inferscale_adapter_requests_total", h, "custom")
+                   > before[h] for h in before)
+    c.wait_for(both, "aggregated reads answered by both replicas", 20, interval=0.2)
+
+
+def test_m_adapter_replica_sigkilled(cluster: Cluster):
+    c, ns, name = cluster, "e2e-replica-kill", "vllm"
+    pods, rec = steady_queue_fleet_with_hpa(c, ns, name)
+    expected = {p: 2.0 for p in pods}
+    reader = AggregatedReader(c, ns, expected)
+    try:
+        with AdapterReplica(c, REPLICA_HOST) as replica:
+            wait_both_replicas_serve(c, ns, expected)
+            reader.start()
+            time.sleep(2)
+            t_kill = replica.kill()
+            c.wait_for(lambda: replica.unready_at, "the replica's endpoint to turn unready", 10,
+                       interval=0.1)
+            t_unready = replica.unready_at
+            unavailable = []
+            while time.monotonic() - t_unready < AFTER_FAILOVER_SECONDS:
+                unavailable += [f"{n}: {v}" for n, v in c.apiservice_conditions().items()
+                                if not v.startswith("True")]
+                time.sleep(0.5)
+            reader.stop()
+    finally:
+        reader.stop()
+        rec.stop()
+        print(rec.summary())
+    failures = reader.failures()
+    assert reader.count(until=t_kill) >= 10, reader.count(until=t_kill)
+    before = [f for f in failures if f[0] < t_kill]
+    assert before == [], before[:5]
+    # Failed reads only between the kill and the endpoint's removal (plus its propagation);
+    # every read after that answered by the surviving replica, with the exact values.
+    late = [f for f in failures if f[0] > t_unready + PROPAGATION_SECONDS]
+    assert late == [], late[:5]
+    after = reader.count(since=t_unready + PROPAGATION_SECONDS)
+    assert after >= 2 * (AFTER_FAILOVER_SECONDS - PROPAGATION_SECONDS), after
+    assert t_unready - t_kill <= REPLICA_EXIT_POLL_SECONDS + 1.0, t_unready - t_kill
+    assert unavailable == [], unavailable[:5]
+    # The HPA held 3; a failed read makes one sync FailedGetPodsMetric at most, never a
+    # decision, and none after the failover.
+    assert held_three(rec, t_kill), rec.summary(t_kill)
+    inactive = [s for s in rec.since(t_kill) if s["active"] == "False"]
+    assert all(s["t"] <= t_unready + PROPAGATION_SECONDS + 2 * 2.0 for s in inactive), \
+        rec.summary(t_kill)
+    assert (condition(c.hpa(ns, name), "ScalingActive") or {}).get("status") == "True"
+    assert rescale_events(c, ns, name) == [], rescale_events(c, ns, name)
+    window = (failures[-1][0] - t_kill) if failures else 0.0
+    print(f"replica SIGKILLed: endpoint unready after {t_unready - t_kill:.1f}s; "
+          f"{len(failures)} of {reader.count(since=t_kill, until=t_unready + PROPAGATION_SECONDS)}"
+          f" aggregated reads failed in that window (last {window:.1f}s after the kill), 0 of "
+          f"{after} after it; HPA syncs without a metric: {len(inactive)} samples; "
+          f"first failures: {failures[:2]}")
+
+
+# --- n. SIGTERM of an adapter replica while reads go through the aggregator -------------------
+
+# The adapter's default --shutdown-delay and its drain bound (adapter/src/http.rs
+# DRAIN_TIMEOUT): it must exit 0 after the one and within both, well inside the 30 s
+# termination grace period its pod keeps (deploy/ sets none: Kubernetes' default).
+SHUTDOWN_DELAY_SECONDS = 5.0
+DRAIN_SECONDS = 10.0
+
+
+def test_n_sigterm_drains_behind_the_service(cluster: Cluster):
+    c, ns, name = cluster, "e2e-replica-term", "vllm"
+    pods, rec = steady_queue_fleet_with_hpa(c, ns, name)
+    expected = {p: 2.0 for p in pods}
+    reader = AggregatedReader(c, ns, expected)
+    # A keep-alive client straight on the terminating replica (what the aggregator's pooled
+    # connections are): answered until the listener closes.
+    direct: list[tuple[float, int | str]] = []
+    halt = threading.Event()
+
+    def read_direct() -> None:
+        client = c.adapter_direct(cert=c.pki.admin, host=REPLICA_HOST)
+        path = f"{CUSTOM}/v1beta2/namespaces/{ns}/pods/*/{WAITING}"
+        while not halt.wait(0.05):
+            try:
+                code, _ = client.raw("GET", path)
+                direct.append((time.monotonic(), code))
+            except OSError as e:
+                direct.append((time.monotonic(), type(e).__name__))
+    direct_reader = threading.Thread(target=read_direct, daemon=True)
+    try:
+        with AdapterReplica(c, REPLICA_HOST) as replica:
+            wait_both_replicas_serve(c, ns, expected)
+            reader.start()
+            direct_reader.start()
+            time.sleep(2)
+            t_term = replica.terminate()
+            code = replica.proc.popen.wait(timeout=SHUTDOWN_DELAY_SECONDS + DRAIN_SECONDS + 10)
+            t_exit = time.monotonic()
+            # The direct client's next request after the exit is refused; a request in flight
+            # when the listener closed may have been the last one answered.
+            c.wait_for(lambda: direct and direct[-1][0] > t_exit, "a direct request after the "
+                       "exit", 5, interval=0.05)
+            halt.set()
+            time.sleep(4)  # two more HPA syncs on the survivor
+            reader.stop()
+            log_tail = replica.proc.log_tail(20)
+    finally:
+        halt.set()
+        reader.stop()
+        rec.stop()
+        print(rec.summary())
+    assert code == 0, (code, log_tail)
+    assert SHUTDOWN_DELAY_SECONDS <= t_exit - t_term <= SHUTDOWN_DELAY_SECONDS + DRAIN_SECONDS, \
+        t_exit - t_term
+    # Through the aggregator: not one failed or wrong read, before, during or after.
+    assert reader.failures() == [], reader.failures()[:5]
+    during = reader.count(since=t_term, until=t_exit)
+    assert during >= 10, during
+    # Straight on the replica: every request until the listener closed was answered 200;
+    # after it, connections were refused (the process was gone), never an error status.
+    served = [r for t, r in direct if t >= t_term and r == 200]
+    after_term = [(t - t_term, r) for t, r in direct if t >= t_term]
+    first_refusal = next((t for t, r in after_term if r != 200), None)
+    assert first_refusal is not None and first_refusal >= SHUTDOWN_DELAY_SECONDS, after_term[:5]
+    assert all(isinstance(r, str) for t, r in after_term if t >= first_refusal), after_term
+    assert len(served) >= 20, len(served)
+    assert held_three(rec, t_term), rec.summary(t_term)
+    assert all(s["active"] == "True" for s in rec.since(t_term)), rec.summary(t_term)
+    assert rescale_events(c, ns, name) == [], rescale_events(c, ns, name)
+    print(f"replica SIGTERMed: exit 0 after {t_exit - t_term:.1f}s (delay "
+          f"{SHUTDOWN_DELAY_SECONDS:.0f}s); {len(served)} direct requests answered 200 after "
+          f"the signal, the first refused {first_refusal:.1f}s after it; {during} aggregated "
+          f"reads during the shutdown and {len(reader.results)} in all, 0 failed")

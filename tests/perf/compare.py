@@ -60,7 +60,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.cluster import Cluster, free_port
+from tests.e2e.cluster import SERVICE_PORT, Cluster, free_port
 from tests.e2e.kube import KubeError, quantity
 from tests.e2e.pki import make_ca, make_leaf
 from tests.e2e.procs import log
@@ -310,10 +310,7 @@ class Compare:
             f"--authentication-kubeconfig={c.kubeconfigs['admin']}",
             f"--authorization-kubeconfig={c.kubeconfigs['admin']}", "--zap-log-level=info"],
             env=env)
-        c.api.apply({"apiVersion": "v1", "kind": "Service",
-                     "metadata": {"name": "keda-metrics-apiserver", "namespace": KEDA_NS},
-                     "spec": {"type": "ExternalName", "externalName": "127.0.0.1",
-                              "ports": [{"name": "https", "port": port}]}})
+        c.register_host_service(KEDA_NS, "keda-metrics-apiserver", port)
         ca_bundle = base64.b64encode(Path(ca.cert).read_bytes()).decode()
         c.api.apply({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
                      "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
@@ -321,7 +318,7 @@ class Compare:
                               "groupPriorityMinimum": 100, "versionPriority": 100,
                               "caBundle": ca_bundle,
                               "service": {"name": "keda-metrics-apiserver",
-                                          "namespace": KEDA_NS, "port": port}}})
+                                          "namespace": KEDA_NS, "port": SERVICE_PORT}}})
 
         def available() -> bool:
             for name in ("keda-operator", "keda-adapter"):
