@@ -475,19 +475,22 @@ DASHBOARDS = [fleet, adapter, warm_pool]
 
 # Said plainly in the README: what is proven on data for this dashboard, and what is not.
 WARM_POOL_STATUS = (
-    "**Data checked, one panel exempt.** Every query of this dashboard reads the warm-pool "
+    "**Data checked.** Every query of this dashboard reads the warm-pool "
     "controller's own metrics (`inferscale_warmpool_*`, served by `scaler run`) or HPAs that use "
     "its recommendation (`inferscale_recommended_replicas`, served by the adapter with "
     "`--warm-pools`). The e2e stack of `tests/e2e/test_observability.py` runs the controller "
     "with one WarmPool over its fleet and an HPA that reads the recommendation; its Prometheus "
-    "scrapes the controller as a PodMonitor on its `metrics` port would (no such PodMonitor is "
-    "shipped yet), and every panel query and variable must return data there. The reconcile "
+    "scrapes the controller as the shipped PodMonitor on its `metrics` port does "
+    "(`deploy/components/prometheus/podmonitor-warm-pool.yaml`, Helm "
+    "`warmPool.podMonitor.enabled`), and every panel query and variable must return data there. "
+    "The reconcile "
     "errors panel has data because the test takes the status write away from the controller's "
-    "ClusterRole until a reconcile fails. The sleep-mode calls panel is exempt: its counter has "
-    "no series until the controller puts a replica to sleep or wakes one, which that stack does "
-    "not do (`tests/e2e/test_warm_pool.py` scenario c does); its query is checked to parse and "
-    "its name to be the family `scaler/src/controller/telemetry.rs` registers (an empty family "
-    "is not on /metrics).")
+    "ClusterRole until a reconcile fails. The sleep-mode calls panel has data because the pool "
+    "has a sleeping tier and, before the load starts, the test marks one idle replica draining, "
+    "then waking unless the controller woke it already (the moves the decision makes only after "
+    "its one-minute warm-up and a fall "
+    "of load, as `tests/e2e/test_warm_pool.py` scenario c shows): the controller puts it to "
+    "sleep and wakes it with real calls to the simulator's `/sleep` and `/wake_up`.")
 
 
 def readme(dashboards: list[Dashboard]) -> str:
@@ -496,8 +499,7 @@ def readme(dashboards: list[Dashboard]) -> str:
              "drift). Import the JSON files in Grafana (≥ 10.4) or let the Helm chart install "
              "them as ConfigMaps labelled `grafana_dashboard: \"1\"` for Grafana's sidecar. "
              "Every panel query runs against a real Prometheus scraping the e2e stack in "
-             "`tests/e2e/test_observability.py` and must return data, but for the Warm pool "
-             "dashboard's sleep-mode calls (see its section).", ""]
+             "`tests/e2e/test_observability.py` and must return data.", ""]
     for d in dashboards:
         lines += [f"## {d.title} (`{d.file}`, uid `{d.uid}`)", "", d.description, ""]
         if d is warm_pool:

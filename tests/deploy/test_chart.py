@@ -435,7 +435,8 @@ def test_chart_and_kustomize_render_the_same_objects(external, keda):
     values["metrics"].pop("podMonitor")
     values["dashboards"].pop("annotations")
     values.update({"tls": {"mode": "cert-manager"}, "externalMetrics": {"enabled": external},
-                   "warmPool": {"enabled": warm_pool}, "kedaScaler": {"enabled": keda}})
+                   "warmPool": {"enabled": warm_pool, "podMonitor": {"enabled": warm_pool}},
+                   "kedaScaler": {"enabled": keda}})
     charted = keyed(render(values))
     if external:
         # The one intended difference: the chart knows the release serves external metrics

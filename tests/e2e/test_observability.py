@@ -28,15 +28,14 @@ and one replica whose /metrics failed for a while:
   from vLLM's released sources) lists.
 
 The warm-pool controller runs here too (``scaler run`` on the host, as test_warm_pool starts it,
-with one WarmPool over the fleet and the HPA reading its recommendation), scraped as a PodMonitor
-on its ``metrics`` port would be, so the Warm pool dashboard and the warm-pool rules are checked
-like the others. Its reconcile-error counter exists only after a failed reconcile: the test
-provokes one by taking the status write away from its ClusterRole for a moment. Its sleep-mode
-call counter exists only after a sleep or wake call, which needs a sleeping tier and a load that
-falls after the decision's one-minute warm-up (test_warm_pool c, ~100 s): that panel alone is
-exempt from "returns data" (its selector is still checked to parse, and the name to be the
-family scaler/src/controller/telemetry.rs registers: an empty family is not on /metrics), and
-the test says so.
+with one WarmPool over the fleet and the HPA reading its recommendation), scraped with the job
+label deploy/components/prometheus/podmonitor-warm-pool.yaml gives it, so the Warm pool
+dashboard and the warm-pool rules are checked like the others. Its reconcile-error counter
+exists only after a failed reconcile: the test provokes one by taking the status write away
+from its ClusterRole for a moment. Its sleep-mode call counter exists only after a sleep or
+wake call: the pool has a sleeping tier and the fleet vLLM's sleep mode, and before the load
+starts one replica goes through a real sleep cycle (the controller's POST /sleep and POST
+/wake_up to its simulator; see sleep_and_wake_one_replica).
 """
 
 from __future__ import annotations
@@ -55,13 +54,13 @@ import yaml
 
 from .cluster import ADAPTER_NAMESPACE, DCGM_PORT, REPO, Cluster, free_port
 from .ksm_standin import KsmStandIn
-from .load import ClosedLoopLoad, metrics_down, metrics_up
+from .load import ClosedLoopLoad, get_text, metrics_down, metrics_up
 from .pki import ADAPTER_SERVICE_DNS
 from .procs import log
 from .promql import metric_names, signals, to_promql
 from .kube import KubeError
-from .test_warm_pool import (COMPONENT, SIM_WORK_MODEL, WARMPOOLS, Scalers, _crd_established,
-                             apply, warm_pool)
+from .test_warm_pool import (COMPONENT, SERVING_LABEL, SIM_WORK_MODEL, SLEEP_SINCE, SLEEP_STATE,
+                             WARMPOOLS, Scalers, _crd_established, apply, sleep_state, warm_pool)
 
 NS = "obs"
 WORKLOAD = "vllm-obs"
@@ -75,13 +74,11 @@ FLEET_JOB = "inferscale-system/inferscale-fleet"
 RULES = REPO / "alerts/inferscale.rules.yaml"
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 WARM_POOL_PREFIX = "inferscale_warmpool_"
-# The job a PodMonitor on the controller's `metrics` port would give its targets.
-WARM_POOL_JOB = "inferscale-system/inferscale-scaler"
+# The job the shipped PodMonitor of the controller gives its targets: <namespace>/<name>.
+WARM_POOL_PODMONITOR = REPO / "deploy/components/prometheus/podmonitor-warm-pool.yaml"
+WARM_POOL_JOB = "{namespace}/{name}".format(
+    **yaml.safe_load(WARM_POOL_PODMONITOR.read_text())["metadata"])
 SCALER = "scaler-obs"
-# Series that exist only once the controller made a sleep-mode call (see the module docs):
-# checked to parse and to be registered by the controller's source, not to return data.
-SLEEP_CALLS_ONLY = re.compile(r"inferscale_warmpool_engine_calls_total")
-TELEMETRY = REPO / "scaler/src/controller/telemetry.rs"
 # Series that exist only once something went wrong, which nothing in this run provokes: the
 # adapter answered no 5xx. Their selectors are still checked to be valid and the metric to be
 # scraped; only "returns data" is waived, and only for these.
@@ -158,8 +155,8 @@ def prometheus_config(c: Cluster, token_file: Path, ksm_port: int, scaler_port: 
              "static_configs": [{"targets": [f"127.0.0.1:{c.ports['apiserver']}"]}]},
             {"job_name": "kube-state-metrics", "honor_labels": True,
              "static_configs": [{"targets": [f"127.0.0.1:{ksm_port}"]}]},
-            # The warm-pool controller's plain-HTTP /metrics, with the labels a PodMonitor
-            # gives a pod of deploy/components/warm-pool.
+            # The warm-pool controller's plain-HTTP /metrics, with the labels
+            # podmonitor-warm-pool.yaml gives a pod of deploy/components/warm-pool.
             {"job_name": "inferscale-scaler",
              "static_configs": [{"targets": [f"127.0.0.1:{scaler_port}"],
                                  "labels": {"job": WARM_POOL_JOB,
@@ -257,8 +254,9 @@ def observed(cluster: Cluster):
         # Two replicas and an HPA held at its maximum (2): the HPA panels and the
         # maxed-out alert's HPA side have something to show. The HPA also reads the warm
         # pool's recommendation (the Warm pool dashboard's HPA line).
+        # vLLM's sleep mode on (the simulator wakes in 1 s), for the sleep cycle below.
         c.create_deployment(NS, WORKLOAD, replicas=2, model=MODEL, max_num_seqs=2,
-                            ttft="150ms", itl="10ms")
+                            ttft="150ms", itl="10ms", sim_args=["--enable-sleep-mode"])
         hpa = c.create_hpa(NS, "vllm-obs", WORKLOAD, "vllm_num_requests_waiting", "4",
                            min_replicas=2, max_replicas=2)
         hpa["spec"]["metrics"].append({"type": "Object", "object": {
@@ -269,11 +267,14 @@ def observed(cluster: Cluster):
         c.api.apply({"apiVersion": hpa["apiVersion"], "kind": hpa["kind"],
                      "metadata": {"name": "vllm-obs", "namespace": NS}, "spec": hpa["spec"]})
         # A short prior cold start: its forecasts fall due (forecast error) within seconds.
+        # A sleeping tier: the controller puts replicas to sleep and wakes them.
         apply(c, warm_pool(NS, WORKLOAD, WORKLOAD, workModel=SIM_WORK_MODEL,
                            bounds={"minReplicas": 1, "maxReplicas": 2},
-                           forecast={"priorTimeToReadySeconds": 3}))
+                           forecast={"priorTimeToReadySeconds": 3},
+                           tiers={"sleeping": {"maxReplicas": 1}}))
         c.wait_for(lambda: len(c.ready_pod_ips(NS, f"app.kubernetes.io/name={WORKLOAD}")) == 2,
                    "two Ready replicas", timeout=90)
+        sleep_and_wake_one_replica(c, scalers.metrics_ports[SCALER])
         load = ClosedLoopLoad(lambda: [f"{ip}:8000" for ip in
                                        c.ready_pod_ips(NS, f"app.kubernetes.io/name={WORKLOAD}")],
                               model=MODEL, concurrency=6)
@@ -292,6 +293,47 @@ def observed(cluster: Cluster):
             c.wait_for(lambda: not _exists(c, pool), "the WarmPool deleted", timeout=20)
         finally:
             scalers.stop_all()
+
+
+def sleep_and_wake_one_replica(c: Cluster, scaler_port: int) -> None:
+    """A real sleep cycle of one replica, for the Sleep-mode calls panel, in ~10 s instead of
+    the decision's (its one-minute warm-up, then a fall of load: test_warm_pool c, ~100 s).
+    The test makes the two moves the decision would: it marks an idle replica draining (the
+    marks the controller's own drain writes), the controller puts it to sleep (POST /sleep to
+    its simulator); then it marks it waking, unless the controller woke it already, and the
+    controller wakes it (POST /wake_up, then GET /is_sleeping) and returns it to the Service.
+    Before the load starts, so no request meets a sleeping replica."""
+    pod = c.pods(NS, f"app.kubernetes.io/name={WORKLOAD}")[0]
+    name = pod["metadata"]["name"]
+    path = f"/api/v1/namespaces/{NS}/pods/{name}"
+    addr = c.wait_for(lambda: c.fleet.sim_address(NS, name), f"the simulator of {name}")
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    c.api.request("PATCH", path, {"metadata": {
+        "labels": {SERVING_LABEL: "false"},
+        "annotations": {SLEEP_STATE: "draining", SLEEP_SINCE: since}}},
+        content_type="application/merge-patch+json")
+    c.wait_for(lambda: sleep_state(c.api.get(path)) != "draining",
+               f"the controller to put {name} to sleep", timeout=30, interval=0.5)
+    assert sleep_state(c.api.get(path)) in ("asleep", "waking", None), c.api.get(path)
+    key = "/metadata/annotations/" + SLEEP_STATE.replace("~", "~0").replace("/", "~1")
+    try:
+        c.api.request("PATCH", path, [{"op": "test", "path": key, "value": "asleep"},
+                                      {"op": "replace", "path": key, "value": "waking"}],
+                      content_type="application/json-patch+json")
+    except KubeError:
+        # The test op failed: the controller is waking it (or woke it) on its own.
+        assert sleep_state(c.api.get(path)) in ("waking", None), c.api.get(path)
+    c.wait_for(lambda: sleep_state(c.api.get(path)) is None
+               and c.api.get(path)["metadata"]["labels"].get(SERVING_LABEL) == "true",
+               f"the controller to wake {name}", timeout=30, interval=0.5)
+    status, body = get_text(addr, "/is_sleeping")
+    assert status == 200 and json.loads(body)["is_sleeping"] is False, body
+    with urllib.request.urlopen(f"http://127.0.0.1:{scaler_port}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    for call in ("sleep", "wake_up"):
+        assert re.search(r'^inferscale_warmpool_engine_calls_total\{call="%s",'
+                         r'result="success"\} [1-9]' % call, metrics, re.M), metrics
+    log(f"observability: {name} put to sleep and woken by the controller")
 
 
 def _exists(c: Cluster, path: str) -> bool:
@@ -397,15 +439,10 @@ def dashboard_values(d: dict) -> dict[str, str]:
     return values
 
 
-def exempt(expr: str) -> bool:
-    """A query of series that exist only after a sleep-mode call (see the module docs)."""
-    return bool(SLEEP_CALLS_ONLY.search(expr))
-
-
 def test_every_dashboard_query_returns_data(observed):
     c, prom, load = observed
     wait_for_data(c, prom, load)
-    empty, exempted = [], []
+    empty = []
     for path in DASHBOARDS:
         d = json.loads(path.read_text())
         values = dashboard_values(d)
@@ -421,13 +458,9 @@ def test_every_dashboard_query_returns_data(observed):
                 expr = fill_variables(t["expr"], values)
                 if prom.query(expr):
                     continue
-                if exempt(expr):
-                    prom.ast(expr)  # parses (an error fails the request)
-                    exempted.append(f"{path.name} / {p['title']}")
-                elif not any(r.search(expr) for r in ERROR_ONLY):
+                if not any(r.search(expr) for r in ERROR_ONLY):
                     empty.append(f"{path.name} / {p['title']}: {expr}")
     assert not empty, "queries without data:\n" + "\n".join(empty)
-    log(f"queries exempt from data (no sleep-mode call in this stack): {exempted}")
 
 
 def rules() -> list[dict]:
@@ -497,14 +530,7 @@ def test_every_metric_name_exists_where_it_is_claimed(observed):
     reference = (SHARED / "fixtures/METRICS-REFERENCE.md").read_text()
     documented = {n for n in used if n.startswith("vllm:") and
                   (n in reference or re.sub(r"_(bucket|count|sum)$", "", n) in reference)}
-    # A counter family with no child yet is not on /metrics at all (prometheus-client leaves
-    # empty families out): the controller's sleep-mode calls (see the module docs) are
-    # checked against the family its source registers instead.
-    declared = {f"inferscale_warmpool_{m}_total" for m in re.findall(
-        r'register\(\s*"(\w+)",\s*"[^"]*",\s*engine_calls\.clone\(\)', TELEMETRY.read_text())}
-    assert 'Registry::with_prefix("inferscale_warmpool")' in TELEMETRY.read_text()
-    sleep_calls = {n for n in used - scraped if SLEEP_CALLS_ONLY.search(n) and n in declared}
-    unknown = sorted(used - scraped - captured - recorded - documented - sleep_calls)
+    unknown = sorted(used - scraped - captured - recorded - documented)
     assert not unknown, f"metric names nobody exposes: {unknown}"
     only_in_captures = sorted(used & captured - scraped)
     log(f"names only in real captures (older vLLM): {only_in_captures}")
@@ -514,6 +540,5 @@ def test_every_metric_name_exists_where_it_is_claimed(observed):
     ksm = sorted(n for n in used if n.startswith("kube_horizontalpodautoscaler_"))
     log(f"names from the kube-state-metrics stand-in (not a real exporter): {ksm}")
     warm = sorted(n for n in used if n.startswith(WARM_POOL_PREFIX))
-    log(f"warm-pool names: scraped {sorted(set(warm) & scraped)}, registered by the controller "
-        f"with no series yet {sorted(sleep_calls)}")
-    assert set(warm) <= scraped | sleep_calls, warm
+    log(f"warm-pool names scraped: {sorted(set(warm) & scraped)}")
+    assert set(warm) <= scraped, warm
