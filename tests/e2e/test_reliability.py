@@ -24,6 +24,14 @@ n. the same, the replica SIGTERMed as its pod's deletion does: not one read thro
    aggregator fails, a client on the replica itself is answered until the listener closes
    after the shutdown delay, and it exits 0 within its delay and drain.
 
+Around the whole module (a): a scrape-labelled pod that cannot be scheduled stays Pending from
+the module's start to its end (minutes: the module runs well over 2 minutes, so this adds no
+waiting of its own), beside a small fleet with its HPA at its target. A prober samples every
+second: the pod still the same Pending, unscheduled pod; the adapter's /readyz 200; the
+APIServices Available; the HPA computing 2 per pod and wanting 2; the fleet's values exactly
+2. Only a test's declared disruption (``disrupts``: h restarts the adapter, l kube-apiserver,
+m kills a replica the aggregator routes to) pauses the checks it makes impossible.
+
 The HPA windows are shortened from the guide's (scale-down stabilisation 300 s there, 10 s
 here) so a scale-down happens within a test's patience; the metrics and targets are the
 guide's.
@@ -31,10 +39,13 @@ guide's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
+
+import pytest
 
 from .cluster import (ADAPTER_HOST, DCGM_NAMESPACE, REPLICA_EXIT_POLL_SECONDS, AdapterReplica,
                       Cluster)
@@ -42,7 +53,7 @@ from .load import ClosedLoopLoad, post_json, set_synthetic_load
 from .test_e2e import (CUSTOM, TTFT_P95, WAITING, HpaRecorder, addresses, condition,
                        hpa_average, p95_of_constant, rescale_events, running_pods,
                        steady_synthetic_fleet, wait_fleet)
-from .kube import quantity
+from .kube import KubeError, quantity
 
 GPUS = "inferscale_gpus"
 RPS = "inferscale_requests_per_second"
@@ -58,6 +69,205 @@ def values(c: Cluster, ns: str, metric: str) -> dict[str, float]:
 def set_fault(addr: str, fault: dict) -> None:
     status, data = post_json(addr, "/admin/fault", fault)
     assert status // 100 == 2, (addr, fault, status, data[:200])
+
+
+# --- a. a pod Pending for minutes, around the whole module -----------------------------------
+
+LONG_PENDING_NS = "e2e-pending-minutes"
+# The claim: Pending "for minutes" while the adapter answers. Checked when the whole module
+# ran under one fixture instance (a -k selection of some tests checks the rest, not this).
+LONG_PENDING_MIN_SECONDS = 120.0
+PROBE_SECONDS = 1.0
+# After a declared disruption ends, the adapter's next scrape round and the HPA's next sync
+# (every 2 s here) come on a loaded 2-core machine: the value checks wait this long.
+AFTER_DISRUPTION_GRACE_SECONDS = 10.0
+# What a disruption makes impossible to check: "adapter" (the session adapter is stopped:
+# no /readyz, no reads through it), "api" (kube-apiserver is down: nothing read through it),
+# "aggregated" (a replica the aggregator may route to is killed: reads can fail until its
+# endpoint leaves, the HPA may skip a sync).
+PAUSES = {"adapter": {"readyz", "aggregated", "apiservice"},
+          "api": {"api", "aggregated", "apiservice"},
+          "aggregated": {"aggregated"}}
+
+
+class LongPending(threading.Thread):
+    """The prober of (a): one sample a second of everything the adapter must keep doing
+    while a pod stays Pending; ``problems`` lists every sample that broke a promise."""
+
+    def __init__(self, c: Cluster, pending_uid: str, fleet: list[str]):
+        super().__init__(daemon=True)
+        self.c, self.uid, self.fleet = c, pending_uid, fleet
+        self.halt = threading.Event()
+        self.lock = threading.Lock()
+        self.paused: dict[str, int] = {}
+        self.resumed_at = 0.0
+        self.paused_seconds = 0.0
+        self.problems: list[str] = []
+        self.samples = 0
+        self.readyz_ok = 0
+        self.pending_seen: list[float] = []
+        self.hpa_seen = 0
+        self.current_test = ""
+        self.direct = c.adapter_direct()
+
+    @contextlib.contextmanager
+    def pause(self, what: str):
+        with self.lock:
+            self.paused[what] = self.paused.get(what, 0) + 1
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.paused[what] -= 1
+                self.resumed_at = time.monotonic()
+                self.paused_seconds += self.resumed_at - t0
+
+    def run(self) -> None:
+        while not self.halt.wait(PROBE_SECONDS):
+            self.sample()
+
+    def sample(self) -> None:
+        with self.lock:
+            off = set().union(*(PAUSES[w] for w, n in self.paused.items() if n))
+            settling = time.monotonic() - self.resumed_at < AFTER_DISRUPTION_GRACE_SECONDS
+        if settling:
+            off |= {"aggregated"}
+        bad: list[str] = []
+        if "readyz" not in off:
+            try:
+                code, body = self.direct.raw("GET", "/readyz")
+            except OSError as e:
+                code, body = 0, str(e).encode()
+            if code == 200:
+                self.readyz_ok += 1
+            else:
+                bad.append(f"/readyz {code} {body[:120]!r}")
+        c, ns = self.c, LONG_PENDING_NS
+        if "api" not in off:
+            try:
+                pods = [p for p in c.pods(ns, "app.kubernetes.io/name=starved")
+                        if not p["metadata"].get("deletionTimestamp")]
+                hpa = c.hpa(ns, "fleet")
+            except (KubeError, OSError) as e:
+                bad.append(f"API read failed: {e}"[:200])
+            else:
+                if ([p["metadata"]["uid"] for p in pods] != [self.uid]
+                        or pods[0]["status"].get("phase") != "Pending"
+                        or pods[0]["spec"].get("nodeName")):
+                    bad.append("the starved pod is not the same unscheduled Pending pod: "
+                               + str([(p["metadata"]["uid"], p["status"].get("phase"),
+                                       p["spec"].get("nodeName")) for p in pods]))
+                else:
+                    self.pending_seen.append(time.monotonic())
+                # Whatever happens, the HPA never moves (its values are at the target).
+                desired = hpa.get("status", {}).get("desiredReplicas")
+                active = (condition(hpa, "ScalingActive") or {}).get("status")
+                if active == "True":
+                    self.hpa_seen += 1
+                if self.hpa_seen and desired != 2:
+                    bad.append(f"HPA wants {desired}")
+                if self.hpa_seen and "aggregated" not in off and (
+                        active != "True" or hpa_average(hpa, WAITING) != 2):
+                    bad.append(f"HPA not computing 2 per pod: ScalingActive {active}, "
+                               f"average {hpa_average(hpa, WAITING)}")
+        if "aggregated" not in off:
+            try:
+                served = values(c, ns, WAITING)
+            except (KubeError, OSError) as e:
+                bad.append(f"aggregated read failed: {e}"[:200])
+            else:
+                if served != {p: 2 for p in self.fleet}:
+                    bad.append(f"values {served}")
+        if "apiservice" not in off:
+            try:
+                bad += [f"{n} {v}" for n, v in c.apiservice_conditions().items()
+                        if not v.startswith("True")]
+            except (KubeError, OSError) as e:
+                bad.append(f"APIService read failed: {e}"[:200])
+        self.samples += 1
+        if bad:
+            self.problems.append(f"{self.current_test}: " + "; ".join(bad))
+
+
+_LONG_PENDING: LongPending | None = None
+
+
+@contextlib.contextmanager
+def disrupts(what: str):
+    """Declares that the test deliberately takes down what ``PAUSES[what]`` needs."""
+    prober = _LONG_PENDING
+    if prober is None:
+        yield
+        return
+    with prober.pause(what):
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pending_for_minutes(request, cluster: Cluster):
+    """(a) A pod Pending for minutes while the adapter answers (see the module docs)."""
+    global _LONG_PENDING
+    c, ns = cluster, LONG_PENDING_NS
+    t_setup = time.monotonic()
+    fleet_addrs = steady_synthetic_fleet(c, ns, "fleet", 2, waiting=2)
+    assert len(fleet_addrs) == 2
+    fleet = running_pods(c, ns, "fleet")
+    c.create_hpa(ns, "fleet", "fleet", WAITING, "2", min_replicas=2, max_replicas=4,
+                 scale_down_window=10)
+    # More GPUs than any node has: unschedulable, Pending until deleted.
+    c.create_deployment(ns, "starved", replicas=1, model="starved-model", gpus=64)
+    pod = c.wait_for(lambda: (c.pods(ns, "app.kubernetes.io/name=starved") or [None])[0],
+                     "the starved pod", 20, interval=0.2)
+    t_created = time.monotonic()
+    setup_s = t_created - t_setup
+    prober = LongPending(c, pod["metadata"]["uid"], fleet)
+    prober.start()
+    _LONG_PENDING = prober
+    ran: list[str] = []
+    request.module.long_pending_ran = ran
+    try:
+        yield prober
+    finally:
+        _LONG_PENDING = None
+        prober.halt.set()
+        prober.join(timeout=10)
+        prober.sample()  # the last look, at the module's end
+        lived = time.monotonic() - t_created
+        final = c.pods(ns, "app.kubernetes.io/name=starved")
+        t_teardown = time.monotonic()
+        c.clear_namespace(ns)
+        teardown_s = time.monotonic() - t_teardown
+    selected = [i.name for i in request.session.items if i.module is request.module]
+    defined = [n for n in dir(request.module) if n.startswith("test_")]
+    whole = sorted(ran) == sorted(defined) == sorted(selected)
+    gaps = [b - a for a, b in zip(prober.pending_seen, prober.pending_seen[1:])]
+    print(f"\n(a) pod Pending for {lived:.0f}s (to the module's end; {len(ran)} tests): "
+          f"{prober.samples} samples, /readyz 200 in {prober.readyz_ok}, seen Pending in "
+          f"{len(prober.pending_seen)} (longest gap {max(gaps, default=0):.1f}s), HPA computing "
+          f"in {prober.hpa_seen}; checks paused {prober.paused_seconds:.0f}s by declared "
+          f"disruptions; {len(prober.problems)} problems; e2e time added: setup "
+          f"{setup_s:.1f}s, teardown {teardown_s:.1f}s")
+    assert prober.problems == [], prober.problems[:10]
+    assert len(final) == 1 and final[0]["metadata"]["uid"] == prober.uid \
+        and final[0]["status"].get("phase") == "Pending", final
+    assert prober.hpa_seen, "the HPA beside the Pending pod never computed"
+    # One sample a second at least half the time, whatever the load.
+    assert prober.samples >= lived / (2 * PROBE_SECONDS) - 5, (prober.samples, lived)
+    if whole:
+        assert lived >= LONG_PENDING_MIN_SECONDS, lived
+        assert len(prober.pending_seen) >= LONG_PENDING_MIN_SECONDS / (2 * PROBE_SECONDS)
+    else:
+        print(f"(a) not the whole module ({len(ran)} of {len(defined)} tests): "
+              f"Pending {lived:.0f}s, the {LONG_PENDING_MIN_SECONDS:.0f}s bound not checked")
+
+
+@pytest.fixture(autouse=True)
+def _which_test(request, pending_for_minutes: LongPending):
+    pending_for_minutes.current_test = request.node.name
+    request.module.long_pending_ran.append(request.node.originalname)
+    yield
+    pending_for_minutes.current_test = ""
 
 
 # --- g. the guide's two-metric HPA ----------------------------------------------------------
@@ -174,12 +384,13 @@ def test_h_readiness_ignores_pending_and_evicted_pods(cluster: Cluster):
     assert probe_all(8, "running") == []
     # A restarted adapter with both pods in the API: ready as soon as its watches listed and
     # its first round ran (grace: interval + timeout + 2 s), then ready throughout.
-    c.stop_adapter()
-    t_start = time.monotonic()
-    c.start_adapter(wait=True)
-    ready_after = time.monotonic() - t_start
-    assert ready_after < 15, ready_after
-    c.wait_adapter_available(timeout=60)
+    with disrupts("adapter"):
+        c.stop_adapter()
+        t_start = time.monotonic()
+        c.start_adapter(wait=True)
+        ready_after = time.monotonic() - t_start
+        assert ready_after < 15, ready_after
+        c.wait_adapter_available(timeout=60)
     failures = probe_all(15, "restarted")
     assert failures == [], failures
     c.wait_for(lambda: (condition(c.hpa(ns, name), "ScalingActive") or {}).get("status")
@@ -493,18 +704,20 @@ def test_l_apiserver_restart(cluster: Cluster):
     prober.start()
     t_down = time.monotonic()
     try:
-        stop_s, exit_code, start_s = c.restart_apiserver()
-        t_up = time.monotonic()
-        c.api.delete(f"/api/v1/namespaces/{ns}/pods/{ghost}")
-        # A fresh HPA value only a sync after the restart can show: 2.3 + 2 + 2 = 6.3 waiting,
-        # 2.1 per pod, within the HPA's 10 % tolerance of its target (it must hold 3).
-        set_synthetic_load(c.fleet.sim_address(ns, pods[0]), waiting=2.3)
-        c.wait_for(lambda: values(c, ns, WAITING).get(pods[1]) == 2,
-                   "a read through the aggregator", 60, interval=0.2)
-        t_read = time.monotonic()
-        c.wait_for(lambda: hpa_average(c.hpa(ns, name), WAITING) == 2.1,
-                   "the HPA to compute 2.1 per pod after the restart", 60, interval=0.25)
-        t_hpa = time.monotonic()
+        with disrupts("api"):
+            stop_s, exit_code, start_s = c.restart_apiserver()
+            t_up = time.monotonic()
+            c.api.delete(f"/api/v1/namespaces/{ns}/pods/{ghost}")
+            # A fresh HPA value only a sync after the restart can show: 2.3 + 2 + 2 = 6.3
+            # waiting, 2.1 per pod, within the HPA's 10 % tolerance of its target (it must
+            # hold 3).
+            set_synthetic_load(c.fleet.sim_address(ns, pods[0]), waiting=2.3)
+            c.wait_for(lambda: values(c, ns, WAITING).get(pods[1]) == 2,
+                       "a read through the aggregator", 60, interval=0.2)
+            t_read = time.monotonic()
+            c.wait_for(lambda: hpa_average(c.hpa(ns, name), WAITING) == 2.1,
+                       "the HPA to compute 2.1 per pod after the restart", 60, interval=0.25)
+            t_hpa = time.monotonic()
 
         def relisted():
             spare = [p for p in running_pods(c, ns, "spare") if p != ghost]
@@ -587,15 +800,16 @@ def test_m_adapter_replica_sigkilled(cluster: Cluster):
             wait_both_replicas_serve(c, ns, expected)
             reader.start()
             time.sleep(2)
-            t_kill = replica.kill()
-            c.wait_for(lambda: replica.unready_at, "the replica's endpoint to turn unready", 10,
-                       interval=0.1)
-            t_unready = replica.unready_at
-            unavailable = []
-            while time.monotonic() - t_unready < AFTER_FAILOVER_SECONDS:
-                unavailable += [f"{n}: {v}" for n, v in c.apiservice_conditions().items()
-                                if not v.startswith("True")]
-                time.sleep(0.5)
+            with disrupts("aggregated"):
+                t_kill = replica.kill()
+                c.wait_for(lambda: replica.unready_at, "the replica's endpoint to turn unready",
+                           10, interval=0.1)
+                t_unready = replica.unready_at
+                unavailable = []
+                while time.monotonic() - t_unready < AFTER_FAILOVER_SECONDS:
+                    unavailable += [f"{n}: {v}" for n, v in c.apiservice_conditions().items()
+                                    if not v.startswith("True")]
+                    time.sleep(0.5)
             reader.stop()
     finally:
         reader.stop()
