@@ -8,9 +8,9 @@
 //! the server runs on a thread of its own that is not counted).
 //!
 //! With keep-alive (the default) each idle connection held 28,866 bytes when this was
-//! written (hyper's read buffer, grown to 16 KiB by the ≈ 10 KB gzipped body, its 8 KiB
-//! header write buffer, the connection's task and pool entry): 275 MiB at 10,000 targets,
-//! half of the 512 MiB goal. With `--scrape-keep-alive=false` nothing is held between
+//! written (hyper's 8 KiB read and 8 KiB header write buffers, the connection's task, its
+//! dispatch channel and pool entry): 275 MiB at 10,000 targets, over half of the 512 MiB
+//! goal. With `--scrape-keep-alive=false` nothing is held between
 //! scrapes; the second test fails if connections (or anything else per target) are kept.
 //!
 //! Needs `../shared` (or `INFERSCALE_SHARED`); without it the test fails, unless
@@ -34,7 +34,7 @@ use counting::CURRENT;
 
 const TARGETS: usize = 200;
 /// Heap one idle keep-alive connection may hold (28,866 bytes when this was written); a
-/// larger read buffer kept per connection (a body read in bigger pieces) fails it.
+/// larger read buffer kept per connection (hyper's grows when a read fills it) fails it.
 const KEEP_ALIVE_BOUND_PER_TARGET: usize = 32 * 1024;
 /// Without keep-alive the client keeps nothing per target between scrapes.
 const NO_KEEP_ALIVE_BOUND_PER_TARGET: usize = 512;
