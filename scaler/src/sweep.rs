@@ -121,13 +121,17 @@ pub fn grid(initial: u32, max: u32) -> Vec<PolicySpec> {
             });
         }
     }
+    // The composed family's starting grid contains the previous fixed grid (queue 1, tokens
+    // 6000 and 20000, cost ratios 1e-5 to 1e-2): refinement is a local search around the
+    // winners, so a setting left out here may never be reached.
     for &min in &mins {
         for (metric, target) in [
             (Reactive::Queue, 1.0),
+            (Reactive::Tokens, 6_000.0),
             (Reactive::Tokens, 10_000.0),
             (Reactive::Tokens, 20_000.0),
         ] {
-            for cost_ratio in [1e-5, 1e-4, 1e-3] {
+            for cost_ratio in [1e-5, 1e-4, 1e-3, 1e-2] {
                 g.push(PolicySpec::HpaWarmPool {
                     metric,
                     target,
@@ -444,12 +448,15 @@ fn neighbour(
                 }
             }
         },
+        // A decade up or down, parsed from its decimal form so that 1e-5 / 10 is 1e-6 (the
+        // label) and not 1.0000000000000002e-6.
         Knob::CostRatio => {
-            if up {
-                value * 10.0
-            } else {
-                value / 10.0
-            }
+            let decade = value.log10() + if up { 1.0 } else { -1.0 };
+            format!("1e{}", decade.round())
+                .parse::<f64>()
+                .ok()
+                .filter(|_| (decade - decade.round()).abs() < 1e-9)
+                .unwrap_or(if up { value * 10.0 } else { value / 10.0 })
         }
         Knob::Capacity => {
             let v = if up { value + 0.1 } else { value - 0.1 };
@@ -1222,9 +1229,51 @@ mod tests {
             neighbour(&composed, Knob::Target, 1.0, false, 2, 8),
             Some(0.5)
         );
-        assert!(same(
-            neighbour(&composed, Knob::CostRatio, 1e-5, false, 2, 8).unwrap(),
-            1e-6
-        ));
+        // A decade below 1e-5 is exactly the double nearest 1e-6, whose label is 0.000001.
+        assert_eq!(
+            neighbour(&composed, Knob::CostRatio, 1e-5, false, 2, 8),
+            Some(1e-6)
+        );
+        assert_eq!(
+            with_knob(&composed, Knob::CostRatio, 1e-6).label(),
+            "hpa+warm-pool(queue=1,ratio=0.000001,capacity=1,min=8)"
+        );
+    }
+
+    #[test]
+    fn the_composed_families_start_from_a_superset_of_the_previous_fixed_grid() {
+        // The previous grid for 12 initial replicas (step 3): hpa-adapter over the first three
+        // minimums, hpa+warm-pool over the first two, queue 1 and tokens 6000 and 20000, cost
+        // ratios 1e-5 to 1e-2 at capacity 0.9.
+        let g = grid(12, 64);
+        let reactive = [
+            (Reactive::Queue, 1.0),
+            (Reactive::Tokens, 6_000.0),
+            (Reactive::Tokens, 20_000.0),
+        ];
+        for min in [1, 3, 6] {
+            for (metric, target) in reactive {
+                let old = PolicySpec::HpaAdapter {
+                    metric,
+                    target,
+                    min,
+                };
+                assert!(g.contains(&old), "{}", old.label());
+            }
+        }
+        for min in [1, 3] {
+            for (metric, target) in reactive {
+                for cost_ratio in [1e-5, 1e-4, 1e-3, 1e-2] {
+                    let old = PolicySpec::HpaWarmPool {
+                        metric,
+                        target,
+                        cost_ratio,
+                        capacity: 0.9,
+                        min,
+                    };
+                    assert!(g.contains(&old), "{}", old.label());
+                }
+            }
+        }
     }
 }
