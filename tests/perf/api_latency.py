@@ -72,16 +72,19 @@ def list_path(namespace: str) -> str:
     return f"/apis/custom.metrics.k8s.io/v1beta2/namespaces/{namespace}/pods/*/{METRIC}"
 
 
-def build() -> Path:
-    """Release builds of the adapter, vllm-sim and the load client in one cargo invocation
+def build(profile: str) -> Path:
+    """``debug``: the debug binaries as they are built (``cargo build -p inferscale-adapter
+    -p inferscale-sim --example api_load``), for a quick look; figures are from release.
+    ``release``: release builds of the adapter, vllm-sim and the load client in one cargo invocation
     (an example unifies the package's dev-dependency features into the build, e.g. tokio's
     test-util, which add API and no work on this path; one invocation builds the dependency
     graph once instead of twice). The harness runs these binaries
     (INFERSCALE_E2E_ADAPTER_BIN/SIM_BIN); its own build stays the debug one."""
-    subprocess.run(["nice", "-n", "10", "cargo", "build", "--release", "--quiet",
-                    "-p", "inferscale-adapter", "-p", "inferscale-sim", "--bins",
-                    "--example", "api_load"], cwd=common.REPO, check=True)
-    release = Path(os.environ.get("CARGO_TARGET_DIR", common.REPO / "target")) / "release"
+    if profile == "release":
+        subprocess.run(["nice", "-n", "10", "cargo", "build", "--release", "--quiet",
+                        "-p", "inferscale-adapter", "-p", "inferscale-sim", "--bins",
+                        "--example", "api_load"], cwd=common.REPO, check=True)
+    release = Path(os.environ.get("CARGO_TARGET_DIR", common.REPO / "target")) / profile
     os.environ["INFERSCALE_E2E_ADAPTER_BIN"] = str(release / "adapter")
     os.environ["INFERSCALE_E2E_SIM_BIN"] = str(release / "vllm-sim")
     return release / "examples/api_load"
@@ -187,6 +190,8 @@ def main() -> None:
     ap.add_argument("--cold-clients", type=int, default=10)
     ap.add_argument("--aggregator-clients", type=int, default=10)
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
+    ap.add_argument("--profile", choices=["release", "debug"], default="release",
+                    help="debug: use the debug binaries already built, no release build")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     ap.add_argument("--no-save", action="store_true", help="do not write api-latency.json")
     args = ap.parse_args()
@@ -194,7 +199,7 @@ def main() -> None:
         log("PYTEST_XDIST_WORKER is not set: pods take loopback block 0, as the e2e suite's "
             "first worker does (set PYTEST_XDIST_WORKER=gwN to run beside it)")
     common.require_capture()
-    load_bin = build()
+    load_bin = build(args.profile)
     workdir = Path(tempfile.mkdtemp(prefix="inferscale-api-latency-"))
     c = Cluster(workdir=workdir / "cluster",
                 adapter_settings={"scrape-interval": "5s", "scrape-timeout": "3s",
@@ -218,6 +223,7 @@ def main() -> None:
         ):
             rows.append({**row, "phase": phase})
         if args.targets > args.pods:
+            print(table(rows), flush=True)  # phase 1 stands even if phase 2 cannot finish
             bulk = args.targets - args.pods
             create_kwok_fleet(c, bulk, workdir, BULK_NS,
                               first_node=-(-args.pods // PODS_PER_NODE) + 1)
@@ -252,6 +258,7 @@ def main() -> None:
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(json.dumps({
             "pods": args.pods, "targets": args.targets, "duration_s": args.duration,
+            "profile": args.profile,
             "address_block": ADDRESS_BLOCK, "cores": os.cpu_count(), "rows": rows,
             "git": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=common.REPO,
                                   capture_output=True, text=True).stdout.strip(),
