@@ -104,12 +104,13 @@ class PhaseRecord:
     load_after: str = ""
 
 
-def fleet_pod_spec(command: list[str], port: int | None = None) -> dict:
-    """A pod for the fleet's fake nodes (kwok runs it; nothing executes `command`)."""
+def fleet_pod_spec(command: list[str], port: int | None = None, fleet: str = NS) -> dict:
+    """A pod for the fake nodes of the fleet created in namespace `fleet` (kwok runs it;
+    nothing executes `command`)."""
     container = {"name": "main", "image": "none", "command": command}
     if port:
         container["ports"] = [{"name": "http", "containerPort": port}]
-    return {"nodeSelector": {"inferscale.dev/fleet-node": "true"},
+    return {"nodeSelector": {"inferscale.dev/fleet-node": fleet},
             "tolerations": [{"operator": "Exists"}], "terminationGracePeriodSeconds": 0,
             "containers": [container]}
 
@@ -124,8 +125,8 @@ def running_pods(c: Cluster, namespace: str) -> list[dict]:
 def create_kwok_fleet(c: Cluster, n: int, workdir: Path, namespace: str = NS,
                       first_node: int = 0) -> tuple[common.FleetProcs, list[dict]]:
     """A Deployment `vllm` of `n` scrape-labelled pods in `namespace` on fake nodes
-    `fleet-node-<first_node>...` (kwok gives them IPs from each node's /24 of the run's
-    loopback block), and `vllm-sim fleet` processes serving the real capture on every pod's
+    `fleet-node-<first_node>...` labelled for this namespace's pods only (kwok gives them IPs
+    from each node's /24 of the run's loopback block), and `vllm-sim fleet` processes serving the real capture on every pod's
     address, then marks the pods Ready as a kubelet would once the readiness probe passes.
     Returns the fleet and the pods."""
     c.create_namespace(namespace)
@@ -135,7 +136,7 @@ def create_kwok_fleet(c: Cluster, n: int, workdir: Path, namespace: str = NS,
         res = {"cpu": "256", "memory": "2Ti", "pods": str(PODS_PER_NODE + 50)}
         c.api.apply({"apiVersion": "v1", "kind": "Node",
                      "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
-                                  "labels": {"type": "kwok", "inferscale.dev/fleet-node": "true",
+                                  "labels": {"type": "kwok", "inferscale.dev/fleet-node": namespace,
                                              "kubernetes.io/hostname": name}},
                      "spec": {"podCIDR": f"{POD_PREFIX}.{100 + i}.0/24"}})
         c.api.apply_status({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
@@ -150,7 +151,8 @@ def create_kwok_fleet(c: Cluster, n: int, workdir: Path, namespace: str = NS,
                      "metadata": {"labels": {"app": "vllm", "inferscale.dev/scrape": "true"},
                                   "annotations": {"inferscale.dev/port": "8000",
                                                   "inferscale.dev/path": "/metrics"}},
-                     "spec": fleet_pod_spec(["vllm-fleet-target"], port=8000)}}})
+                     "spec": fleet_pod_spec(["vllm-fleet-target"], port=8000,
+                                            fleet=namespace)}}})
     c.api.apply({"apiVersion": "v1", "kind": "Service",
                  "metadata": {"name": "vllm", "namespace": namespace},
                  "spec": {"selector": {"app": "vllm"},
