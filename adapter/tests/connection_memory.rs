@@ -25,11 +25,12 @@
 use inferscale_adapter::scrape::{fetch, scrape_client};
 use inferscale_sim::fleet::{target_router, Fleet, Replay};
 use std::future::IntoFuture;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+mod capture;
 mod counting;
+use capture::capture;
 use counting::CURRENT;
 
 const TARGETS: usize = 200;
@@ -38,26 +39,6 @@ const TARGETS: usize = 200;
 const KEEP_ALIVE_BOUND_PER_TARGET: usize = 32 * 1024;
 /// Without keep-alive the client keeps nothing per target between scrapes.
 const NO_KEEP_ALIVE_BOUND_PER_TARGET: usize = 512;
-
-fn capture() -> Option<String> {
-    let root = std::env::var_os("INFERSCALE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let path =
-        root.join("fixtures/vllm/vllm-0.16to0.18-v1-kops-k8s-ai-conformance-qwen2.5-0.5b.txt");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text),
-        Err(e) if std::env::var("INFERSCALE_ALLOW_SKIP").as_deref() == Ok("1") => {
-            println!("SKIPPED: the real vLLM capture {} ({e})", path.display());
-            None
-        }
-        Err(e) => panic!(
-            "the real vLLM capture is needed: {} ({e}); set INFERSCALE_SHARED, or \
-             INFERSCALE_ALLOW_SKIP=1 to skip",
-            path.display()
-        ),
-    }
-}
 
 /// Serves the replay on `TARGETS` loopback ports from one uncounted thread; returns the URLs.
 fn serve(replay: Replay) -> Vec<String> {
