@@ -57,6 +57,9 @@ compare: ## Freshness side by side: inferscale vs Prometheus + KEDA vs KEDA metr
 envelope: ## Scale envelope: adapter CPU and RSS at 100..10,000 targets, 10 min each (~1 h; ENVELOPE_ARGS="--targets 1000 --duration 60" for a quick look)
 	nice -n 10 python3 -m tests.perf.envelope $(ENVELOPE_ARGS)
 
+api-latency: ## API latency on the real path: TLS + front-proxy authn + SubjectAccessReview, 1,000 pods listed, 100 clients, then 10,000 targets scraped (~15 min, not in CI; API_LATENCY_ARGS; PYTEST_XDIST_WORKER=gwN beside e2e)
+	python3 -m tests.perf.api_latency $(API_LATENCY_ARGS)
+
 binaries: ## Build and cache the test binaries (kube-apiserver, etcd, kwok, prometheus, promtool, helm, ...)
 	hack/build-binaries.sh
 
@@ -70,4 +73,4 @@ dashboards: ## Regenerate dashboards/ and the chart's and kustomize's copies of 
 	hack/gen-dashboards.py
 	hack/gen-deploy-files.py
 
-.PHONY: help demo inspect-demo test setup fmt clippy report report-composed report-routing bench fuzz binaries e2e compare envelope image dashboards
+.PHONY: help demo inspect-demo test setup fmt clippy report report-composed report-routing bench fuzz binaries e2e compare envelope api-latency image dashboards

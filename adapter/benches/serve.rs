@@ -425,6 +425,7 @@ async fn scrape_cost() {
             timeout: Duration::from_millis(900),
             max_body_bytes: 16 << 20,
             concurrency: 64,
+            keep_alive: true,
             limits: Default::default(),
         },
         Arc::new(Telemetry::new()),

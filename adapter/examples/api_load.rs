@@ -1,5 +1,6 @@
 //! `api_load`: a load generator that calls the adapter the way the kube-aggregator does, from
-//! a process of its own (`tests/perf/latency.py` runs it against a live adapter).
+//! a process of its own (`tests/perf/api_latency.py` runs it against the adapter on a real
+//! control plane, and through kube-apiserver's aggregator).
 //!
 //! The aggregator reaches an extension API server over TLS with its front-proxy client
 //! certificate, names the end user in `X-Remote-User`/`X-Remote-Group` headers, verifies the
@@ -8,6 +9,11 @@
 //! configures HTTP/2), so all requests share one multiplexed connection. This client does the
 //! same (`--http1`: one keep-alive HTTP/1.1 connection per client instead), asks for gzip as
 //! Go's transport does, and reports latency percentiles over a bounded run.
+//!
+//! The first request (TLS handshake, the server's authorization cache empty for this user) is
+//! reported apart as `first_ms`. `--unique-users PREFIX` names a new user in `X-Remote-User`
+//! on every request (`PREFIX-0`, `PREFIX-1`, ...), so no request finds an authorization
+//! decision cached: each pays the server's SubjectAccessReview round trip.
 //!
 //! ```text
 //! cargo run --release -p inferscale-adapter --example api_load -- \
@@ -21,6 +27,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +51,10 @@ struct Args {
     /// Extra request header `Name: value` (repeatable).
     #[arg(long = "header")]
     headers: Vec<String>,
+    /// Send `X-Remote-User: PREFIX-<n>` with a new n on every request (overrides a
+    /// `--header` of that name): every request misses the server's authorization cache.
+    #[arg(long)]
+    unique_users: Option<String>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 100)]
     clients: usize,
@@ -136,9 +147,11 @@ async fn run(args: Args) -> Result<()> {
     // One request first: the connection (TLS handshake, HTTP/2 settings) and the server's
     // caches (authorization, the answer) are warm before anything is timed, as they are for
     // an aggregator that has been running.
+    let first_sent = Instant::now();
     let first = client.get(&targets[0].0).send().await?;
     let status = first.status();
     let body = first.bytes().await?;
+    let first_latency = first_sent.elapsed();
     if !status.is_success() {
         bail!(
             "{} answered {status}: {}",
@@ -149,11 +162,14 @@ async fn run(args: Args) -> Result<()> {
     let warmup_end = Instant::now() + Duration::from_secs(1);
     let end = warmup_end + args.duration;
     let url_list: Arc<Vec<String>> = Arc::new(targets.into_iter().map(|(u, _)| u).collect());
+    let user_counter = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..args.clients {
         let client = client.clone();
         let urls = url_list.clone();
         let pace = args.pace;
+        let unique_users = args.unique_users.clone();
+        let user_counter = user_counter.clone();
         tasks.push(tokio::spawn(async move {
             let url = &urls[i % urls.len()];
             let mut out = ClientResult::default();
@@ -170,7 +186,12 @@ async fn run(args: Args) -> Result<()> {
                     break;
                 }
                 let result = async {
-                    let response = client.get(url).send().await?;
+                    let mut request = client.get(url);
+                    if let Some(prefix) = &unique_users {
+                        let n = user_counter.fetch_add(1, Ordering::Relaxed);
+                        request = request.header("X-Remote-User", format!("{prefix}-{n}"));
+                    }
+                    let response = request.send().await?;
                     let ok = response.status().is_success();
                     let body = response.bytes().await?;
                     Ok::<_, reqwest::Error>((ok, body.len()))
@@ -220,6 +241,8 @@ async fn run(args: Args) -> Result<()> {
         "p99_ms": q(0.99),
         "p999_ms": q(0.999),
         "max_ms": q(1.0),
+        "first_ms": first_latency.as_secs_f64() * 1e3,
+        "unique_users": args.unique_users.is_some(),
         "mean_body_bytes": if all.is_empty() { 0 } else { bytes / all.len() as u64 },
         "protocol": if args.http1 { "HTTP/1.1" } else { "HTTP/2" },
         "clients": args.clients,
@@ -229,14 +252,15 @@ async fn run(args: Args) -> Result<()> {
         println!("{report}");
     } else {
         println!(
-            "{} requests ({:.0}/s, {} errors), p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "{} requests ({:.0}/s, {} errors), p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; first request {:.2} ms",
             all.len(),
             all.len() as f64 / secs,
             errors,
             q(0.5),
             q(0.9),
             q(0.99),
-            q(1.0)
+            q(1.0),
+            first_latency.as_secs_f64() * 1e3
         );
     }
     Ok(())

@@ -33,10 +33,11 @@ use inferscale_metrics::signals::{ScrapeHistory, SingleScrape};
 use inferscale_metrics::snapshot::EngineSnapshot;
 use inferscale_sim::fleet::{FleetLoad, Replay};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
+mod capture;
 mod counting;
+use capture::capture;
 use counting::CURRENT;
 
 const TARGETS: usize = 1000;
@@ -49,26 +50,6 @@ const ROUNDS: u64 = WINDOW_SECS as u64 / INTERVAL_SECS + 2;
 /// when this was written): 10,000 targets in at most 320 MiB of store, leaving room in
 /// 512 MiB for the scrapes in flight, the HTTP connections and the runtime.
 const STATED_BOUND_PER_TARGET: usize = 32 * 1024;
-
-fn capture() -> Option<String> {
-    let root = std::env::var_os("INFERSCALE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let path =
-        root.join("fixtures/vllm/vllm-0.16to0.18-v1-kops-k8s-ai-conformance-qwen2.5-0.5b.txt");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text),
-        Err(e) if std::env::var("INFERSCALE_ALLOW_SKIP").as_deref() == Ok("1") => {
-            println!("SKIPPED: the real vLLM capture {} ({e})", path.display());
-            None
-        }
-        Err(e) => panic!(
-            "the real vLLM capture is needed: {} ({e}); set INFERSCALE_SHARED, or \
-             INFERSCALE_ALLOW_SKIP=1 to skip",
-            path.display()
-        ),
-    }
-}
 
 fn engine_target(i: usize) -> Target {
     Target {

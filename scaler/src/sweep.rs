@@ -46,6 +46,13 @@ pub const BASELINES: [&str; 9] = [
 ];
 /// Our families: the warm pool alone and as users run it, beside a reactive metric.
 pub const OURS: [&str; 2] = ["warm-pool", "hpa+warm-pool"];
+/// Families refined around their winners after the grid ([`refinements`]): their knobs
+/// interact, so a fixed grid left their best settings on its edge.
+const REFINED: [&str; 2] = ["hpa-adapter", "hpa+warm-pool"];
+/// Attainment levels at which a refined family's winner must not sit on its grid's edge.
+const REFINE_LEVELS: [f64; 2] = [0.99, 0.999];
+/// Refinement rounds at most (each adds one step beyond every edge a winner sits on).
+const REFINE_ROUNDS: usize = 4;
 
 /// Every policy over its knobs. Minimum replicas are a knob of every autoscaler (a fixed
 /// floor is what practitioners add first), in steps scaled to the trace's initial fleet;
@@ -96,15 +103,17 @@ pub fn grid(initial: u32, max: u32) -> Vec<PolicySpec> {
         }
     }
     // The reactive HPA read through inferscale's adapter, alone and with the warm pool's
-    // recommendation beside it (bounded: the targets that make each metric's frontier above,
-    // the warm pool at its best capacity of the first round).
-    let reactive = [
-        (Reactive::Queue, 1.0),
-        (Reactive::Tokens, 6_000.0),
-        (Reactive::Tokens, 20_000.0),
-    ];
-    for &min in &mins[..mins.len().min(3)] {
-        for (metric, target) in reactive {
+    // recommendation beside it: a starting grid over every minimum, which the sweep then
+    // refines around each family's winners ([`refinements`]).
+    for &min in &mins {
+        for (metric, target) in [
+            (Reactive::Queue, 0.5),
+            (Reactive::Queue, 1.0),
+            (Reactive::Queue, 2.0),
+            (Reactive::Tokens, 6_000.0),
+            (Reactive::Tokens, 10_000.0),
+            (Reactive::Tokens, 20_000.0),
+        ] {
             g.push(PolicySpec::HpaAdapter {
                 metric,
                 target,
@@ -112,8 +121,16 @@ pub fn grid(initial: u32, max: u32) -> Vec<PolicySpec> {
             });
         }
     }
-    for &min in &mins[..mins.len().min(2)] {
-        for (metric, target) in reactive {
+    // The composed family's starting grid contains the previous fixed grid (queue 1, tokens
+    // 6000 and 20000, cost ratios 1e-5 to 1e-2): refinement is a local search around the
+    // winners, so a setting left out here may never be reached.
+    for &min in &mins {
+        for (metric, target) in [
+            (Reactive::Queue, 1.0),
+            (Reactive::Tokens, 6_000.0),
+            (Reactive::Tokens, 10_000.0),
+            (Reactive::Tokens, 20_000.0),
+        ] {
             for cost_ratio in [1e-5, 1e-4, 1e-3, 1e-2] {
                 g.push(PolicySpec::HpaWarmPool {
                     metric,
@@ -182,6 +199,8 @@ pub struct Scenario {
     pub imported: Vec<Point>,
     pub bound: Result<Vec<BoundPoint>, String>,
     pub frontiers: Vec<(&'static str, Vec<Point>)>,
+    /// Where the refined families' winners sit on their grids ([`edge_check`]).
+    pub edge_check: Vec<String>,
 }
 
 /// Runs the whole sweep and writes the report; returns the summary (also the README section).
@@ -246,15 +265,12 @@ fn sweep_scenario(
         Some(dir) => import_runs(&dir.join(&slug).join("runs.md"), &specs)?,
         None => Vec::new(),
     };
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let total = specs.len();
     // The warm pool's misses are priced by its cost ratio, the knob swept; an attainment
     // floor would pin every setting to the same fleet.
     let attainment = SWEEP_ATTAINMENT_FLOOR;
     let run_one = |spec: &PolicySpec| -> Result<Point, CliError> {
         let mut policy = spec.build(trace, config, attainment)?;
         let result: RunResult = simulate(trace, policy.as_mut(), config, &mut |_| {})?;
-        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Point {
             spec: *spec,
             gpu_hours: result.gpu_hours,
@@ -263,42 +279,21 @@ fn sweep_scenario(
         })
     };
     let jobs = resolved.jobs.max(1);
-    let mut points: Vec<Option<Result<Point, CliError>>> = (0..total).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let chunks: Vec<Vec<usize>> = (0..jobs)
-            .map(|j| (j..total).step_by(jobs).collect())
-            .collect();
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|indices| {
-                let run_one = &run_one;
-                let specs = &specs;
-                scope.spawn(move || {
-                    indices
-                        .into_iter()
-                        .map(|i| (i, run_one(&specs[i])))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        while handles.iter().any(|h| !h.is_finished()) {
-            let n = done.load(std::sync::atomic::Ordering::Relaxed);
-            progress(&name, n as f64 / total as f64);
-            std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut points = run_parallel(&specs, jobs, &run_one, &mut |f| progress(&name, f))?;
+    // Refine the composed families around their winners until none is on its grid's edge.
+    let mut refinement_rounds = 0;
+    for _ in 0..REFINE_ROUNDS {
+        let more = refinements(&points, config.fleet.max_replicas);
+        if more.is_empty() {
+            break;
         }
-        for h in handles {
-            if let Ok(results) = h.join() {
-                for (i, r) in results {
-                    points[i] = Some(r);
-                }
-            }
-        }
-    });
-    progress(&name, 1.0);
-    let points: Vec<Point> = points
-        .into_iter()
-        .map(|p| p.unwrap_or_else(|| Err(CliError::Invalid(vec!["a replay panicked".to_owned()]))))
-        .collect::<Result<_, _>>()?;
+        refinement_rounds += 1;
+        let round = format!("{name} · refining ({} runs)", more.len());
+        points.extend(run_parallel(&more, jobs, &run_one, &mut |f| {
+            progress(&round, f)
+        })?);
+    }
+    let edge_check = edge_check(&points, refinement_rounds, config.fleet.max_replicas);
     let bound = lower_bound(trace, config, &BOUND_CURVE).map_err(|e| e.to_string());
     let mut frontiers = Vec::new();
     for family in BASELINES.iter().chain(OURS.iter()).chain(["oracle"].iter()) {
@@ -323,7 +318,316 @@ fn sweep_scenario(
         imported,
         bound,
         frontiers,
+        edge_check,
     })
+}
+
+/// Runs `specs` on `jobs` threads, reporting the share done.
+fn run_parallel(
+    specs: &[PolicySpec],
+    jobs: usize,
+    run_one: &(dyn Fn(&PolicySpec) -> Result<Point, CliError> + Sync),
+    progress: &mut dyn FnMut(f64),
+) -> Result<Vec<Point>, CliError> {
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let total = specs.len();
+    let mut points: Vec<Option<Result<Point, CliError>>> = (0..total).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let chunks: Vec<Vec<usize>> = (0..jobs)
+            .map(|j| (j..total).step_by(jobs).collect())
+            .collect();
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|indices| {
+                let done = &done;
+                scope.spawn(move || {
+                    indices
+                        .into_iter()
+                        .map(|i| {
+                            let r = run_one(&specs[i]);
+                            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            (i, r)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        while handles.iter().any(|h| !h.is_finished()) {
+            let n = done.load(std::sync::atomic::Ordering::Relaxed);
+            progress(n as f64 / total.max(1) as f64);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        for h in handles {
+            if let Ok(results) = h.join() {
+                for (i, r) in results {
+                    points[i] = Some(r);
+                }
+            }
+        }
+    });
+    progress(1.0);
+    points
+        .into_iter()
+        .map(|p| p.unwrap_or_else(|| Err(CliError::Invalid(vec!["a replay panicked".to_owned()]))))
+        .collect()
+}
+
+/// A knob of a refined family's setting, and the step to its neighbours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Knob {
+    Target,
+    CostRatio,
+    Capacity,
+    Min,
+}
+
+/// The knobs of `spec` with their values (none for families that are not refined).
+fn knobs(spec: &PolicySpec) -> Vec<(Knob, f64)> {
+    match *spec {
+        PolicySpec::HpaAdapter { target, min, .. } => {
+            vec![(Knob::Target, target), (Knob::Min, f64::from(min))]
+        }
+        PolicySpec::HpaWarmPool {
+            target,
+            cost_ratio,
+            capacity,
+            min,
+            ..
+        } => vec![
+            (Knob::Target, target),
+            (Knob::CostRatio, cost_ratio),
+            (Knob::Capacity, capacity),
+            (Knob::Min, f64::from(min)),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// `spec` with `knob` set to `value`.
+fn with_knob(spec: &PolicySpec, knob: Knob, value: f64) -> PolicySpec {
+    let mut s = *spec;
+    match (&mut s, knob) {
+        (PolicySpec::HpaAdapter { target, .. }, Knob::Target)
+        | (PolicySpec::HpaWarmPool { target, .. }, Knob::Target) => *target = value,
+        (PolicySpec::HpaWarmPool { cost_ratio, .. }, Knob::CostRatio) => *cost_ratio = value,
+        (PolicySpec::HpaWarmPool { capacity, .. }, Knob::Capacity) => *capacity = value,
+        (PolicySpec::HpaAdapter { min, .. }, Knob::Min)
+        | (PolicySpec::HpaWarmPool { min, .. }, Knob::Min) => *min = value as u32,
+        _ => {}
+    }
+    s
+}
+
+/// The next value of `knob` beyond `value` (up or down), or `None` at a hard bound: one
+/// replica, the fleet's maximum, a pool planned at full capacity (1.0).
+fn neighbour(
+    spec: &PolicySpec,
+    knob: Knob,
+    value: f64,
+    up: bool,
+    min_step: u32,
+    max: u32,
+) -> Option<f64> {
+    let metric = match *spec {
+        PolicySpec::HpaAdapter { metric, .. } | PolicySpec::HpaWarmPool { metric, .. } => metric,
+        _ => return None,
+    };
+    let next = match knob {
+        // Queue and TTFT targets by factors of 2, prompt-token targets by 1.5 (rounded to
+        // 1,000 tokens/s).
+        Knob::Target => match metric {
+            Reactive::Tokens => {
+                let v = if up { value * 1.5 } else { value / 1.5 };
+                (v / 1000.0).round().max(1.0) * 1000.0
+            }
+            Reactive::Queue | Reactive::Ttft => {
+                if up {
+                    value * 2.0
+                } else {
+                    value / 2.0
+                }
+            }
+        },
+        // A decade up or down, parsed from its decimal form so that 1e-5 / 10 is 1e-6 (the
+        // label) and not 1.0000000000000002e-6.
+        Knob::CostRatio => {
+            let decade = value.log10() + if up { 1.0 } else { -1.0 };
+            format!("1e{}", decade.round())
+                .parse::<f64>()
+                .ok()
+                .filter(|_| (decade - decade.round()).abs() < 1e-9)
+                .unwrap_or(if up { value * 10.0 } else { value / 10.0 })
+        }
+        Knob::Capacity => {
+            let v = if up { value + 0.1 } else { value - 0.1 };
+            (v * 10.0).round() / 10.0
+        }
+        Knob::Min => {
+            let step = f64::from(min_step.max(1));
+            if up {
+                value + step
+            } else {
+                (value - step).max(1.0)
+            }
+        }
+    };
+    let within = match knob {
+        Knob::Capacity => (0.1 - 1e-9..=1.0 + 1e-9).contains(&next),
+        Knob::Min => next >= 1.0 && next <= f64::from(max),
+        Knob::CostRatio => next >= 1e-9,
+        Knob::Target => next > 0.0,
+    };
+    (within && !same(next, value)).then_some(next)
+}
+
+fn same(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-300)
+}
+
+fn same_spec(a: &PolicySpec, b: &PolicySpec) -> bool {
+    if a.family() != b.family() {
+        return false;
+    }
+    let metric = |s: &PolicySpec| match *s {
+        PolicySpec::HpaAdapter { metric, .. } | PolicySpec::HpaWarmPool { metric, .. } => {
+            Some(metric)
+        }
+        _ => None,
+    };
+    metric(a) == metric(b)
+        && knobs(a)
+            .iter()
+            .zip(knobs(b).iter())
+            .all(|((_, x), (_, y))| same(*x, *y))
+}
+
+/// The winners of the refined families at the refinement levels: (family, level, winner).
+fn refined_winners(points: &[Point]) -> Vec<(&'static str, f64, Point)> {
+    let mut out = Vec::new();
+    for family in REFINED {
+        let of: Vec<&Point> = points
+            .iter()
+            .filter(|p| p.spec.family() == family)
+            .collect();
+        if of.is_empty() {
+            continue;
+        }
+        let front = frontier(&of);
+        for level in REFINE_LEVELS {
+            if let Some(w) = cheapest_at(&front, level) {
+                out.push((family, level, w.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// For `winner`, the knobs on which it sits at the edge of what was swept along that knob
+/// (the runs that differ from it in that knob alone), with the next value beyond the edge;
+/// `None` as the value when the edge is a hard bound.
+fn edges(points: &[Point], winner: &PolicySpec, max: u32) -> Vec<(Knob, bool, Option<PolicySpec>)> {
+    let min_step = min_step_of(points);
+    let mut out = Vec::new();
+    for (knob, value) in knobs(winner) {
+        let line: Vec<f64> = points
+            .iter()
+            .filter(|p| {
+                let moved = with_knob(&p.spec, knob, value);
+                same_spec(&moved, winner)
+            })
+            .filter_map(|p| knobs(&p.spec).into_iter().find(|(k, _)| *k == knob))
+            .map(|(_, v)| v)
+            .collect();
+        let lowest = line.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = line.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        for (up, at_edge) in [(false, same(value, lowest)), (true, same(value, highest))] {
+            if at_edge {
+                let next = neighbour(winner, knob, value, up, min_step, max)
+                    .map(|v| with_knob(winner, knob, v));
+                out.push((knob, up, next));
+            }
+        }
+    }
+    out
+}
+
+/// The step between the sweep's minimum-replica settings (the smallest gap above 1).
+fn min_step_of(points: &[Point]) -> u32 {
+    let mut mins: Vec<u32> = points
+        .iter()
+        .filter_map(|p| match p.spec {
+            PolicySpec::HpaAdapter { min, .. } | PolicySpec::HpaWarmPool { min, .. } => Some(min),
+            _ => None,
+        })
+        .collect();
+    mins.sort_unstable();
+    mins.dedup();
+    mins.windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|d| *d > 0)
+        .min()
+        .unwrap_or(1)
+}
+
+/// Settings to run next: one step beyond every edge a winner sits on, not yet run.
+fn refinements(points: &[Point], max: u32) -> Vec<PolicySpec> {
+    let mut more: Vec<PolicySpec> = Vec::new();
+    for (_, _, w) in refined_winners(points) {
+        for (_, _, next) in edges(points, &w.spec, max) {
+            let Some(next) = next else { continue };
+            if !points.iter().any(|p| same_spec(&p.spec, &next))
+                && !more.iter().any(|m| same_spec(m, &next))
+            {
+                more.push(next);
+            }
+        }
+    }
+    more
+}
+
+/// One line per refined family and level: its winner and whether it is interior on every
+/// knob (or at a hard bound), after `rounds` refinement rounds.
+fn edge_check(points: &[Point], rounds: usize, max: u32) -> Vec<String> {
+    let name = |k: Knob| match k {
+        Knob::Target => "target",
+        Knob::CostRatio => "cost ratio",
+        Knob::Capacity => "capacity",
+        Knob::Min => "min replicas",
+    };
+    refined_winners(points)
+        .into_iter()
+        .map(|(family, level, w)| {
+            let e = edges(points, &w.spec, max);
+            let open: Vec<String> = e
+                .iter()
+                .filter(|(_, _, next)| next.is_some())
+                .map(|(k, up, _)| format!("{} ({})", name(*k), if *up { "top" } else { "bottom" }))
+                .collect();
+            let hard: Vec<String> = e
+                .iter()
+                .filter(|(_, _, next)| next.is_none())
+                .map(|(k, _, _)| name(*k).to_owned())
+                .collect();
+            let verdict = if open.is_empty() {
+                if hard.is_empty() {
+                    "interior on every knob".to_owned()
+                } else {
+                    format!("interior but for hard bounds ({})", hard.join(", "))
+                }
+            } else {
+                format!(
+                    "still on the grid's edge in {} after {rounds} refinement rounds",
+                    open.join(", ")
+                )
+            };
+            format!(
+                "{family} at {:.1} %: {} ({:.2} GPU-h) — {verdict}",
+                level * 100.0,
+                w.spec.label(),
+                w.gpu_hours
+            )
+        })
+        .collect()
 }
 
 /// The runs of an earlier report's `runs.md` whose families are not among `swept`: read back
@@ -671,6 +975,16 @@ fn summary(scenarios: &[Scenario], link_dir: &Path, imported_from: Option<&Path>
             let _ = writeln!(t, "Lower bound not computed: {e}.\n");
         }
         let _ = writeln!(t, "{}", cost_table(s));
+        if !s.edge_check.is_empty() {
+            let _ = writeln!(
+                t,
+                "Grid edges (hpa-adapter and hpa+warm-pool are refined around their cheapest settings at 99 % and 99.9 % until no knob sits on the edge of what was swept; min replicas 1, the fleet maximum and capacity 1.0 are hard bounds):\n"
+            );
+            for line in &s.edge_check {
+                let _ = writeln!(t, "- {line}");
+            }
+            let _ = writeln!(t);
+        }
         for ours in OURS {
             if frontier_of(s, ours).is_empty() {
                 continue;
@@ -843,5 +1157,123 @@ mod tests {
             Path::new("x"),
             "the report's own README links inside its folder"
         );
+    }
+
+    fn adapter(target: f64, min: u32, gpu: f64, att: f64) -> Point {
+        Point {
+            spec: PolicySpec::HpaAdapter {
+                metric: Reactive::Tokens,
+                target,
+                min,
+            },
+            ..point(gpu, att)
+        }
+    }
+
+    #[test]
+    fn a_winner_on_the_grids_edge_is_refined_one_step_beyond_it() {
+        // Cheapest at 99 % and at 99.9 %: tokens=20000,min=1 (2.0 GPU-h, 99.95 %), the
+        // highest target swept and the only minimum.
+        let pts = [
+            adapter(6_000.0, 1, 4.0, 1.0),
+            adapter(10_000.0, 1, 3.0, 0.9999),
+            adapter(20_000.0, 1, 2.0, 0.9995),
+        ];
+        // Beyond the top target: 20000 × 1.5 = 30000; min 1 is a hard bound below and the
+        // only value, so one step (1, the only step known) above: 2.
+        let more = refinements(&pts, 64);
+        let labels: Vec<String> = more.iter().map(|s| s.label()).collect();
+        assert_eq!(
+            labels,
+            vec![
+                "hpa-adapter(tokens=30000,min=1)".to_owned(),
+                "hpa-adapter(tokens=20000,min=2)".to_owned()
+            ]
+        );
+        let check = edge_check(&pts, 0, 64);
+        assert!(check[0].contains("target (top)"), "{check:?}");
+        assert!(check[0].contains("min replicas (top)"), "{check:?}");
+    }
+
+    #[test]
+    fn an_interior_winner_or_one_at_a_hard_bound_needs_no_refinement() {
+        // tokens=20000,min=1 wins; 10000 and 30000 surround it, min 2 is above it and min 1
+        // is the hard bound below.
+        let pts = [
+            adapter(10_000.0, 1, 3.0, 0.9999),
+            adapter(20_000.0, 1, 2.0, 0.9995),
+            adapter(30_000.0, 1, 1.5, 0.98),
+            adapter(20_000.0, 2, 2.5, 0.9999),
+        ];
+        assert!(refinements(&pts, 64).is_empty());
+        let check = edge_check(&pts, 1, 64);
+        assert_eq!(
+            check[0],
+            "hpa-adapter at 99.0 %: hpa-adapter(tokens=20000,min=1) (2.00 GPU-h) — interior but for hard bounds (min replicas)"
+        );
+        // A pool's capacity stops at 1.0; the minimum at the fleet's maximum.
+        let composed = PolicySpec::HpaWarmPool {
+            metric: Reactive::Queue,
+            target: 1.0,
+            cost_ratio: 1e-5,
+            capacity: 1.0,
+            min: 8,
+        };
+        assert_eq!(neighbour(&composed, Knob::Capacity, 1.0, true, 2, 8), None);
+        assert_eq!(
+            neighbour(&composed, Knob::Capacity, 1.0, false, 2, 8),
+            Some(0.9)
+        );
+        assert_eq!(neighbour(&composed, Knob::Min, 8.0, true, 2, 8), None);
+        assert_eq!(
+            neighbour(&composed, Knob::Target, 1.0, false, 2, 8),
+            Some(0.5)
+        );
+        // A decade below 1e-5 is exactly the double nearest 1e-6, whose label is 0.000001.
+        assert_eq!(
+            neighbour(&composed, Knob::CostRatio, 1e-5, false, 2, 8),
+            Some(1e-6)
+        );
+        assert_eq!(
+            with_knob(&composed, Knob::CostRatio, 1e-6).label(),
+            "hpa+warm-pool(queue=1,ratio=0.000001,capacity=1,min=8)"
+        );
+    }
+
+    #[test]
+    fn the_composed_families_start_from_a_superset_of_the_previous_fixed_grid() {
+        // The previous grid for 12 initial replicas (step 3): hpa-adapter over the first three
+        // minimums, hpa+warm-pool over the first two, queue 1 and tokens 6000 and 20000, cost
+        // ratios 1e-5 to 1e-2 at capacity 0.9.
+        let g = grid(12, 64);
+        let reactive = [
+            (Reactive::Queue, 1.0),
+            (Reactive::Tokens, 6_000.0),
+            (Reactive::Tokens, 20_000.0),
+        ];
+        for min in [1, 3, 6] {
+            for (metric, target) in reactive {
+                let old = PolicySpec::HpaAdapter {
+                    metric,
+                    target,
+                    min,
+                };
+                assert!(g.contains(&old), "{}", old.label());
+            }
+        }
+        for min in [1, 3] {
+            for (metric, target) in reactive {
+                for cost_ratio in [1e-5, 1e-4, 1e-3, 1e-2] {
+                    let old = PolicySpec::HpaWarmPool {
+                        metric,
+                        target,
+                        cost_ratio,
+                        capacity: 0.9,
+                        min,
+                    };
+                    assert!(g.contains(&old), "{}", old.label());
+                }
+            }
+        }
     }
 }

@@ -61,7 +61,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.cluster import SERVICE_PORT, Cluster, free_port
+from tests.e2e.cluster import NODE_PREFIX, POD_PREFIX, SERVICE_PORT, Cluster, free_port
 from tests.e2e.kube import KubeError, quantity
 from tests.e2e.pki import make_ca, make_leaf
 from tests.e2e.procs import log
@@ -103,6 +103,86 @@ class PhaseRecord:
     cpu: dict[str, float] = field(default_factory=dict)            # cores over the phase
     load_before: str = ""
     load_after: str = ""
+
+
+def fleet_pod_spec(command: list[str], port: int | None = None, fleet: str = NS) -> dict:
+    """A pod for the fake nodes of the fleet created in namespace `fleet` (kwok runs it;
+    nothing executes `command`)."""
+    container = {"name": "main", "image": "none", "command": command}
+    if port:
+        container["ports"] = [{"name": "http", "containerPort": port}]
+    return {"nodeSelector": {"inferscale.dev/fleet-node": fleet},
+            "tolerations": [{"operator": "Exists"}], "terminationGracePeriodSeconds": 0,
+            "containers": [container]}
+
+
+def running_pods(c: Cluster, namespace: str) -> list[dict]:
+    pods = c.pods(namespace, "app=vllm")
+    return [p for p in pods if p.get("status", {}).get("podIP")
+            and p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")]
+
+
+def create_kwok_fleet(c: Cluster, n: int, workdir: Path, namespace: str = NS,
+                      first_node: int = 0) -> tuple[common.FleetProcs, list[dict]]:
+    """A Deployment `vllm` of `n` scrape-labelled pods in `namespace` on fake nodes
+    `fleet-node-<first_node>...` labelled for this namespace's pods only (kwok gives them IPs
+    from each node's /24 of the run's loopback block), and `vllm-sim fleet` processes serving the real capture on every pod's
+    address, then marks the pods Ready as a kubelet would once the readiness probe passes.
+    Returns the fleet and the pods."""
+    c.create_namespace(namespace)
+    nodes = -(-n // PODS_PER_NODE) + 1
+    for i in range(first_node, first_node + nodes):
+        name = f"fleet-node-{i}"
+        res = {"cpu": "256", "memory": "2Ti", "pods": str(PODS_PER_NODE + 50)}
+        c.api.apply({"apiVersion": "v1", "kind": "Node",
+                     "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
+                                  "labels": {"type": "kwok", "inferscale.dev/fleet-node": namespace,
+                                             "kubernetes.io/hostname": name}},
+                     "spec": {"podCIDR": f"{POD_PREFIX}.{100 + i}.0/24"}})
+        c.api.apply_status({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                            "status": {"allocatable": res, "capacity": res,
+                                       "addresses": [{"type": "InternalIP",
+                                                      "address": f"{NODE_PREFIX}.1.{i + 1}"}]}})
+    c.api.apply({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "vllm", "namespace": namespace},
+        "spec": {"replicas": n, "selector": {"matchLabels": {"app": "vllm"}},
+                 "template": {
+                     "metadata": {"labels": {"app": "vllm", "inferscale.dev/scrape": "true"},
+                                  "annotations": {"inferscale.dev/port": "8000",
+                                                  "inferscale.dev/path": "/metrics"}},
+                     "spec": fleet_pod_spec(["vllm-fleet-target"], port=8000,
+                                            fleet=namespace)}}})
+    c.api.apply({"apiVersion": "v1", "kind": "Service",
+                 "metadata": {"name": "vllm", "namespace": namespace},
+                 "spec": {"selector": {"app": "vllm"},
+                          "ports": [{"name": "http", "port": 8000, "targetPort": 8000}]}})
+    t0 = time.monotonic()
+    pods = c.wait_for(lambda: running if len(running := running_pods(c, namespace)) >= n
+                      else None, f"{n} fleet pods Running with an IP in {namespace}",
+                      timeout=120 + n / 5, interval=2)
+    ips = sorted({p["status"]["podIP"] for p in pods})
+    log(f"{len(pods)} fleet pods running in {namespace} after {time.monotonic() - t0:.0f}s")
+    admin_ports = [free_port() for _ in range(-(-len(ips) // common.TARGETS_PER_FLEET_PROCESS))]
+    (workdir / namespace).mkdir(parents=True, exist_ok=True)
+    fleet = common.start_fleet(c.procs, Path(c.bins["vllm-sim"]), ips, 8000, admin_ports,
+                               workdir / namespace)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda pod: mark_ready(c, pod), pods))
+    return fleet, pods
+
+
+def mark_ready(c: Cluster, pod: dict) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    conds = [{"type": t, "status": "True", "lastTransitionTime": now}
+             for t in ("Ready", "ContainersReady")]
+    c.api.request(
+        "PATCH", f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods/"
+        f"{pod['metadata']['name']}/status",
+        {"status": {"conditions": conds,
+                    "containerStatuses": [{"name": "main", "ready": True}]}},
+        content_type="application/strategic-merge-patch+json")
 
 
 def bins_for(component: str) -> str:
@@ -150,46 +230,9 @@ class Compare:
 
     def create_fleet(self) -> None:
         c = self.c
-        c.create_namespace(NS)
-        nodes = -(-self.n // PODS_PER_NODE) + 1
-        for i in range(nodes):
-            name = f"fleet-node-{i}"
-            res = {"cpu": "256", "memory": "2Ti", "pods": str(PODS_PER_NODE + 50)}
-            c.api.apply({"apiVersion": "v1", "kind": "Node",
-                         "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
-                                      "labels": {"type": "kwok", "inferscale.dev/fleet-node": "true",
-                                                 "kubernetes.io/hostname": name}},
-                         "spec": {"podCIDR": f"127.1.{100 + i}.0/24"}})
-            c.api.apply_status({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
-                                "status": {"allocatable": res, "capacity": res,
-                                           "addresses": [{"type": "InternalIP",
-                                                          "address": f"127.2.1.{i + 1}"}]}})
-        c.api.apply({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "vllm", "namespace": NS},
-            "spec": {"replicas": self.n, "selector": {"matchLabels": {"app": "vllm"}},
-                     "template": {
-                         "metadata": {"labels": {"app": "vllm", "inferscale.dev/scrape": "true"},
-                                      "annotations": {"inferscale.dev/port": "8000",
-                                                      "inferscale.dev/path": "/metrics"}},
-                         "spec": self._pod_spec(["vllm-fleet-target"], port=8000)}}})
-        c.api.apply({"apiVersion": "v1", "kind": "Service",
-                     "metadata": {"name": "vllm", "namespace": NS},
-                     "spec": {"selector": {"app": "vllm"},
-                              "ports": [{"name": "http", "port": 8000, "targetPort": 8000}]}})
-        t0 = time.monotonic()
-        pods = c.wait_for(lambda: self._running_pods() if len(self._running_pods()) >= self.n
-                          else None, f"{self.n} fleet pods Running with an IP",
-                          timeout=120 + self.n / 5, interval=2)
+        self.fleet, pods = create_kwok_fleet(c, self.n, self.workdir)
         ips = sorted({p["status"]["podIP"] for p in pods})
-        log(f"{len(pods)} fleet pods running after {time.monotonic() - t0:.0f}s")
-        admin_ports = [free_port() for _ in range(-(-len(ips) // common.TARGETS_PER_FLEET_PROCESS))]
-        self.fleet = common.start_fleet(c.procs, Path(c.bins["vllm-sim"]), ips, 8000,
-                                        admin_ports, self.workdir)
         self.fleet.set_load(LOW)
-        # Ready, as a kubelet would mark them once the readiness probe passes.
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(self._mark_ready, pods))
         # EndpointSlices for KEDA's metrics-api scaler. The API server refuses loopback IPs in
         # IPv4/IPv6 slices (ValidateEndpointIP), so no endpointslice controller could publish
         # these pods; the harness publishes them as FQDN-typed endpoints whose names are the
@@ -210,28 +253,7 @@ class Compare:
                           content_type="application/apply-patch+yaml")
 
     def _pod_spec(self, command: list[str], port: int | None = None) -> dict:
-        container = {"name": "main", "image": "none", "command": command}
-        if port:
-            container["ports"] = [{"name": "http", "containerPort": port}]
-        return {"nodeSelector": {"inferscale.dev/fleet-node": "true"},
-                "tolerations": [{"operator": "Exists"}], "terminationGracePeriodSeconds": 0,
-                "containers": [container]}
-
-    def _running_pods(self) -> list[dict]:
-        pods = self.c.pods(NS, "app=vllm")
-        return [p for p in pods if p.get("status", {}).get("podIP")
-                and p["status"].get("phase") == "Running"
-                and not p["metadata"].get("deletionTimestamp")]
-
-    def _mark_ready(self, pod: dict) -> None:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        conds = [{"type": t, "status": "True", "lastTransitionTime": now}
-                 for t in ("Ready", "ContainersReady")]
-        self.c.api.request(
-            "PATCH", f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}/status",
-            {"status": {"conditions": conds,
-                        "containerStatuses": [{"name": "main", "ready": True}]}},
-            content_type="application/strategic-merge-patch+json")
+        return fleet_pod_spec(command, port)
 
     def start_prometheus(self) -> None:
         c = self.c

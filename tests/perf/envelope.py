@@ -33,7 +33,9 @@ from tests.perf import common
 
 OUT_DIR = common.REPO / "docs/perf"
 RESULTS = OUT_DIR / "envelope.json"
-FIRST_ADDRESS = "127.3.0.1"
+# Far above the e2e workers' loopback blocks (tests/e2e/cluster.py: 127.(1+2N) and 127.(2+2N)),
+# so an envelope run cannot collide with e2e pods on port 8000.
+FIRST_ADDRESS = "127.64.0.1"
 PORT = 8000
 FULL_RUN_SECONDS = 600
 GOAL_CORES = 1.0
@@ -73,19 +75,22 @@ def targets_up(text: str) -> int:
 
 
 def run_size(n: int, duration: float, warmup: float, interval: str, bins: Path,
-             workdir: Path, perf_seconds: float, extra_args: list[str]) -> dict:
+             workdir: Path, perf_seconds: float, extra_args: list[str],
+             adapter_bin: Path | None = None, lane: int = 0) -> dict:
     group = ProcessGroup(uuid.uuid4().hex[:12], workdir)
     try:
-        addresses = common.consecutive_addresses(FIRST_ADDRESS, n)
+        # A second lane (another run at the same time) takes its own addresses and ports.
+        first = FIRST_ADDRESS.replace("127.64.", f"127.{64 + lane}.", 1)
+        addresses = common.consecutive_addresses(first, n)
         fleet_count = -(-n // common.TARGETS_PER_FLEET_PROCESS)
-        admin_ports = [7900 + k for k in range(fleet_count)]
+        admin_ports = [7900 + 20 * lane + k for k in range(fleet_count)]
         fleet = common.start_fleet(group, bins / "vllm-sim", addresses, PORT, admin_ports,
                                    workdir)
         tf = workdir / f"targets-{n}.json"
         targets_file(tf, fleet.urls)
-        api_port = 7890
+        api_port = 7890 + lane
         adapter = group.start("adapter", [
-            str(bins / "adapter"), "serve", "--standalone", f"--targets-file={tf}",
+            str(adapter_bin or bins / "adapter"), "serve", "--standalone", f"--targets-file={tf}",
             f"--insecure-listen=127.0.0.1:{api_port}", f"--scrape-interval={interval}",
             *extra_args], env=dict(os.environ, RUST_LOG="warn", NO_COLOR="1"))
         t0 = time.monotonic()
@@ -261,6 +266,14 @@ def main() -> None:
     ap.add_argument("--perf", type=float, default=0.0,
                     help="also record a perf profile of the adapter for this many seconds")
     ap.add_argument("--no-save", action="store_true", help="do not append to envelope.json")
+    ap.add_argument("--adapter-bin", type=Path,
+                    help="run this adapter binary (e.g. one built from an older commit)")
+    ap.add_argument("--baseline-of", metavar="COMMIT",
+                    help="with --adapter-bin: the commit that binary was built from; the "
+                         "records are kept as that baseline, not as the figure")
+    ap.add_argument("--lane", type=int, default=0, choices=range(10),
+                    help="run beside another envelope run: lane N uses 127.(64+N).x.x "
+                         "addresses and ports 7890+N, 7900+20N..")
     ap.add_argument("--report", action="store_true",
                     help="only print the table and redraw the SVGs from envelope.json")
     ap.add_argument("adapter_args", nargs="*", help="extra `adapter serve` flags (after --)")
@@ -273,7 +286,11 @@ def main() -> None:
     for n in (int(x) for x in args.targets.split(",")):
         with tempfile.TemporaryDirectory(prefix=f"inferscale-envelope-{n}-") as d:
             record = run_size(n, args.duration, args.warmup, args.interval, bins, Path(d),
-                              args.perf, args.adapter_args)
+                              args.perf, args.adapter_args, args.adapter_bin, args.lane)
+            if args.baseline_of:
+                record["baseline_of"] = args.baseline_of
+                record["git"] = args.baseline_of
+            record["lane"] = args.lane
             if args.perf:
                 keep = Path(tempfile.gettempdir()) / f"inferscale-envelope-perf-{n}.data"
                 src = Path(d) / f"perf-{n}.data"

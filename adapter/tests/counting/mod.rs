@@ -1,6 +1,7 @@
 //! A counting global allocator for the adapter test binaries that measure heap (each is a
 //! binary of its own with one test, so nothing else allocates meanwhile): bytes in use now,
-//! and the most in use since [`PEAK`] was last set.
+//! and the most in use since [`PEAK`] was last set. A thread that calls [`uncounted`] (a test's
+//! own loopback server, say) is left out: what it allocates and frees is not counted.
 #![allow(
     unsafe_code,
     reason = "a counting global allocator needs `unsafe impl GlobalAlloc`; it only forwards to System"
@@ -8,7 +9,23 @@
 #![allow(dead_code, reason = "each test binary uses its own part")]
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+thread_local! {
+    // `const`: reading it allocates nothing, so the allocator may read it.
+    static UNCOUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Leaves the calling thread's allocations out of [`CURRENT`] and [`PEAK`] from now on. Only
+/// for a thread whose allocations are all freed on that same thread.
+pub fn uncounted() {
+    UNCOUNTED.with(|u| u.set(true));
+}
+
+fn counted() -> bool {
+    !UNCOUNTED.try_with(Cell::get).unwrap_or(false)
+}
 
 struct Counting;
 
@@ -20,7 +37,7 @@ pub static PEAK: AtomicUsize = AtomicUsize::new(0);
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
+        if !ptr.is_null() && counted() {
             let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
             PEAK.fetch_max(now, Ordering::Relaxed);
         }
@@ -29,7 +46,9 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+        if counted() {
+            CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
     }
 }
 

@@ -120,8 +120,12 @@ pub struct Forecaster {
 pub struct Ramp {
     /// Rise of the requests in flight, per second.
     pub slope: f64,
-    /// Requests in flight on the line at the horizon over those on it when the work rates
-    /// were measured, at most 4: the factor the measured work grows by.
+    /// Requests in flight on the line `lead` seconds ahead.
+    pub ahead: f64,
+    /// Mean of the requests in flight sampled within the window the work rates were measured
+    /// over: the in-flight count those rates belong to.
+    pub measured: f64,
+    /// `ahead / measured`, at least 1: the factor the measured work grows by.
     pub growth: f64,
 }
 
@@ -211,13 +215,20 @@ impl Forecaster {
         }
     }
 
-    /// A ramp in the requests in flight over the last `span` seconds, carried `horizon`
-    /// seconds ahead: `None` unless at least three samples rise along a least-squares line
-    /// that explains 80 % of their variance. The work rates lag demand by `lag` seconds (a
-    /// rate over a window of `w` seconds is its mean, `w/2` behind on a ramp), so the growth
-    /// is taken from the line `lag` seconds ago to `horizon` seconds ahead. Requests in flight
-    /// are read without a window: they show a ramp while the rates still show its start.
-    pub fn ramp(&self, now: f64, span: f64, lag: f64, horizon: f64) -> Option<Ramp> {
+    /// A ramp in the requests in flight, fitted over the last `span` seconds and carried
+    /// `lead` seconds ahead: `None` unless at least three samples rise along a least-squares
+    /// line that explains 80 % of their variance.
+    ///
+    /// The growth is the line's value `lead` ahead over the mean of the requests in flight
+    /// over the last `rate_window` seconds ([`Forecaster::mean_in_flight`]) — the window the
+    /// work rates are means over — so the work measured over that window is scaled by the
+    /// in-flight count it was measured at, whatever the ramp's shape inside the window (the
+    /// line at the window's middle is not that count where the ramp started from nothing: it
+    /// may be near zero or below, and the ratio unbounded). `rate_window` of 0 (not known)
+    /// takes the latest sample. `None` when nothing was in flight over the window: there is
+    /// no measured work per request in flight to scale.
+    pub fn ramp(&self, now: f64, span: f64, rate_window: f64, lead: f64) -> Option<Ramp> {
+        let lead = lead.max(0.0);
         let samples: Vec<(f64, f64)> = self
             .in_flight
             .iter()
@@ -244,18 +255,50 @@ impl Forecaster {
         if sty * sty / (stt * syy) < RAMP_MIN_FIT {
             return None;
         }
-        let line = |t: f64| mean_y + slope * (t - mean_t);
-        let then = line(now - lag.max(0.0));
-        let ahead = line(now + horizon.max(0.0));
-        let growth = if then > 0.0 {
-            (ahead / then).min(GROWTH_BOUNDS.1)
-        } else {
-            GROWTH_BOUNDS.1
-        };
+        let ahead = mean_y + slope * (now + lead - mean_t);
+        let measured = self.mean_in_flight(now - rate_window.max(0.0), now);
+        if measured <= 0.0 {
+            return None;
+        }
         Some(Ramp {
             slope,
-            growth: growth.max(1.0),
+            ahead,
+            measured,
+            growth: (ahead / measured).max(1.0),
         })
+    }
+
+    /// Mean of the requests in flight over `[from, to]`: the time average of the line through
+    /// consecutive samples (held at the first sample before it and at the last after it); the
+    /// value at `to` when the span is empty. 0 before any sample.
+    pub fn mean_in_flight(&self, from: f64, to: f64) -> f64 {
+        let at = |t: f64| {
+            let after = self.in_flight.iter().position(|s| s.0 >= t);
+            match after {
+                None => self.in_flight.back().map_or(0.0, |s| s.1),
+                Some(0) => self.in_flight[0].1,
+                Some(i) => {
+                    let (a, b) = (self.in_flight[i - 1], self.in_flight[i]);
+                    a.1 + (b.1 - a.1) * (t - a.0) / (b.0 - a.0)
+                }
+            }
+        };
+        if to <= from {
+            return at(to);
+        }
+        let mut knots = vec![from];
+        knots.extend(
+            self.in_flight
+                .iter()
+                .map(|s| s.0)
+                .filter(|&t| t > from && t < to),
+        );
+        knots.push(to);
+        let area: f64 = knots
+            .windows(2)
+            .map(|k| (at(k[0]) + at(k[1])) / 2.0 * (k[1] - k[0]))
+            .sum();
+        area / (to - from)
     }
 
     /// Smoothed offered work now.
@@ -468,6 +511,37 @@ mod tests {
         // each scaled by the baseline ahead over the baseline then (within ±20 % here).
         assert!((1.8..2.7).contains(&work.high), "{work:?}");
         assert!((0.4..0.6).contains(&work.low), "{work:?}");
+    }
+
+    #[test]
+    fn a_ramp_grows_by_the_line_ahead_over_the_mean_in_flight_of_the_rate_window() {
+        let s = ForecastSettings::default();
+        let mut f = Forecaster::default();
+        for (t, n) in [(-15.0, 0.0), (-10.0, 0.0), (-5.0, 1.0), (0.0, 2.0)] {
+            f.observe_in_flight(&s, t, n);
+        }
+        // By hand: mean t −7.5, mean 0.75; Σ(t−t̄)² = 125, Σ(t−t̄)(y−ȳ) = 17.5 → slope 0.14;
+        // Σ(y−ȳ)² = 2.75 → R² = 17.5² / (125 · 2.75) = 0.89. 20 s ahead: 0.75 + 0.14 · 27.5
+        // = 4.6. Mean in flight over [−20, 0] (held at 0 before −15, straight lines between
+        // samples): (0 · 5 + 0 · 5 + 0.5 · 5 + 1.5 · 5) / 20 = 0.5 → growth 9.2.
+        let r = f.ramp(0.0, 15.0, 20.0, 20.0).unwrap();
+        assert!((r.slope - 0.14).abs() < 1e-12, "{r:?}");
+        assert!((r.ahead - 4.6).abs() < 1e-12, "{r:?}");
+        assert!((r.measured - 0.5).abs() < 1e-12, "{r:?}");
+        assert!((r.growth - 9.2).abs() < 1e-12, "{r:?}");
+        // Rates with no window are now: the latest sample, 2 → 4.6 / 2 = 2.3.
+        assert!((f.ramp(0.0, 15.0, 0.0, 20.0).unwrap().growth - 2.3).abs() < 1e-12);
+        // A 10 s span holds −10, −5, 0: 0, 1, 2 on a line: R² 1, slope 0.2.
+        assert!((f.ramp(0.0, 10.0, 20.0, 20.0).unwrap().slope - 0.2).abs() < 1e-12);
+        // A step is not a ramp: 0, 0, 1 at −10, −5, 0 fit a line with R² = 0.75 < 0.8.
+        let mut step = Forecaster::default();
+        for (t, n) in [(-10.0, 0.0), (-5.0, 0.0), (0.0, 1.0)] {
+            step.observe_in_flight(&s, t, n);
+        }
+        assert_eq!(step.ramp(0.0, 15.0, 20.0, 20.0), None);
+        // A mean over a span outside the samples holds the nearest one.
+        assert_eq!(f.mean_in_flight(-30.0, -20.0), 0.0);
+        assert_eq!(f.mean_in_flight(5.0, 10.0), 2.0);
     }
 
     #[test]

@@ -45,7 +45,9 @@
 //!    profile when a period is configured) and remembers short-window (burst-grain) samples.
 //! 3. Per-replica capacity is learned from the fleet's TTFT p95 against the objective: a miss
 //!    at a load lowers it, an easy pass raises it.
-//! 4. The horizon is the p95 time-to-ready of a cold start. The remembered burst-grain
+//! 4. The horizon is the p95 time-to-ready of a cold start plus one decision period: a
+//!    decision stands until the next, whose ask lands one time-to-ready after it, so what is
+//!    asked for now must serve until then. The remembered burst-grain
 //!    windows, each scaled by the baseline forecast at the horizon over the baseline it was
 //!    seen at (a slow ~5 min Holt, seasonal when configured), are the scenarios; for every candidate
 //!    replica count `n` the expected cost per hour is `n × GPU price + miss price × expected
@@ -56,10 +58,15 @@
 //!    smoothed level needs now, nor — while the fleet's TTFT p95 is over the objective — the
 //!    ready replicas scaled by how far over it is, nor what a **ramp** needs one horizon
 //!    ahead: when the requests in flight (running + waiting, gauges with no averaging window)
-//!    rise along a least-squares line over the last horizon that explains ≥ 80 % of their
-//!    variance ([`forecast::Forecaster::ramp`]), the measured work is grown by the line's
-//!    value one horizon ahead over its value when the rates were measured (half their window,
-//!    [`Demand::rate_window_secs`], ago), at most 4×. Neither the level (~50 s memory) nor the
+//!    rise along a least-squares line over the last p95 time-to-ready (at least three
+//!    periods) that explains ≥ 80 % of their variance ([`forecast::Forecaster::ramp`]), the
+//!    measured work is grown by the line's value one horizon ahead over the mean in flight
+//!    over the window the rates were measured over ([`Demand::rate_window_secs`]). No cap on
+//!    that growth: the count it divides by is measured, not a line's value where the ramp had
+//!    not started (near zero or below at a ramp's onset — what a cap had to bound); the line
+//!    is carried one period further than it was fitted over, and the bounds' maximum holds.
+//!    Neither the level
+//!    (~50 s memory) nor the
 //!    scenarios (their baseline's slope needs half its 5 min memory) can see a ramp younger
 //!    than that in time for a cold start. The fast (derivative) term only wakes sleepers: a
 //!    cold start lands long after a burst of seconds is over.
@@ -196,7 +203,9 @@ pub struct Settings {
     pub bounds: Bounds,
     pub work: WorkModel,
     pub forecast: ForecastSettings,
-    /// Seconds between calls (used for nothing but the reason text and the warm-up).
+    /// Seconds between calls: the horizon is one p95 cold start plus this (what a decision
+    /// asks for must serve until the next decision's ask lands), and a ramp is fitted over
+    /// at least three of them.
     pub decision_period_secs: f64,
 }
 
@@ -562,9 +571,12 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
     }
     state.capacity = Some(cap);
 
-    // 4. Forecast over the cold-start horizon and the cheapest fleet for its scenarios.
+    // 4. Forecast over the cold-start horizon and the cheapest fleet for its scenarios. A
+    // decision stands until the next one, and what it asks for lands one time-to-ready after
+    // it: the capacity asked for now must serve until what the next decision asks for lands,
+    // one p95 cold start plus one decision period ahead.
     let times = &snapshot.time_to_ready;
-    let horizon = times.cold.p95();
+    let horizon = times.cold.p95() + settings.decision_period_secs;
     let fs = &settings.forecast;
     let (work_forecast, request_forecast) = state.forecaster.estimate(fs, now, horizon);
     let scenarios = state.forecaster.scenarios(fs, now, horizon);
@@ -613,13 +625,19 @@ pub fn decide(settings: &Settings, state: &mut State, snapshot: &Snapshot) -> Re
         _ => 0,
     };
     // A ramp in the requests in flight (gauges, no averaging window), fitted over the last
-    // time-to-ready: the measured work grown along it to one time-to-ready ahead. The level
-    // and the scenarios cannot see it in time: the Holt level lags a ramp by its ~50 s memory,
-    // the baseline's slope needs half its 5 min memory, and the rates lag by half their window.
+    // p95 time-to-ready (a longer span takes in the flat before a young ramp and fails the
+    // fit): the measured work grown along it to the horizon, by the in-flight count on the
+    // line then over the one the rates were measured at (the mean over their window). The
+    // level and the scenarios cannot see it in time: the Holt level lags a ramp by its ~50 s
+    // memory, the baseline's slope needs half its 5 min memory, and the rates lag by half
+    // their window.
     let ramp = state.forecaster.ramp(
         now,
-        horizon.max(RAMP_MIN_SPAN_PERIODS * settings.decision_period_secs),
-        snapshot.demand.rate_window_secs.unwrap_or(0.0) / 2.0,
+        times
+            .cold
+            .p95()
+            .max(RAMP_MIN_SPAN_PERIODS * settings.decision_period_secs),
+        snapshot.demand.rate_window_secs.unwrap_or(0.0),
         horizon,
     );
     let ramp_work = ramp.map(|r| rate_work * r.growth + queued_work);

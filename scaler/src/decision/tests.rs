@@ -300,8 +300,9 @@ fn settings_are_validated() {
 /// The e2e ramp (tests/e2e/test_warm_pool.py) as the controller sees it: one closed-loop
 /// client more every 5 s from t = 0 (before: none), each client 0.19 replica-seconds of work
 /// per second and one request in flight; the rates are means over a 20 s window (the e2e
-/// adapter's), the requests in flight are read as they are. Decisions every 5 s from t = −10,
-/// cold start learned as its prior (median 12 s, p95 12·e^(1.645·0.25) = 18.1 s).
+/// adapter's), the requests in flight are read as they are. Decisions every 5 s from
+/// t = −12.5, 2.5 s after each step (the e2e's sync phase is arbitrary), cold start learned as
+/// its prior (median 12 s, p95 12·e^(1.6448536·0.25) = 18.104 s): horizon 18.104 + 5 = 23.104 s.
 fn first_raise_on_the_ramp(in_flight_read: bool) -> f64 {
     let clients = |t: f64| {
         if t < 0.0 {
@@ -320,7 +321,7 @@ fn first_raise_on_the_ramp(in_flight_read: bool) -> f64 {
     let s = settings();
     let mut state = State::default();
     for i in 0..20 {
-        let t = -10.0 + 5.0 * i as f64;
+        let t = -12.5 + 5.0 * i as f64;
         let mut snap = snapshot(t, windowed(t) / 1e-4, 1);
         snap.demand.rate_window_secs = Some(20.0);
         snap.signals.running = in_flight_read.then(|| clients(t));
@@ -335,13 +336,32 @@ fn first_raise_on_the_ramp(in_flight_read: bool) -> f64 {
 
 #[test]
 fn a_ramp_in_flight_is_met_one_cold_start_ahead() {
-    // By hand at t = 10: in flight 0, 1, 2, 3 at t = −5 … 10 (inside the 18.1 s span) lie on
-    // 1 + 0.2·t; the rates (mean over [−10, 10] = 0.1425) lag 10 s, so the work grows by the
-    // line at 28.1 s over the line at 0 s: 6.62, at most 4 → 0.57, over 0.5 a replica → 2.
-    // At t = 5 the fit (0, 0, 1, 2 at −10 … 5: R² = 0.89) grows 0.0475 by 4 → 0.19 → 1.
-    assert_eq!(first_raise_on_the_ramp(true), 10.0);
+    // By hand at t = 7.5: in flight 0, 0, 1, 2 at t = −7.5 … 7.5 (inside the 18.1 s span) fit
+    // 0.75 + 0.14·t (R² = 0.89); 23.104 s ahead the line is at 0.75 + 0.14·30.604 = 5.03. The
+    // rates (0.19 × 0.5 clients, the mean over [−12.5, 7.5] = 0.095) were measured at a mean
+    // of 0.5 in flight (the line through the samples 0, 0, 0, 1, 2 at −12.5 … 7.5, averaged
+    // over the window: (2.5 + 7.5) / 20), so the work grows by 5.03 / 0.5 = 10.07 → 0.957,
+    // over 0.5 a replica → 2. At t = 2.5 the samples 0, 0, 0, 1 fit a line with R² = 0.6: no
+    // ramp yet (one step is not a ramp).
+    // The rule this replaced (growth from the line 10 s back, at most 4×; horizon 18.1 s)
+    // asked at 12.5 s: at 7.5 the line 10 s back is 0.4, 4.33 / 0.4 = 10.8 capped to 4 →
+    // 0.38 → 1.
+    assert_eq!(first_raise_on_the_ramp(true), 7.5);
     // One replica (4 slots, 0.19 each) is outgrown at 5 clients, t = 20; a 12 s cold start
-    // asked for at t = 10 is Ready by then. Without the requests in flight the decision only
+    // asked for at t = 7.5 is Ready by 19.5. Without the requests in flight the decision only
     // sees the lagging rates and rises when a replica is already outgrown.
     assert!(first_raise_on_the_ramp(false) >= 20.0);
+}
+
+#[test]
+fn the_horizon_is_a_p95_cold_start_plus_one_decision_period() {
+    // Prior of a 120 s median: p95 120·e^(1.6448536·0.25) = 181.038 s; decisions every 5 s:
+    // what one decision asks for must serve until the next one's ask lands, 186.038 s ahead.
+    let s = settings();
+    let r = decide(&s, &mut State::default(), &snapshot(0.0, 1000.0, 1));
+    assert!(
+        (r.forecast.horizon_secs - 186.038).abs() < 1e-3,
+        "{}",
+        r.forecast.horizon_secs
+    );
 }

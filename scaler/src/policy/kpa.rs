@@ -12,29 +12,40 @@
 //! activator in the request path (`floor(ready × total − target-burst-capacity − panic value)
 //! < 0`, total = container concurrency, TBC 200): while it is, requests wait in one central
 //! queue and each pod gets at most its container concurrency ([`Decision::activator`]).
-//! AIBrix (`vllm-project/aibrix` `pkg/controller/podautoscaler/algorithm/kpa.go` and
-//! `context/context.go`): the same algorithm with no tolerance band, max scale-up and
-//! scale-down rates of 2, panic threshold 2, a 180 s stable and 60 s panic window (AIBrix's KPA
-//! defaults), and the 300 s scale-down cooldown, modelled as Knative's scale-down delay (the
-//! highest desired count of the last 300 s). AIBrix has no activator.
+//! AIBrix (`vllm-project/aibrix`, `pkg/controller/podautoscaler/`), modelled as its current
+//! source behaves, not as Knative does (files and functions read):
+//! - `metrics/client.go` `UpdateMetrics`: each scrape records the *mean* of the pods' values in
+//!   the stable and panic windows, so the KPA's value is the mean KV-cache usage per pod, not a
+//!   fleet total ([`KpaMetric::KvCacheUsage`]); `ceil(value / target)` is then a pod count that
+//!   does not grow with the fleet (the upstream test
+//!   `TestComputeDesiredReplicasAdjustsKPAAPAConservativelyWhenReplicasPending` in
+//!   `autoscaler_test.go` expects 4 from two pods at 250 against a target of 50 with 4 current
+//!   replicas, which only the mean gives).
+//! - `algorithm/kpa.go` `KPAAlgorithm.ComputeRecommendation` → `shouldEnterPanicMode`: panic on
+//!   each tick iff the stable value is ≤ 0 or panic value / stable value > the panic threshold
+//!   (2, `context/context.go` `NewBaseScalingContext`); no panic hold of one stable window.
+//! - `algorithm/kpa.go` `computeTargetReplicas(currentPodCount = CurrentReplicas)`: desired
+//!   counts `ceil(stable / target)` and `ceil(panic / target)` clamped to
+//!   `[floor(current / 2), max(1, ceil(2 × current))]` (so 1 pod, not 2, from zero); in panic the
+//!   larger of the two, "never below `GetMaxPanicPods()`" — but the base context's
+//!   `GetMaxPanicPods` returns 0 and `SetMaxPanicPods` is a no-op (`context/context.go`), so the
+//!   panic high-water mark is inert upstream: panic mode is the memoryless larger count. Then
+//!   `applyConstraints` (min, max replicas; `algorithm/algorithm.go`).
+//! - `autoscaler.go` `ComputeDesiredReplicas` → `applyPendingReplicaGuard` and
+//!   `computePendingAdjustedReplicas` (KPA, Pod metric, pods pending, a change proposed, a
+//!   positive current count): with `ready ≤ current` and `pending = current − ready`, a
+//!   scale-up becomes `ceil(value × ready / current / target)` clamped to `[current, desired]`
+//!   (pending pods counted as missing), a scale-down
+//!   `ceil((value × ready + target × pending) / target)` clamped to `[desired, current]`
+//!   (pending pods at target); `value` is the recommendation's `current_value` (the panic
+//!   value in panic, else the stable value).
+//! - Kept from before: stable and panic windows of 180 s and 60 s (`DefaultStableWindowDuration`,
+//!   `DefaultPanicWindowDuration`), max scale-up and scale-down rates 2, no tolerance band, no
+//!   scale-up cooldown, and the 300 s scale-down cooldown modelled as Knative's scale-down delay
+//!   (the highest desired count of the last 300 s, applied after the guard); the largest proposal
+//!   over several metric sources. AIBrix has no activator. Not modelled: `ActivationScale` (1 in
+//!   the base context, a no-op).
 //!
-//! Checked against AIBrix's current source (`algorithm/kpa.go` `ComputeTargetReplicas`,
-//! `context/context.go` `NewBaseScalingContext`, `metrics/client.go`, `autoscaler.go`).
-//! Matches: `ceil(value / target)` for the stable and panic counts, clamped to
-//! `[floor(ready / 2), ceil(2 × ready)]`; panic when `dppc / max(1, ready) ≥ 2`; in panic the
-//! larger count, never below the panic maximum; `DefaultTolerance = 0` for the KPA (the 0.1
-//! fluctuation tolerances of the context serve the APA); stable and panic windows of 180 s and
-//! 60 s (`DefaultStableWindowDuration`, `DefaultPanicWindowDuration`); no scale-up cooldown and a
-//! 300 s scale-down cooldown; the largest proposal over several metric sources. Differs, not
-//! ported: AIBrix keeps scale-up non-zero as `max(1, ceil(2 × ready))` over the ready count
-//! unclamped at 1 (here `ready` is taken as at least 1 for both bounds: the two differ only with
-//! no ready pod, 1 against 2); `applyPendingReplicaGuard` (`autoscaler.go`) recomputes a KPA
-//! scale-up with pods still pending counted as missing (value × ready / current) and a
-//! scale-down with them at target, which is not modelled; panic state lives in the scaling
-//! context (`GetInPanicMode`, `GetMaxPanicPods`), whose base implementation returns "not in
-//! panic" and 0 and whose setters are no-ops — no caller that sets panic mode was found in the
-//! source read, so upstream may run the stable count alone, where this model panics as the
-//! older `scaler/kpa.go` (and Knative) do.
 //! Does not own: the metric arithmetic (the metrics crate's fleet sums).
 
 use super::{Decision, Policy, PolicyError};
@@ -81,7 +92,8 @@ const AIBRIX_TICK_SECS: f64 = KPA_TICK_SECS;
 pub enum KpaMetric {
     /// In-flight requests (running + waiting + held at the activator), fleet total.
     Concurrency { target_per_pod: f64 },
-    /// KV-cache usage, fleet total of per-pod fractions.
+    /// KV-cache usage, mean of the per-pod fractions (AIBrix's `UpdateMetrics` averages the
+    /// pods' values).
     KvCacheUsage { target_per_pod: f64 },
 }
 
@@ -120,6 +132,8 @@ pub struct Kpa {
     recent: VecDeque<(f64, u32)>,
     min: u32,
     max: u32,
+    /// AIBrix's upstream algorithm ([`Kpa::aibrix_scale`]) instead of Knative's `Scale`.
+    aibrix: bool,
 }
 
 impl Kpa {
@@ -148,7 +162,7 @@ impl Kpa {
 
     /// AIBrix's KPA on KV-cache usage.
     pub fn aibrix(target_per_pod: f64, min: u32, max: u32) -> Result<Kpa, PolicyError> {
-        Kpa::build(
+        let mut kpa = Kpa::build(
             "aibrix",
             KpaMetric::KvCacheUsage { target_per_pod },
             KpaParams {
@@ -163,7 +177,9 @@ impl Kpa {
             },
             min,
             max,
-        )
+        )?;
+        kpa.aibrix = true;
+        Ok(kpa)
     }
 
     /// A KPA with explicit parameters (sweeps).
@@ -195,6 +211,7 @@ impl Kpa {
             recent: VecDeque::new(),
             min,
             max,
+            aibrix: false,
         })
     }
 
@@ -257,12 +274,84 @@ impl Kpa {
         desired
     }
 
+    /// One AIBrix decision as its source computes it (see the module doc): panic from the
+    /// window ratio, the clamped stable and panic counts over the current replica count, the
+    /// min/max constraints, the pending-replica guard, then the scale-down cooldown.
+    /// `current` is the requested replica count, `ready` the Ready pods among them.
+    pub fn aibrix_scale(
+        &mut self,
+        now: f64,
+        stable: f64,
+        panic: f64,
+        current: u32,
+        ready: u32,
+    ) -> u32 {
+        let p = self.params;
+        let target = self.target();
+        // `shouldEnterPanicMode`.
+        let in_panic = stable <= 0.0 || panic / stable > p.panic_threshold;
+        // `computeTargetReplicas`.
+        let pods = f64::from(current);
+        let max_up = (p.max_scale_up_rate * pods).ceil().max(1.0);
+        let max_down = (pods / p.max_scale_down_rate).floor();
+        let stable_pods = (stable / target).ceil().max(max_down).min(max_up) as u32;
+        let panic_pods = (panic / target).ceil().max(max_down).min(max_up) as u32;
+        // In panic the larger count; the high-water mark is inert upstream (`GetMaxPanicPods`
+        // is always 0), so nothing is held from one tick to the next.
+        let desired = if in_panic {
+            stable_pods.max(panic_pods)
+        } else {
+            stable_pods
+        };
+        // `applyConstraints`.
+        let desired = desired.clamp(self.min, self.max);
+        // `applyPendingReplicaGuard`.
+        let value = if in_panic { panic } else { stable };
+        let mut desired = pending_guard(desired, current, ready, value, target);
+        if p.scale_down_delay > 0.0 {
+            self.recent.push_back((now, desired));
+            while self
+                .recent
+                .front()
+                .is_some_and(|(t, _)| *t <= now - p.scale_down_delay)
+            {
+                self.recent.pop_front();
+            }
+            desired = self.recent.iter().map(|(_, d)| *d).max().unwrap_or(desired);
+        }
+        desired
+    }
+
     /// The activator's per-pod limit when excess burst capacity is negative.
     fn activator_in_path(&self, panic: f64, ready: u32) -> Option<u32> {
         let a = self.params.activator?;
         let excess =
             (ready as f64 * a.container_concurrency - a.target_burst_capacity - panic).floor();
         (excess < 0.0).then_some(a.container_concurrency as u32)
+    }
+}
+
+/// AIBrix's `applyPendingReplicaGuard` with `computePendingAdjustedReplicas` for the KPA: while
+/// replicas are pending, a scale-up counts them as missing from the per-pod value and a
+/// scale-down counts them at target.
+fn pending_guard(desired: u32, current: u32, ready: u32, value: f64, target: f64) -> u32 {
+    let ready = ready.min(current);
+    let pending = current - ready;
+    if pending == 0 || desired == current || current == 0 || target <= 0.0 {
+        return desired;
+    }
+    let (current_f, ready_f, pending_f) =
+        (f64::from(current), f64::from(ready), f64::from(pending));
+    if desired > current {
+        let adjusted = value * ready_f / current_f;
+        // Upstream converts with `int32(math.Ceil(...))`; values here are finite and small.
+        let d = (adjusted / target).ceil().max(0.0) as u32;
+        d.clamp(current, desired)
+    } else {
+        let d = ((value * ready_f + target * pending_f) / target)
+            .ceil()
+            .max(0.0) as u32;
+        d.clamp(desired, current)
     }
 }
 
@@ -283,9 +372,10 @@ impl Policy for Kpa {
         let now = obs.now;
         let current = obs.desired_serving;
         if !self.started {
-            // `newAutoscaler`: over more than one ready pod, start in panic at that scale.
+            // `newAutoscaler`: over more than one ready pod, start in panic at that scale
+            // (Knative only: AIBrix keeps no panic state across ticks).
             self.started = true;
-            if obs.ready > 1 {
+            if obs.ready > 1 && !self.aibrix {
                 self.panic_since = Some(now);
                 self.max_panic_pods = obs.ready;
             }
@@ -299,7 +389,7 @@ impl Policy for Kpa {
                     (r, w) => Some(r.unwrap_or(0.0) + w.unwrap_or(0.0) + obs.gateway_queue as f64),
                 }
             }
-            KpaMetric::KvCacheUsage { .. } => obs.fleet.kv_cache_usage.sum.value(),
+            KpaMetric::KvCacheUsage { .. } => obs.fleet.kv_cache_usage.mean.value(),
         };
         if let Some(v) = sample {
             self.samples.push_back((now, v));
@@ -318,6 +408,10 @@ impl Policy for Kpa {
         ) else {
             return Decision::serving(current);
         };
+        if self.aibrix {
+            let desired = self.aibrix_scale(now, stable, panic, current, obs.ready);
+            return Decision::serving(desired);
+        }
         let desired = self.scale(now, stable, panic, obs.ready);
         Decision {
             activator: self.activator_in_path(panic, obs.ready),
@@ -391,15 +485,94 @@ mod tests {
         assert_eq!(a.activator_in_path(1000.0, 1), None);
     }
 
+    /// AIBrix with its 300 s scale-down cooldown off, so one tick's count is visible.
+    fn aibrix_without_cooldown(target: f64, min: u32) -> Kpa {
+        let mut a = Kpa::aibrix(target, min, 100).unwrap();
+        a.params.scale_down_delay = 0.0;
+        a
+    }
+
+    #[test]
+    fn aibrix_allows_one_pod_from_zero() {
+        // `computeTargetReplicas` with currentPodCount 0: maxScaleUp = max(1, ceil(2 × 0)) = 1,
+        // maxScaleDown = floor(0 / 2) = 0; dspc = ceil(0.875 / 0.125) = 7 → clamped to 1.
+        // (Knative's clamp over max(1, ready) allowed ceil(2 × 1) = 2.)
+        let mut a = Kpa::aibrix(0.125, 0, 100).unwrap();
+        assert_eq!(a.aibrix_scale(0.0, 0.875, 0.875, 0, 0), 1);
+    }
+
+    #[test]
+    fn aibrix_panic_follows_the_window_ratio_and_holds_nothing() {
+        let mut a = aibrix_without_cooldown(0.125, 1);
+        // panic / stable = 0.625 / 0.25 = 2.5 > 2 → panic. 4 current: clamp [2, 8];
+        // dspc = ceil(2) = 2, dppc = ceil(5) = 5 → the larger, 5.
+        assert_eq!(a.aibrix_scale(0.0, 0.25, 0.625, 4, 4), 5);
+        // Next tick 0.375 / 0.25 = 1.5 ≤ 2 → stable: dspc 2 within [floor(5/2), 10] = [2, 10] → 2.
+        // GetMaxPanicPods is always 0 upstream, so the 5 is not held (Knative would hold it).
+        assert_eq!(a.aibrix_scale(2.0, 0.25, 0.375, 5, 5), 2);
+        // Stable value 0 → panic (`shouldEnterPanicMode`): dspc 0 → 1 (clamp [1, 4]),
+        // dppc = ceil(0.25 / 0.125) = 2 → 2; in stable mode it would be 1.
+        assert_eq!(a.aibrix_scale(4.0, 0.0, 0.25, 2, 2), 2);
+    }
+
+    #[test]
+    fn aibrix_pending_replica_guard() {
+        let mut a = aibrix_without_cooldown(0.125, 1);
+        // The upstream cases of `TestComputeDesiredReplicasAdjustsKPAAPAConservativelyWhen
+        // ReplicasPending`, with target 0.125 for 50: 4 current replicas.
+        // Scale-up, 2 ready 2 pending, value 0.625: desired ceil(0.625 / 0.125) = 5 > 4;
+        // adjusted 0.625 × 2 / 4 = 0.3125 → ceil(2.5) = 3 → clamped to [4, 5] → 4.
+        assert_eq!(a.aibrix_scale(0.0, 0.625, 0.625, 4, 2), 4);
+        // Scale-up dampened, 3 ready 1 pending, value 0.875: desired 7; adjusted
+        // 0.875 × 3 / 4 = 0.65625 → ceil(5.25) = 6 within [4, 7] → 6.
+        assert_eq!(a.aibrix_scale(2.0, 0.875, 0.875, 4, 3), 6);
+        // Scale-down, 2 ready 2 pending, value 0.0625: desired ceil(0.5) = 1 → 2 (clamp
+        // [2, 8]); guard ceil((0.0625 × 2 + 0.125 × 2) / 0.125) = 3 within [2, 4] → 3.
+        assert_eq!(a.aibrix_scale(4.0, 0.0625, 0.0625, 4, 2), 3);
+        // Nothing pending: no guard, 5.
+        assert_eq!(a.aibrix_scale(6.0, 0.625, 0.625, 4, 4), 5);
+    }
+
     #[test]
     fn aibrix_rates_and_cooldown() {
-        let mut a = Kpa::aibrix(0.5, 1, 100).unwrap();
-        // KV sum 4.0 / 0.5 → 8 pods, but at most ceil(2 × 2 ready) = 4.
-        assert_eq!(a.scale(0.0, 4.0, 4.0, 2), 4);
-        // Later the load is gone: stable 0 → floor(4 / 2) = 2, but the 300 s cooldown holds 4.
-        assert_eq!(a.scale(200.0, 0.0, 0.0, 4), 4);
-        // Panic ended 180 s after the last time over the threshold (t = 0); past 300 s the 4
-        // recorded at t = 0 has aged out of the cooldown window: 2.
-        assert_eq!(a.scale(301.0, 0.0, 0.0, 4), 2);
+        let mut a = Kpa::aibrix(0.125, 1, 100).unwrap();
+        // Mean KV 0.875 / 0.125 → 7 pods, but at most ceil(2 × 2 current) = 4.
+        assert_eq!(a.aibrix_scale(0.0, 0.875, 0.875, 2, 2), 4);
+        // Later the load is gone: stable 0 → panic, both counts 0 → floor(4 / 2) = 2, but the
+        // 300 s cooldown holds the 4 of t = 0.
+        assert_eq!(a.aibrix_scale(200.0, 0.0, 0.0, 4, 4), 4);
+        // Past 300 s the 4 has aged out of the cooldown window: 2.
+        assert_eq!(a.aibrix_scale(301.0, 0.0, 0.0, 4, 4), 2);
+    }
+
+    #[test]
+    fn aibrix_reads_the_mean_kv_usage_per_pod() {
+        use crate::policy::warm_pool::tests::observation;
+        use inferscale_metrics::fleet::FleetSignals;
+        use inferscale_metrics::signals::{Latency, Missing, ModelSignals, Reading};
+        let none = Latency::missing(Missing::NotExposed);
+        let pod = |kv: f64| ModelSignals {
+            queue_depth: Reading::Value(0.0),
+            running: Reading::Value(1.0),
+            kv_cache_usage: Reading::Value(kv),
+            kv_cache_usage_max: Reading::Value(kv),
+            preemption_rate: Reading::Value(0.0),
+            prompt_token_rate: Reading::Value(0.0),
+            generation_token_rate: Reading::Value(0.0),
+            request_rate: Reading::Value(0.0),
+            request_rate_by_reason: Default::default(),
+            time_to_first_token: none.clone(),
+            inter_token_latency: none.clone(),
+            end_to_end_latency: none.clone(),
+            queue_time: none.clone(),
+        };
+        let pods = [pod(0.25), pod(0.5), pod(0.5), pod(0.75)];
+        let mut obs = observation(0.0, 0.0, 0, 4);
+        obs.fleet = FleetSignals::of(&pods.iter().collect::<Vec<_>>());
+        let mut a = Kpa::aibrix(0.125, 1, 100).unwrap();
+        // `UpdateMetrics` records the mean, (0.25 + 0.5 + 0.5 + 0.75) / 4 = 0.5; one sample, so
+        // stable = panic = 0.5, not in panic; ceil(0.5 / 0.125) = 4 within [2, 8] → 4.
+        // The fleet sum 2.0 would give ceil(16) → 8.
+        assert_eq!(a.decide(&obs).serving, 4);
     }
 }
