@@ -9,6 +9,7 @@
 //! a zombie that still answers probes.
 
 use crate::api::health::Probes;
+use crate::api::cache::{self, ResponseCache};
 use crate::api::{self, AppState};
 use crate::auth::AuthState;
 use crate::config::{ClusterConfig, Mode, ServeConfig};
@@ -83,6 +84,10 @@ impl Core {
         let mut state = AppState::new(self.store.clone(), self.telemetry.clone());
         state.external_metrics = config.external_metrics;
         state.probes = self.probes.clone();
+        state.cache = Arc::new(ResponseCache::with_ages(
+            cache::fresh_for(config.scrape.interval),
+            cache::SERVE_STALE_FOR,
+        ));
         state
     }
 
