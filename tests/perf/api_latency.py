@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -131,7 +132,11 @@ def run_load(c: Cluster, load_bin: Path, name: str, clients: int, duration: floa
         argv.append("--http1")
     load_before = common.load_note()
     a0 = common.sample(c.adapter.pid)
+    # The load client's own CPU (its TLS, HTTP/2 and gzip decoding of every answer), so a
+    # run says how much of the two cores went to the adapter and how much to the client.
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     a1 = common.sample(c.adapter.pid)
     if r.returncode != 0:
         raise RuntimeError(f"{name}: api_load failed:\n{r.stderr[-3000:]}")
@@ -139,11 +144,14 @@ def run_load(c: Cluster, load_bin: Path, name: str, clients: int, duration: floa
     out.update({
         "name": name, "via": via, "namespace": namespace,
         "adapter_cpu_cores": round((a1.cpu - a0.cpu) / (a1.at - a0.at), 3),
+        "client_cpu_cores": round((ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
+                                  / (a1.at - a0.at), 3),
         "load_before": load_before, "load_after": common.load_note(),
     })
     log(f"{name}: {out['requests']} requests, {out['errors']} errors, p50 {out['p50_ms']:.2f} "
         f"p99 {out['p99_ms']:.2f} max {out['max_ms']:.2f} ms, first {out['first_ms']:.1f} ms, "
-        f"adapter {out['adapter_cpu_cores']} cores, {out['load_after']}")
+        f"adapter {out['adapter_cpu_cores']} cores, load client {out['client_cpu_cores']} cores, "
+        f"{out['load_after']}")
     return out
 
 
@@ -167,16 +175,23 @@ def wait_listed(c: Cluster, namespace: str, n: int) -> None:
     log(f"{n} pods listed in {namespace} after {time.monotonic() - t0:.0f}s")
 
 
+def client_cores(row: dict) -> str:
+    """Runs recorded before the client's CPU was measured have none."""
+    v = row.get("client_cpu_cores")
+    return "—" if v is None else f"{v:.2f}"
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| phase | run | clients | protocol | requests | errors | p50 ms | p90 ms | p99 ms "
-             "| max ms | first request ms | adapter cores | load average before → after |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| max ms | first request ms | adapter cores | load client cores "
+             "| load average before → after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['phase']} | {r['name']} | {r['clients']} | {r['protocol']} | "
             f"{r['requests']:,} | {r['errors']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
             f"{r['p99_ms']:.2f} | {r['max_ms']:.2f} | {r['first_ms']:.1f} | "
-            f"{r['adapter_cpu_cores']:.2f} | {r['load_before'].split()[2]} → "
+            f"{r['adapter_cpu_cores']:.2f} | {client_cores(r)} | {r['load_before'].split()[2]} → "
             f"{r['load_after'].split()[2]} |")
     return "\n".join(lines)
 
