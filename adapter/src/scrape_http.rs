@@ -274,7 +274,7 @@ impl ScrapeClient {
         })
     }
 
-    /// Idle connections held now (for tests and telemetry).
+    /// Idle connections held now (one per target at most).
     pub fn idle_connections(&self) -> usize {
         self.pool.lock().map_or(0, |p| p.idle.len())
     }
