@@ -20,9 +20,14 @@
 //! (`timeout`); `Accept-Encoding: gzip` and gzip decoding when `Content-Encoding` is exactly
 //! `gzip` (several members accepted); no proxy; redirects never followed; `TCP_NODELAY`; at
 //! most one idle connection per target (scheme, host and port), dropped after 90 s idle; TLS
-//! with the webpki roots, SNI and ALPN `http/1.1`; a request that fails on a reused connection
-//! before any response is retried once on a new one (the server may have closed it while it
-//! sat idle); the failure classes of [`ScrapeFailure`].
+//! with the webpki roots, SNI and ALPN `http/1.1`; the failure classes of [`ScrapeFailure`].
+//!
+//! One difference, deliberate: a request that fails on a reused connection before any
+//! response arrives is sent once more on a new connection (reqwest failed the scrape unless
+//! hyper knew the request was never written). It is the keep-alive race — the target closing
+//! the idle connection just as the next scrape is sent — which a target whose keep-alive
+//! timeout equals the scrape interval (uvicorn's default is 5 s) can meet on any scrape; a
+//! GET is safe to repeat, and a fresh connection that fails the same way is not retried.
 
 use crate::store::ScrapeFailure;
 use bytes::Bytes;
