@@ -8,8 +8,9 @@
 //!
 //! - `floor/memchr_lines`: counting the body's newlines;
 //! - `http/get_gzipped`: a keep-alive GET over loopback with the scraper's `Accept` header and
-//!   `Accept-Encoding: gzip`, the body collected but not decoded;
-//! - `gzip/decode`: decoding that body (flate2; reqwest decodes with the same backend);
+//!   `Accept-Encoding: gzip`, the body collected but not decoded (reqwest, the scraper's client
+//!   before its own, src/scrape_http.rs, which cannot skip decoding);
+//! - `gzip/decode`: decoding that body (flate2, the backend both clients decode with);
 //! - `utf8/sanitize`: the UTF-8 check the scraper runs before parsing;
 //! - `parse/filtered`: the name-filtered parse alone (only the families the profiles need;
 //!   the labels of kept samples read);
@@ -20,8 +21,11 @@
 //! - `store/record`: `Store::record_engine_scrape` into a 1,000-target store whose pods each
 //!   hold a full window — the signals above plus packing and pushing the scrape, health and
 //!   the write lock; the store's own share is this minus `signals/window`;
-//! - `whole/fetch_to_snapshot`: the scraper's client (gzip decoding on) fetching, checking
-//!   and parsing in one go — the sum of the first stages, to check the split against.
+//! - `whole/fetch_to_snapshot`: the scraper's own client and fetch (`scrape::scrape_client`,
+//!   `scrape::fetch`: keep-alive, gzip decoded as it arrives, the body limit) fetching,
+//!   checking and parsing in one go — the sum of the first stages, to check the split
+//!   against; `whole/fetch_to_snapshot_reqwest` the same through the reqwest client the
+//!   scraper used before (same settings), the baseline for replacing it.
 //!
 //! Measured as CPU time of the thread running the stage (`CLOCK_THREAD_CPUTIME_ID`,
 //! nanoseconds), not wall time: the loopback server runs on a thread of its own, so the
@@ -40,7 +44,7 @@
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use inferscale_adapter::scrape::ACCEPT;
+use inferscale_adapter::scrape::{fetch, scrape_client, ACCEPT};
 use inferscale_adapter::store::{PodKey, ScrapeSink, Store, Target, TargetKind, TargetRegistry};
 use inferscale_metrics::parser::{sanitize_utf8, Format, Parser, Record};
 use inferscale_metrics::profile::RouteIndex;
@@ -141,7 +145,8 @@ fn serve(replay: Replay) -> String {
     url
 }
 
-/// The scraper's client settings (`Scraper::new`), with or without gzip decoding.
+/// The settings of the reqwest client the scraper used before its own, with or without gzip
+/// decoding.
 fn client(decode_gzip: bool) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -312,10 +317,18 @@ fn stages(c: &mut Criterion<ThreadCpu>) {
         "STORE_ROUNDS too small for the iterations criterion ran"
     );
 
-    let scrape_client = client(true);
+    let scraper_client = scrape_client(Duration::from_secs(10), true).unwrap();
     group.bench_function("whole/fetch_to_snapshot", |b| {
         b.iter(|| {
-            let body = rt.block_on(get(&scrape_client, &url, false));
+            let fetched = rt.block_on(fetch(&scraper_client, &url, 16 << 20)).unwrap();
+            let (text, _) = sanitize_utf8(&fetched.body);
+            EngineSnapshot::from_exposition(&text, fetched.format, 0.0, &routes)
+        })
+    });
+    let reqwest_client = client(true);
+    group.bench_function("whole/fetch_to_snapshot_reqwest", |b| {
+        b.iter(|| {
+            let body = rt.block_on(get(&reqwest_client, &url, false));
             let (text, _) = sanitize_utf8(&body);
             EngineSnapshot::from_exposition(&text, Format::Prometheus, 0.0, &routes)
         })

@@ -67,6 +67,7 @@ pub mod keda;
 pub mod lifecycle;
 pub mod quantity;
 pub mod scrape;
+pub mod scrape_http;
 pub mod selector;
 pub mod server;
 pub mod status;

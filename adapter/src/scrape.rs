@@ -7,9 +7,9 @@
 //! Each target gets a stable phase inside the interval (from its uid), so a fleet's scrapes
 //! spread out instead of arriving at once, plus a small random jitter per round.
 
+pub use crate::scrape_http::ScrapeClient;
 use crate::store::{PodKey, ScrapeFailure, ScrapeSink, Target, TargetKind};
 use crate::telemetry::Telemetry;
-use futures::StreamExt;
 use inferscale_metrics::gpu::read_gpus;
 use inferscale_metrics::parser::{count_invalid_utf8, sanitize_utf8, Format};
 use inferscale_metrics::profile::RouteIndex;
@@ -58,14 +58,14 @@ pub fn unix_now() -> f64 {
 pub enum ScrapeError {
     /// The HTTP client could not be built (TLS backend).
     #[error("building the HTTP client")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] crate::scrape_http::ClientError),
 }
 
 /// The loop. `run` it in a task; it ends when `shutdown` resolves.
 pub struct Scraper {
     sink: Arc<dyn ScrapeSink>,
     config: ScrapeConfig,
-    client: reqwest::Client,
+    client: ScrapeClient,
     routes: Arc<RouteIndex>,
     permits: Arc<Semaphore>,
     telemetry: Arc<Telemetry>,
@@ -234,25 +234,11 @@ impl Scraper {
 }
 
 /// The HTTP client every scrape uses (one per scraper). With `keep_alive` each target's
-/// connection stays open between scrapes; an idle connection holds ≈ 28 KB of the client's
-/// buffers and state (adapter/tests/connection_memory.rs), 275 MiB at 10,000 targets.
-/// Without it every scrape opens and closes its own connection.
-pub fn scrape_client(
-    timeout: Duration,
-    keep_alive: bool,
-) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .gzip(true)
-        // Targets are pod IPs; a proxy from the environment would be wrong for them.
-        .no_proxy()
-        // A redirect is never followed: the value must come from the pod itself, not
-        // from wherever it points (another port, another host). A 3xx is a failed
-        // scrape (`redirect`), and the pod is missing.
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(usize::from(keep_alive))
-        .build()
+/// connection stays open between scrapes, held as its bare socket (see [`crate::scrape_http`]
+/// and adapter/tests/connection_memory.rs for what an idle connection costs). Without it
+/// every scrape opens and closes its own connection.
+pub fn scrape_client(timeout: Duration, keep_alive: bool) -> Result<ScrapeClient, ScrapeError> {
+    Ok(ScrapeClient::new(timeout, keep_alive)?)
 }
 
 /// A scraped body and the exposition dialect its response declared.
@@ -263,41 +249,19 @@ pub struct Fetched {
 }
 
 /// GETs a body with `client`, refusing more than `max_body_bytes` (after gzip decoding, so a
-/// small compressed bomb is refused too).
+/// small compressed bomb is refused too). Redirects are never followed: a 3xx is a failed
+/// scrape (`redirect`) — the value must come from the pod itself, not from wherever it
+/// points.
 pub async fn fetch(
-    client: &reqwest::Client,
+    client: &ScrapeClient,
     url: &str,
     max_body_bytes: usize,
 ) -> Result<Fetched, ScrapeFailure> {
-    let response = client
-        .get(url)
-        .header(reqwest::header::ACCEPT, ACCEPT)
-        .send()
-        .await
-        .map_err(classify)?;
-    if response.status().is_redirection() {
-        return Err(ScrapeFailure::Redirect);
-    }
-    if !response.status().is_success() {
-        return Err(ScrapeFailure::HttpStatus);
-    }
-    let format = format_of(response.headers());
-    if response
-        .content_length()
-        .is_some_and(|len| len as usize > max_body_bytes)
-    {
-        return Err(ScrapeFailure::BodyTooLarge);
-    }
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(classify)?;
-        if body.len() + chunk.len() > max_body_bytes {
-            return Err(ScrapeFailure::BodyTooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Fetched { body, format })
+    let response = client.get(url, ACCEPT, max_body_bytes).await?;
+    Ok(Fetched {
+        format: format_of(&response.headers),
+        body: response.body,
+    })
 }
 
 /// What we ask targets for: the Prometheus text format first (what vLLM and dcgm-exporter
@@ -306,22 +270,12 @@ pub const ACCEPT: &str =
     "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5";
 
 /// The exposition dialect a response declares.
-pub fn format_of(headers: &reqwest::header::HeaderMap) -> Format {
+pub fn format_of(headers: &http::HeaderMap) -> Format {
     headers
-        .get(reqwest::header::CONTENT_TYPE)
+        .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(Format::from_content_type)
         .unwrap_or_default()
-}
-
-fn classify(error: reqwest::Error) -> ScrapeFailure {
-    if error.is_timeout() {
-        ScrapeFailure::Timeout
-    } else if error.is_connect() {
-        ScrapeFailure::Connect
-    } else {
-        ScrapeFailure::Body
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
 thread_local! {
     // `const`: reading it allocates nothing, so the allocator may read it.
@@ -34,12 +34,34 @@ pub static CURRENT: AtomicUsize = AtomicUsize::new(0);
 /// The most heap bytes in use since a test last stored a value here.
 pub static PEAK: AtomicUsize = AtomicUsize::new(0);
 
+/// Allocations of more bytes than this share the last slot of [`LIVE_BY_SIZE`].
+pub const LARGEST_SIZE_SLOT: usize = 64 * 1024;
+/// Live (allocated, not yet freed) counted allocations by exact requested size; slot
+/// [`LARGEST_SIZE_SLOT`] holds every larger one. Read it with [`live_by_size`].
+static LIVE_BY_SIZE: [AtomicIsize; LARGEST_SIZE_SLOT + 1] =
+    [const { AtomicIsize::new(0) }; LARGEST_SIZE_SLOT + 1];
+
+/// A copy of the live allocation counts by size (index = size in bytes, the last slot every
+/// larger size). Subtract two copies to see what was allocated between them and is still held.
+pub fn live_by_size() -> Vec<isize> {
+    let copy = LIVE_BY_SIZE
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed))
+        .collect::<Vec<_>>();
+    copy
+}
+
+fn size_slot(size: usize) -> &'static AtomicIsize {
+    &LIVE_BY_SIZE[size.min(LARGEST_SIZE_SLOT)]
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() && counted() {
             let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
             PEAK.fetch_max(now, Ordering::Relaxed);
+            size_slot(layout.size()).fetch_add(1, Ordering::Relaxed);
         }
         ptr
     }
@@ -48,6 +70,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) };
         if counted() {
             CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+            size_slot(layout.size()).fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
