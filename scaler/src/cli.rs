@@ -191,7 +191,8 @@ pub struct SimulateArgs {
     /// With `--sweep`: runs of the swept families found in this earlier report's
     /// `<scenario>/runs.md` are read back instead of re-run (same traces, times-to-ready and
     /// replay: only settings it lacks are run), so a change to the refinement costs only the
-    /// new runs.
+    /// new runs. Their figures are as `runs.md` prints them (0.001 % and 0.001 GPU-h), so ties
+    /// between runs may fall otherwise than in a fresh sweep.
     #[arg(long, requires = "sweep")]
     pub reuse_runs: Option<PathBuf>,
     /// With `--sweep`: refine every swept family (the baselines and warm-pool too) around its
