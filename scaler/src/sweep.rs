@@ -644,7 +644,7 @@ fn neighbour(
         Knob::Min | Knob::Replicas => next >= 1.0 && next <= f64::from(max),
         Knob::CostRatio => next >= 1e-9,
         Knob::Target => match step {
-            Some(TargetStep::Tenths) => next >= 0.1 - 1e-9 && next <= 1.0 + 1e-9,
+            Some(TargetStep::Tenths) => (0.1 - 1e-9..=1.0 + 1e-9).contains(&next),
             Some(TargetStep::DoubleToOne) => next > 0.0 && next <= 1.0 + 1e-9,
             _ => next > 0.0,
         },
