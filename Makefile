@@ -25,9 +25,9 @@ fmt: ## Format the Rust code
 clippy: ## Lint with warnings as errors
 	cargo clippy --workspace --all-targets -- -D warnings
 
-report: ## Decision-quality report: sweep every policy, LP bound, frontiers (docs/decision-quality, README section); 20-60 min on 2 cores
+report: ## Decision-quality report: sweep every policy, refine every family off its grid's edges, LP bound, frontiers (docs/decision-quality, README section); ~17 min of one core
 	cargo build --release -p inferscale-scaler
-	nice -n 10 target/release/scaler simulate --sweep --quiet --jobs 2 \
+	nice -n 10 target/release/scaler simulate --sweep --quiet --jobs 2 --refine-all \
 	  --trace $(SHARED)/traces/AzureLLMInferenceTrace_code.csv \
 	  --trace $(SHARED)/traces/AzureLLMInferenceTrace_conv.csv --density 1,20 \
 	  --time-to-ready 120s,300s --out docs/decision-quality --readme README.md

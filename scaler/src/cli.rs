@@ -188,6 +188,18 @@ pub struct SimulateArgs {
     /// replay), so a few families can be swept against every baseline's frontier.
     #[arg(long, requires = "sweep")]
     pub import_runs: Option<PathBuf>,
+    /// With `--sweep`: runs of the swept families found in this earlier report's
+    /// `<scenario>/runs.md` are read back instead of re-run (same traces, times-to-ready and
+    /// replay: only settings it lacks are run), so a change to the refinement costs only the
+    /// new runs. Their figures are as `runs.md` prints them (0.001 % and 0.001 GPU-h), so ties
+    /// between runs may fall otherwise than in a fresh sweep.
+    #[arg(long, requires = "sweep")]
+    pub reuse_runs: Option<PathBuf>,
+    /// With `--sweep`: refine every swept family (the baselines and warm-pool too) around its
+    /// winners at 99 % and 99.9 % until none sits on its grid's edge, not only hpa-adapter and
+    /// hpa+warm-pool.
+    #[arg(long, requires = "sweep")]
+    pub refine_all: bool,
 }
 
 /// Parses `120s`, `2m`, `500ms`, `1h` or a bare number of seconds.
@@ -235,6 +247,11 @@ pub struct Resolved {
     pub jobs: usize,
     /// With a sweep: an earlier report whose runs stand in for the families not swept.
     pub import_runs: Option<PathBuf>,
+    /// With a sweep: an earlier report whose runs of the swept families are read back, not
+    /// re-run.
+    pub reuse_runs: Option<PathBuf>,
+    /// With a sweep: refine every swept family, not only the composed ones.
+    pub refine_all: bool,
     /// Size the initial fleet from the trace (no `--initial-replicas` given).
     pub auto_initial: bool,
 }
@@ -417,6 +434,8 @@ impl SimulateArgs {
             sweep: self.sweep,
             jobs: self.jobs.max(1),
             import_runs: self.import_runs.clone(),
+            reuse_runs: self.reuse_runs.clone(),
+            refine_all: self.refine_all,
             auto_initial: self.initial_replicas.is_none(),
         })
     }
