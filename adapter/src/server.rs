@@ -8,8 +8,8 @@
 //! authentication config watch ends, the process ends with an error instead of going on as
 //! a zombie that still answers probes.
 
-use crate::api::health::Probes;
 use crate::api::cache::{self, ResponseCache};
+use crate::api::health::Probes;
 use crate::api::{self, AppState};
 use crate::auth::AuthState;
 use crate::config::{ClusterConfig, Mode, ServeConfig};
