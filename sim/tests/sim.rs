@@ -231,7 +231,9 @@ fn binary_listens_after_startup_delay_and_exits_on_sigterm() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    // Generous: this checks that SIGTERM ends the process cleanly, not how fast; on a loaded
+    // 2-core machine a niced child can wait seconds for the CPU.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "{status}");
