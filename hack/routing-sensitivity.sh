@@ -22,7 +22,7 @@ fi
 
 args=(simulate --quiet --trace "$trace" --time-to-ready 120s --min-replicas 2
   --policy fixed,hpa-tokens,warm-pool,hpa+warm-pool --fixed-replicas 3
-  --token-target 10000 --reactive tokens --cost-ratio 0.0003 --warm-utilisation 0.9
+  --token-target 10000 --reactive tokens --cost-ratio 0.0003 --warm-utilisation 1
   --slo-attainment 0.5)
 
 {
@@ -32,8 +32,8 @@ args=(simulate --quiet --trace "$trace" --time-to-ready 120s --min-replicas 2
   echo "setting, replayed under every routing mode. Command per mode:"
   echo "\`scaler ${args[*]/#$shared/\$SHARED} --routing <mode>\`."
   echo "Settings: fixed(3); hpa-tokens(target=10000,min=2), the report's cheapest baseline at 99 %;"
-  echo "warm-pool(ratio=0.0003,capacity=0.9,min=2), its cheapest setting at 99 %;"
-  echo "hpa+warm-pool(tokens=10000,ratio=0.0003,capacity=0.9,min=2)."
+  echo "warm-pool(ratio=0.0003,capacity=1,min=2), its cheapest setting at 99 %;"
+  echo "hpa+warm-pool(tokens=10000,ratio=0.0003,capacity=1,min=2)."
   echo "\`central-queue\` holds a request at the gateway only while every ready pod has a full"
   echo "batch (\`max_num_seqs\` in flight) and otherwise routes as \`least-outstanding\`: where"
   echo "its rows equal those, no pod filled its batch."
