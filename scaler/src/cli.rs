@@ -196,8 +196,8 @@ pub struct SimulateArgs {
     #[arg(long, requires = "sweep")]
     pub reuse_runs: Option<PathBuf>,
     /// With `--sweep`: refine every swept family (the baselines and warm-pool too) around its
-    /// winners at 99 % and 99.9 % until none sits on its grid's edge, not only hpa-adapter and
-    /// hpa+warm-pool.
+    /// winners at 99 % and 99.9 % until none sits on its grid's edge or 6 rounds are done (the
+    /// report lists any still there), not only hpa-adapter and hpa+warm-pool.
     #[arg(long, requires = "sweep")]
     pub refine_all: bool,
 }
